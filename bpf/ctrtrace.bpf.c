@@ -1,0 +1,597 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * ctrtrace: process lifecycle and namespace changes, read in the kernel at
+ * the moment each event happens.
+ *
+ * Tracepoints only (kprobes may be compiled out): tp_btf for exec, fork and
+ * exit, and the syscall tracepoints for what only the syscall boundary knows
+ * (clone flags, failed execs, setns/unshare arguments and results).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "ctrtrace.h"
+#include "compat.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Values from the uapi headers (vmlinux.h has types, not macros). */
+#define SIGCHLD         17
+#define CLONE_VM        0x00000100
+#define CLONE_VFORK     0x00004000
+#define CLONE_THREAD    0x00010000
+#define CT_CLONE_NEW_MASK 0x7e020080ULL /* NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET, NEWTIME below */
+#define CLONE_NEWTIME   0x00000080
+
+const volatile struct ct_config cfg = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);  /* resized by userspace before load */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CT_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* Scratch space for exec events, which are too large for the BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ct_exec_event);
+} exec_heap SEC(".maps");
+
+/* clone flags of the clone/fork call in progress, by caller tid.  LRU, so an
+ * entry whose syscall failed (no fork event to delete it) ages out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u64);
+} clone_calls SEC(".maps");
+
+struct exec_call {
+	__u64 filename;  /* user pointers, still valid at exit if the exec failed */
+	__u64 argv;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct exec_call);
+} exec_calls SEC(".maps");
+
+struct ns_call {
+	struct ct_ns before;
+	__u64 arg0;
+	__u64 arg1;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct ns_call);
+} ns_calls SEC(".maps");
+
+/* --pid: the tgids followed, seeded by userspace, grown at fork. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, __u8);
+} tracked SEC(".maps");
+
+/* Keep every record type in the object's BTF for the layout test. */
+struct ct_fork_event *unused_fork __attribute__((unused));
+struct ct_exit_event *unused_exit __attribute__((unused));
+struct ct_setns_event *unused_setns __attribute__((unused));
+struct ct_unshare_event *unused_unshare __attribute__((unused));
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void read_ns(struct task_struct *t, struct ct_ns *ns, __u16 *flags)
+{
+	struct nsproxy *nsp = BPF_CORE_READ(t, nsproxy);
+	__u32 nr;
+
+	ct_pid_at_level(BPF_CORE_READ(t, thread_pid), &nr, &ns->pid);
+	ns->user = BPF_CORE_READ(t, real_cred, user_ns, ns.inum);
+	if (!nsp) {
+		*flags |= CT_F_NO_NSPROXY;
+		return;
+	}
+	ns->mnt = BPF_CORE_READ(nsp, mnt_ns, ns.inum);
+	ns->uts = BPF_CORE_READ(nsp, uts_ns, ns.inum);
+	ns->ipc = BPF_CORE_READ(nsp, ipc_ns, ns.inum);
+	ns->pid_for_children = BPF_CORE_READ(nsp, pid_ns_for_children, ns.inum);
+	ns->net = BPF_CORE_READ(nsp, net_ns, ns.inum);
+	ns->cgroup = BPF_CORE_READ(nsp, cgroup_ns, ns.inum);
+	ns->time = ct_time_ns(nsp);
+	ns->time_for_children = ct_time_ns_for_children(nsp);
+}
+
+static __always_inline void read_task(struct task_struct *t, struct ct_task *out, __u16 *flags)
+{
+	struct task_struct *leader = BPF_CORE_READ(t, group_leader);
+	struct task_struct *parent = BPF_CORE_READ(t, real_parent);
+	__u32 pid_ns;
+
+	out->pid = BPF_CORE_READ(t, tgid);
+	out->tid = BPF_CORE_READ(t, pid);
+	out->ppid = BPF_CORE_READ(parent, tgid);
+	out->uid = BPF_CORE_READ(t, real_cred, uid.val);
+	out->gid = BPF_CORE_READ(t, real_cred, gid.val);
+	out->start_ns = BPF_CORE_READ(leader, start_time);
+	out->parent_start_ns = BPF_CORE_READ(parent, group_leader, start_time);
+	/* the tgid as seen in the process's own pid namespace */
+	ct_pid_at_level(BPF_CORE_READ(leader, thread_pid), &out->vpid, &pid_ns);
+	BPF_CORE_READ_STR_INTO(&out->comm, t, comm);
+	read_ns(t, &out->ns, flags);
+}
+
+static __always_inline bool ns_equal(const struct ct_ns *a, const struct ct_ns *b)
+{
+	return a->mnt == b->mnt && a->uts == b->uts && a->ipc == b->ipc &&
+	       a->pid == b->pid && a->pid_for_children == b->pid_for_children &&
+	       a->net == b->net && a->cgroup == b->cgroup && a->user == b->user &&
+	       a->time == b->time && a->time_for_children == b->time_for_children;
+}
+
+static __always_inline bool differs_from_parent(struct task_struct *t, const struct ct_ns *ns)
+{
+	struct ct_ns pns = {};
+	__u16 unused = 0;
+
+	read_ns(BPF_CORE_READ(t, real_parent), &pns, &unused);
+	return !ns_equal(ns, &pns);
+}
+
+/*
+ * The filters that do not depend on namespaces.  Cheap, so they run before
+ * anything else is read.
+ */
+static __always_inline bool task_wanted(struct task_struct *t)
+{
+	__u32 tgid = BPF_CORE_READ(t, tgid);
+
+	if (cfg.ignore_tgid && tgid == cfg.ignore_tgid)
+		return false;
+	if (cfg.filter_pid && !bpf_map_lookup_elem(&tracked, &tgid))
+		return false;
+	if (cfg.filter_comm) {
+		char comm[CT_COMM_LEN];
+
+		BPF_CORE_READ_STR_INTO(&comm, t, comm);
+		for (int i = 0; i < CT_COMM_LEN; i++) {
+			if (comm[i] != cfg.comm[i])
+				return false;
+			if (!comm[i])
+				break;
+		}
+	}
+	return true;
+}
+
+static __always_inline void fill_header(struct ct_header *h, __u16 type, __u16 size)
+{
+	h->type = type;
+	h->size = size;
+	h->cpu = bpf_get_smp_processor_id();
+	h->ktime_ns = bpf_ktime_get_ns();
+}
+
+/* ---- exec ---------------------------------------------------------------- */
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 key = 0, tid = old_pid;
+	struct ct_exec_event *e;
+	__u64 arg_start, arg_end, len;
+	long n;
+
+	bpf_map_delete_elem(&exec_calls, &tid);
+	if (!task_wanted(p)) {
+		count(CT_CNT_FILTERED);
+		return 0;
+	}
+	e = bpf_map_lookup_elem(&exec_heap, &key);
+	if (!e)
+		return 0;
+	e->hdr.flags = 0;
+	read_task(p, &e->task, &e->hdr.flags);
+	if (cfg.ns_changes_only && !differs_from_parent(p, &e->task.ns)) {
+		count(CT_CNT_FILTERED);
+		return 0;
+	}
+	e->old_pid = old_pid;
+	e->ret = 0;
+
+	n = bpf_probe_read_kernel_str(e->data, CT_FILENAME_MAX, BPF_CORE_READ(bprm, filename));
+	if (n <= 0) {
+		e->data[0] = 0;
+		n = 1;
+	}
+	if (n >= CT_FILENAME_MAX)
+		e->hdr.flags |= CT_F_FILENAME_TRUNCATED;
+	if (n > CT_FILENAME_MAX)
+		n = CT_FILENAME_MAX;
+	e->filename_len = n;
+
+	/* argv as the new program sees it: the kernel just copied it to the new stack */
+	arg_start = BPF_CORE_READ(p, mm, arg_start);
+	arg_end = BPF_CORE_READ(p, mm, arg_end);
+	len = arg_end > arg_start ? arg_end - arg_start : 0;
+	if (len > CT_ARGS_MAX) {
+		len = CT_ARGS_MAX;
+		e->hdr.flags |= CT_F_ARGS_TRUNCATED;
+	}
+	if (len && bpf_probe_read_user(e->data + n, len, (void *)arg_start))
+		len = 0;
+	e->args_len = len;
+
+	len = offsetof(struct ct_exec_event, data) + n + len;
+	if (len > sizeof(*e))
+		len = sizeof(*e);
+	fill_header(&e->hdr, CT_EVENT_EXEC, len);
+	if (bpf_ringbuf_output(&events, e, len, 0))
+		count(CT_CNT_LOST);
+	return 0;
+}
+
+static __always_inline int exec_enter(__u64 filename, __u64 argv)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct exec_call c = { .filename = filename, .argv = argv };
+
+	bpf_map_update_elem(&exec_calls, &tid, &c, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int handle_enter_execve(struct trace_event_raw_sys_enter *ctx)
+{
+	return exec_enter(ctx->args[0], ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int handle_enter_execveat(struct trace_event_raw_sys_enter *ctx)
+{
+	return exec_enter(ctx->args[1], ctx->args[2]);
+}
+
+/*
+ * One argv entry of a failed exec per call, through bpf_loop (5.17+): an
+ * unrolled loop of string reads at growing offsets is more than the verifier
+ * will walk.
+ */
+struct argv_ctx {
+	struct ct_exec_event *e;
+	const char *const *argv;
+	__u32 base;  /* bytes of data[] used by the path */
+	__u32 off;   /* bytes of argv copied so far */
+};
+
+static long read_failed_arg(__u32 i, void *data)
+{
+	struct argv_ctx *a = data;
+	const char *arg = NULL;
+	__u32 base = a->base, off = a->off;
+	long m;
+
+	if (bpf_probe_read_user(&arg, sizeof(arg), &a->argv[i]) || !arg)
+		return 1;
+	if (off > CT_ARGS_MAX - CT_FAILED_ARG_MAX || base > CT_FILENAME_MAX) {
+		a->e->hdr.flags |= CT_F_ARGS_TRUNCATED;
+		return 1;
+	}
+	m = bpf_probe_read_user_str(a->e->data + base + off, CT_FAILED_ARG_MAX, arg);
+	if (m <= 0)
+		return 1;
+	if (m == CT_FAILED_ARG_MAX)
+		a->e->hdr.flags |= CT_F_ARGS_TRUNCATED;
+	a->off = off + m;
+	return 0;
+}
+
+/* Only failures get here with an entry: a successful exec removed it. */
+static __always_inline int exec_exit(long ret)
+{
+	__u32 key = 0, tid = (__u32)bpf_get_current_pid_tgid();
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	struct exec_call *c = bpf_map_lookup_elem(&exec_calls, &tid);
+	struct ct_exec_event *e;
+	struct argv_ctx actx = {};
+	__u32 off;
+	__u64 size;
+	long n;
+
+	if (!c)
+		return 0;
+	if (ret >= 0 || !task_wanted(task))
+		goto out;
+	e = bpf_map_lookup_elem(&exec_heap, &key);
+	if (!e)
+		goto out;
+	e->hdr.flags = 0;
+	read_task(task, &e->task, &e->hdr.flags);
+	if (cfg.ns_changes_only && !differs_from_parent(task, &e->task.ns))
+		goto out;
+	e->old_pid = tid;
+	e->ret = ret;
+
+	n = bpf_probe_read_user_str(e->data, CT_FILENAME_MAX, (void *)c->filename);
+	if (n <= 0) {
+		e->data[0] = 0;
+		n = 1;
+	}
+	if (n >= CT_FILENAME_MAX)
+		e->hdr.flags |= CT_F_FILENAME_TRUNCATED;
+	if (n > CT_FILENAME_MAX)
+		n = CT_FILENAME_MAX;
+	e->filename_len = n;
+
+	actx.e = e;
+	actx.argv = (const char *const *)c->argv;
+	actx.base = n;
+	bpf_loop(CT_FAILED_ARGC_MAX, read_failed_arg, &actx, 0);
+	off = actx.off;
+	e->args_len = off;
+
+	size = offsetof(struct ct_exec_event, data) + n + off;
+	if (size > sizeof(*e))
+		size = sizeof(*e);
+	fill_header(&e->hdr, CT_EVENT_EXEC_FAILED, size);
+	if (bpf_ringbuf_output(&events, e, size, 0))
+		count(CT_CNT_LOST);
+out:
+	bpf_map_delete_elem(&exec_calls, &tid);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_execve")
+int handle_exit_execve(struct trace_event_raw_sys_exit *ctx)
+{
+	return exec_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_execveat")
+int handle_exit_execveat(struct trace_event_raw_sys_exit *ctx)
+{
+	return exec_exit(ctx->ret);
+}
+
+/* ---- fork ---------------------------------------------------------------- */
+
+static __always_inline int clone_enter(__u64 flags)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	bpf_map_update_elem(&clone_calls, &tid, &flags, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_clone")
+int handle_enter_clone(struct trace_event_raw_sys_enter *ctx)
+{
+	return clone_enter(ctx->args[0]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_clone3")
+int handle_enter_clone3(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 flags = 0;
+
+	bpf_probe_read_user(&flags, sizeof(flags), (void *)ctx->args[0]);
+	return clone_enter(flags);
+}
+
+SEC("tracepoint/syscalls/sys_enter_fork")
+int handle_enter_fork(struct trace_event_raw_sys_enter *ctx)
+{
+	return clone_enter(SIGCHLD);
+}
+
+SEC("tracepoint/syscalls/sys_enter_vfork")
+int handle_enter_vfork(struct trace_event_raw_sys_enter *ctx)
+{
+	return clone_enter(CLONE_VFORK | CLONE_VM | SIGCHLD);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptid = BPF_CORE_READ(parent, pid);
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+	bool thread = BPF_CORE_READ(child, pid) != ctgid;
+	struct ct_fork_event *e;
+	__u64 *flags, clone_flags = 0;
+	__u16 hflags = 0;
+	__u8 one = 1;
+
+	flags = bpf_map_lookup_elem(&clone_calls, &ptid);
+	if (flags) {
+		clone_flags = *flags;
+		hflags |= CT_F_CLONE_FLAGS_KNOWN;
+		/* one clone call creates one task */
+		bpf_map_delete_elem(&clone_calls, &ptid);
+	}
+	if (thread) {
+		count(CT_CNT_THREADS);
+		hflags |= CT_F_THREAD;
+		if (!cfg.emit_threads)
+			return 0;
+	} else if (cfg.filter_pid && bpf_map_lookup_elem(&tracked, &ptgid)) {
+		bpf_map_update_elem(&tracked, &ctgid, &one, BPF_ANY);
+	}
+	if (!task_wanted(child)) {
+		count(CT_CNT_FILTERED);
+		return 0;
+	}
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CT_CNT_LOST);
+		return 0;
+	}
+	e->hdr.flags = hflags;
+	read_task(child, &e->task, &e->hdr.flags);
+	if (cfg.ns_changes_only && !(clone_flags & (CT_CLONE_NEW_MASK | CLONE_NEWTIME))) {
+		struct ct_ns pns = {};
+		__u16 unused = 0;
+
+		read_ns(parent, &pns, &unused);
+		if (ns_equal(&e->task.ns, &pns)) {
+			bpf_ringbuf_discard(e, 0);
+			count(CT_CNT_FILTERED);
+			return 0;
+		}
+	}
+	e->parent_pid = ptgid;
+	e->parent_tid = ptid;
+	e->clone_flags = clone_flags;
+	fill_header(&e->hdr, CT_EVENT_FORK, sizeof(*e));
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* ---- exit ---------------------------------------------------------------- */
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(handle_exit, struct task_struct *p)
+{
+	struct ct_exit_event *e;
+	__u32 tgid;
+
+	if (!ct_group_dead(p))
+		return 0;
+	tgid = BPF_CORE_READ(p, tgid);
+	if (!task_wanted(p)) {
+		count(CT_CNT_FILTERED);
+		return 0;
+	}
+	if (cfg.filter_pid)
+		bpf_map_delete_elem(&tracked, &tgid);
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CT_CNT_LOST);
+		return 0;
+	}
+	e->hdr.flags = 0;
+	read_task(p, &e->task, &e->hdr.flags);
+	if (cfg.ns_changes_only && !differs_from_parent(p, &e->task.ns)) {
+		bpf_ringbuf_discard(e, 0);
+		count(CT_CNT_FILTERED);
+		return 0;
+	}
+	e->exit_code = BPF_CORE_READ(p, exit_code);
+	e->__pad = 0;
+	fill_header(&e->hdr, CT_EVENT_EXIT, sizeof(*e));
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* ---- setns / unshare ------------------------------------------------------ */
+
+static __always_inline int ns_enter(__u64 arg0, __u64 arg1)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct ns_call c = { .arg0 = arg0, .arg1 = arg1 };
+	__u16 unused = 0;
+
+	if (!task_wanted(task))
+		return 0;
+	read_ns(task, &c.before, &unused);
+	bpf_map_update_elem(&ns_calls, &tid, &c, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_setns")
+int handle_enter_setns(struct trace_event_raw_sys_enter *ctx)
+{
+	return ns_enter(ctx->args[0], ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_unshare")
+int handle_enter_unshare(struct trace_event_raw_sys_enter *ctx)
+{
+	return ns_enter(ctx->args[0], 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_setns")
+int handle_exit_setns(struct trace_event_raw_sys_exit *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct ns_call *c = bpf_map_lookup_elem(&ns_calls, &tid);
+	struct ct_setns_event *e;
+
+	if (!c)
+		return 0;
+	if (cfg.ns_changes_only && ctx->ret != 0) {
+		count(CT_CNT_FILTERED);
+		goto out;
+	}
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CT_CNT_LOST);
+		goto out;
+	}
+	e->hdr.flags = 0;
+	read_task(task, &e->task, &e->hdr.flags);
+	e->ns_before = c->before;
+	e->fd = c->arg0;
+	e->nstype = c->arg1;
+	e->ret = ctx->ret;
+	fill_header(&e->hdr, CT_EVENT_SETNS, sizeof(*e));
+	bpf_ringbuf_submit(e, 0);
+out:
+	bpf_map_delete_elem(&ns_calls, &tid);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_unshare")
+int handle_exit_unshare(struct trace_event_raw_sys_exit *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct ns_call *c = bpf_map_lookup_elem(&ns_calls, &tid);
+	struct ct_unshare_event *e;
+
+	if (!c)
+		return 0;
+	if (cfg.ns_changes_only && ctx->ret != 0) {
+		count(CT_CNT_FILTERED);
+		goto out;
+	}
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CT_CNT_LOST);
+		goto out;
+	}
+	e->hdr.flags = 0;
+	read_task(task, &e->task, &e->hdr.flags);
+	e->ns_before = c->before;
+	e->__pad = 0;
+	e->flags = c->arg0;
+	e->ret = ctx->ret;
+	fill_header(&e->hdr, CT_EVENT_UNSHARE, sizeof(*e));
+	bpf_ringbuf_submit(e, 0);
+out:
+	bpf_map_delete_elem(&ns_calls, &tid);
+	return 0;
+}

@@ -1,0 +1,109 @@
+"""The basics against ground truth: pids, parents, argv, every namespace, exits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+from tracer.events import ExecEvent, ExitEvent, ForkEvent
+from tracer.flags import CLONE_NEW_MASK
+
+from conftest import execs_of, proc_ns
+
+
+def test_known_child_matches_proc(capture):
+    cap = capture()
+    child = subprocess.Popen(["sleep", "0.5"])
+    ex = cap.wait_for(lambda e: e.type == "exec" and e.ret == 0 and e.pid == child.pid)
+    truth = proc_ns(child.pid)  # read while the child is alive
+    with open(f"/proc/{child.pid}/stat") as f:
+        start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    child.wait()
+    cap.finish()
+
+    assert isinstance(ex, ExecEvent)
+    assert ex.ret == 0
+    assert ex.ppid == os.getpid()
+    assert ex.tid == child.pid and ex.vpid == child.pid
+    assert ex.argv == ["sleep", "0.5"] and not ex.argv_truncated
+    assert os.path.basename(ex.filename) == "sleep"
+    assert ex.comm == "sleep"
+    assert (ex.uid, ex.gid) == (os.getuid(), os.getgid())
+    assert ex.ns == truth  # all ten inodes, as /proc/PID/ns shows them
+    # the start time is the kernel's, /proc rounds it to clock ticks
+    assert abs(ex.start_ns // 10_000_000 - start_ticks * 100 // os.sysconf("SC_CLK_TCK")) <= 1
+
+    fork = [e for e in cap.of(child.pid, "fork")]
+    assert len(fork) == 1 and isinstance(fork[0], ForkEvent)
+    assert fork[0].ppid == os.getpid() and fork[0].parent_pid == os.getpid()
+    assert fork[0].clone_flags is not None and not fork[0].clone_flags & CLONE_NEW_MASK
+    assert fork[0].ns == truth
+
+    exits = cap.of(child.pid, "exit")
+    assert len(exits) == 1 and exits[0].exit_code == 0 and exits[0].signal == 0
+    assert exits[0].ns == truth
+
+
+def test_exit_codes_and_signals(capture):
+    cap = capture()
+    a = subprocess.Popen(["sh", "-c", "exit 7"])
+    b = subprocess.Popen(["sh", "-c", "kill -TERM $$; sleep 5"])
+    c = subprocess.Popen(["sleep", "30"])
+    cap.wait_for(lambda e: e.type == "exec" and e.ret == 0 and e.pid == c.pid)
+    c.send_signal(signal.SIGKILL)
+    for p in (a, b, c):
+        p.wait()
+    cap.finish()
+
+    def exit_of(p) -> ExitEvent:
+        ex = cap.of(p.pid, "exit")
+        assert len(ex) == 1, ex
+        return ex[0]
+
+    assert (exit_of(a).exit_code, exit_of(a).signal) == (7, 0)
+    assert exit_of(b).signal == signal.SIGTERM and b.returncode == -signal.SIGTERM
+    assert exit_of(c).signal == signal.SIGKILL
+
+
+def test_failed_exec_reports_errno_and_argv(capture):
+    cap = capture()
+    r = subprocess.run(["sh", "-c", "exec /nonexistent/prog one two; exit 9"])
+    assert r.returncode != 0
+    cap.finish()
+    failed = [e for e in cap.events if e.type == "exec" and e.filename == "/nonexistent/prog"]
+    assert len(failed) == 1
+    assert failed[0].ret == -2  # ENOENT
+    assert failed[0].argv == ["/nonexistent/prog", "one", "two"]
+
+
+def test_long_argv_is_truncated_and_flagged(capture):
+    cap = capture()
+    args = ["x" * 100] * 40  # 4 KB of arguments, more than the kernel side copies
+    subprocess.run(["/bin/true", *args], check=True)
+    cap.finish()
+    ev = execs_of(cap.events, "/bin/true")
+    assert len(ev) == 1
+    assert ev[0].argv_truncated
+    assert ev[0].argv[0] == "/bin/true"
+    assert all(a == "x" * 100 for a in ev[0].argv[1:-1])
+    assert 1 <= len(ev[0].argv) - 1 < 40
+
+
+def test_burst_of_1000_processes_all_reported(capture):
+    cap = capture()
+    n = 1000
+    script = f"i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"
+    p = subprocess.Popen(["sh", "-c", script])
+    # consume while the burst runs, as the live command does
+    while p.poll() is None:
+        cap.poll(0.05)
+    summary = cap.finish()
+    execs = [e for e in cap.events if e.type == "exec" and e.ret == 0 and e.ppid == p.pid
+             and e.filename == "/bin/true"]
+    exits = [e for e in cap.events if e.type == "exit" and e.ppid == p.pid]
+    forks = [e for e in cap.events if e.type == "fork" and e.ppid == p.pid]
+    assert len(execs) == n
+    assert len(forks) == n
+    assert len(exits) == n
+    assert summary.lost == 0

@@ -1,0 +1,126 @@
+"""The ctrtrace command: a thin click layer over tracer.session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import IO, List, Optional
+
+import click
+
+from .errors import CtrtraceError, ExitStatus
+from .render import JsonSink, TextRenderer, TextSink
+from .session import DEFAULT_RINGBUF_BYTES, TraceOptions, trace
+
+
+@dataclass
+class App:
+    """What the commands share: the output streams (injectable for tests)."""
+
+    out: IO[str] = field(default_factory=lambda: sys.stdout)
+    err: IO[str] = field(default_factory=lambda: sys.stderr)
+
+    def message(self, text: str) -> None:
+        self.err.write(f"ctrtrace: {text}\n")
+        self.err.flush()
+
+
+class _Group(click.Group):
+    """Everything after '--' is a command to run under the trace, not a subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        if "--" in args:
+            i = args.index("--")
+            ctx.meta["ctrtrace.command"] = args[i + 1:]
+            args = args[:i]
+        return super().parse_args(ctx, args)
+
+
+def _fail(e: CtrtraceError) -> None:
+    click.echo(f"ctrtrace: error: {e.message}", err=True)
+    sys.exit(int(e.status))
+
+
+@click.group(cls=_Group, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--json", "as_json", is_flag=True, help="Print JSON Lines instead of text.")
+@click.option("-d", "--duration", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Stop after this many seconds.")
+@click.option("-p", "--pid", type=click.IntRange(min=1), help="Only this process and its descendants.")
+@click.option("-c", "--comm", metavar="NAME", help="Only tasks whose command name is NAME.")
+@click.option("--ns-changes", is_flag=True,
+              help="Only events that create or enter namespaces, or differ from the parent's.")
+@click.option("--threads", is_flag=True, help="Also show the creation of threads.")
+@click.option("--buffer-size", type=click.IntRange(min=1), default=DEFAULT_RINGBUF_BYTES >> 20,
+              show_default=True, metavar="MiB", help="Size of the kernel's event buffer.")
+@click.option("--linger", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              metavar="SECONDS", help="With a command: keep tracing this long after it exits.")
+@click.pass_context
+def main(ctx: click.Context, as_json: bool, duration: Optional[float], pid: Optional[int],
+         comm: Optional[str], ns_changes: bool, threads: bool, buffer_size: int,
+         linger: float) -> None:
+    """Trace process creation, exec, exit and namespace changes, live.
+
+    \b
+      sudo ctrtrace                       trace until Ctrl-C
+      sudo ctrtrace --ns-changes          only what creates or enters namespaces
+      sudo ctrtrace --json -d 10 > t.jsonl
+      sudo ctrtrace -- docker run --rm alpine true
+
+    Each line shows the namespaces that are not the host's (PID 1's), e.g.
+    [+mnt +uts +ipc +pid +net] for a container. The command's own output goes
+    to stderr so that stdout carries events only.
+    """
+    if ctx.obj is None:
+        ctx.obj = App()
+    if ctx.invoked_subcommand is not None:
+        return
+    app: App = ctx.obj
+    command = ctx.meta.get("ctrtrace.command") or None
+    opts = TraceOptions(pid=pid, comm=comm, ns_changes=ns_changes, threads=threads,
+                        ringbuf_bytes=buffer_size << 20, argv=list(sys.argv))
+    try:
+        if as_json:
+            sink = JsonSink(app.out)
+        else:
+            sink = _LazyTextSink(app)
+        result = trace(opts, sink, duration=duration, command=command, linger=linger)
+    except CtrtraceError as e:
+        _fail(e)
+    except BrokenPipeError:
+        # the reader went away (e.g. '| head'): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(int(ExitStatus.OK))
+    if result.command_status is not None:
+        status = result.command_status
+        sys.exit(status if status >= 0 else 128 - status)
+
+
+class _LazyTextSink:
+    """A TextSink whose renderer is made once the header (host namespaces) is known."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.sink: Optional[TextSink] = None
+
+    def header(self, h) -> None:
+        self.sink = TextSink(TextRenderer(h.host_ns, h.start_ktime_ns), self.app.out, self.app.err)
+        self.sink.header(h)
+
+    def event(self, ev) -> None:
+        assert self.sink is not None
+        self.sink.event(ev)
+
+    def flush(self) -> None:
+        if self.sink:
+            self.sink.flush()
+
+    def summary(self, s) -> None:
+        assert self.sink is not None
+        self.sink.summary(s)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""Typed events: what the kernel reported, decoded, with its JSON form.
+
+The JSON form is a public contract (one object per line): fields may be
+added, the ones here are never renamed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
+
+from .layout import NS_NAMES
+
+FORMAT_NAME = "ctrtrace"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Namespaces:
+    """Namespace inode numbers, as /proc/PID/ns/* shows them (0 = unknown)."""
+
+    mnt: int = 0
+    uts: int = 0
+    ipc: int = 0
+    pid: int = 0
+    pid_for_children: int = 0
+    net: int = 0
+    cgroup: int = 0
+    user: int = 0
+    time: int = 0
+    time_for_children: int = 0
+
+    def to_dict(self) -> Dict[str, int]:
+        return {name: getattr(self, name) for name in NS_NAMES}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Namespaces":
+        return cls(**{name: int(d.get(name, 0)) for name in NS_NAMES})
+
+    def changed(self, other: "Namespaces") -> List[str]:
+        """Names whose inode differs from other's (both known)."""
+        out = []
+        for name in NS_NAMES:
+            a, b = getattr(self, name), getattr(other, name)
+            if a and b and a != b:
+                out.append(name)
+        return out
+
+
+def iso_ts(wall_ns: int) -> str:
+    t = _dt.datetime.fromtimestamp(wall_ns // 1_000_000_000, _dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{wall_ns % 1_000_000_000:09d}Z"
+
+
+def parse_iso_ts(s: str) -> int:
+    """Inverse of iso_ts (nanoseconds since the epoch)."""
+    head, _, frac = s.rstrip("Z").partition(".")
+    t = _dt.datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=_dt.timezone.utc)
+    return int(t.timestamp()) * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
+
+
+@dataclass(slots=True)
+class ProcessEvent:
+    """Fields every process event has, read from the task at the event."""
+
+    type: ClassVar[str] = ""
+
+    ktime_ns: int
+    wall_ns: int
+    cpu: int
+    pid: int
+    tid: int
+    ppid: int
+    vpid: int
+    comm: str
+    uid: int
+    gid: int
+    start_ns: int
+    parent_start_ns: int
+    ns: Namespaces
+    no_nsproxy: bool
+
+    def to_json(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {
+            "type": self.type,
+            "ts": iso_ts(self.wall_ns),
+            "ktime_ns": self.ktime_ns,
+            "cpu": self.cpu,
+            "pid": self.pid,
+            "tid": self.tid,
+            "ppid": self.ppid,
+            "vpid": self.vpid,
+            "comm": self.comm,
+            "uid": self.uid,
+            "gid": self.gid,
+            "start_ns": self.start_ns,
+            "parent_start_ns": self.parent_start_ns,
+            "ns": self.ns.to_dict(),
+        }
+        if self.no_nsproxy:
+            d["no_nsproxy"] = True
+        d.update(self._extra_json())
+        return d
+
+    def _extra_json(self) -> Dict[str, Any]:
+        return {}
+
+    @staticmethod
+    def _common_from_json(d: Dict[str, Any]) -> Dict[str, Any]:
+        return dict(
+            ktime_ns=int(d["ktime_ns"]),
+            wall_ns=parse_iso_ts(d["ts"]),
+            cpu=int(d.get("cpu", 0)),
+            pid=int(d["pid"]),
+            tid=int(d["tid"]),
+            ppid=int(d["ppid"]),
+            vpid=int(d["vpid"]),
+            comm=str(d["comm"]),
+            uid=int(d["uid"]),
+            gid=int(d["gid"]),
+            start_ns=int(d.get("start_ns", 0)),
+            parent_start_ns=int(d.get("parent_start_ns", 0)),
+            ns=Namespaces.from_dict(d["ns"]),
+            no_nsproxy=bool(d.get("no_nsproxy", False)),
+        )
+
+
+@dataclass(slots=True)
+class ExecEvent(ProcessEvent):
+    type: ClassVar[str] = "exec"
+
+    filename: str
+    argv: List[str]
+    argv_truncated: bool
+    filename_truncated: bool
+    old_pid: int
+    ret: int  # 0, or -errno when the exec failed
+
+    def _extra_json(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {
+            "filename": self.filename,
+            "argv": self.argv,
+            "argv_truncated": self.argv_truncated,
+            "ret": self.ret,
+        }
+        if self.filename_truncated:
+            d["filename_truncated"] = True
+        if self.old_pid != self.tid:
+            d["old_pid"] = self.old_pid
+        return d
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "ExecEvent":
+        return cls(
+            **cls._common_from_json(d),
+            filename=str(d["filename"]),
+            argv=[str(a) for a in d["argv"]],
+            argv_truncated=bool(d["argv_truncated"]),
+            filename_truncated=bool(d.get("filename_truncated", False)),
+            old_pid=int(d.get("old_pid", d["tid"])),
+            ret=int(d.get("ret", 0)),
+        )
+
+
+@dataclass(slots=True)
+class ForkEvent(ProcessEvent):
+    type: ClassVar[str] = "fork"
+
+    parent_pid: int
+    parent_tid: int
+    clone_flags: Optional[int]  # None: not created by a syscall we saw (kernel thread)
+    thread: bool
+
+    def _extra_json(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {
+            "parent_pid": self.parent_pid,
+            "parent_tid": self.parent_tid,
+            "clone_flags": self.clone_flags,
+        }
+        if self.thread:
+            d["thread"] = True
+        return d
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "ForkEvent":
+        flags = d.get("clone_flags")
+        return cls(
+            **cls._common_from_json(d),
+            parent_pid=int(d["parent_pid"]),
+            parent_tid=int(d.get("parent_tid", d["parent_pid"])),
+            clone_flags=None if flags is None else int(flags),
+            thread=bool(d.get("thread", False)),
+        )
+
+
+@dataclass(slots=True)
+class ExitEvent(ProcessEvent):
+    type: ClassVar[str] = "exit"
+
+    status: int  # the wait(2) status word
+
+    @property
+    def exit_code(self) -> int:
+        return (self.status >> 8) & 0xFF
+
+    @property
+    def signal(self) -> int:
+        return self.status & 0x7F
+
+    @property
+    def core_dumped(self) -> bool:
+        return bool(self.status & 0x80)
+
+    def _extra_json(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {"exit_code": self.exit_code, "signal": self.signal, "status": self.status}
+        if self.core_dumped:
+            d["core_dumped"] = True
+        return d
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "ExitEvent":
+        status = d.get("status")
+        if status is None:
+            status = (int(d["exit_code"]) << 8) | int(d["signal"])
+        return cls(**cls._common_from_json(d), status=int(status))
+
+
+@dataclass(slots=True)
+class SetnsEvent(ProcessEvent):
+    type: ClassVar[str] = "setns"
+
+    fd: int
+    nstype: int
+    ret: int
+    ns_before: Namespaces
+
+    def _extra_json(self) -> Dict[str, Any]:
+        return {"fd": self.fd, "nstype": self.nstype, "ret": self.ret,
+                "ns_before": self.ns_before.to_dict()}
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "SetnsEvent":
+        return cls(**cls._common_from_json(d), fd=int(d["fd"]), nstype=int(d["nstype"]),
+                   ret=int(d["ret"]), ns_before=Namespaces.from_dict(d["ns_before"]))
+
+
+@dataclass(slots=True)
+class UnshareEvent(ProcessEvent):
+    type: ClassVar[str] = "unshare"
+
+    flags: int
+    ret: int
+    ns_before: Namespaces
+
+    def _extra_json(self) -> Dict[str, Any]:
+        return {"flags": self.flags, "ret": self.ret, "ns_before": self.ns_before.to_dict()}
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "UnshareEvent":
+        return cls(**cls._common_from_json(d), flags=int(d["flags"]), ret=int(d["ret"]),
+                   ns_before=Namespaces.from_dict(d["ns_before"]))
+
+
+EVENT_CLASSES = {c.type: c for c in (ExecEvent, ForkEvent, ExitEvent, SetnsEvent, UnshareEvent)}
+EVENT_TYPES: Tuple[str, ...] = tuple(EVENT_CLASSES)
+
+
+@dataclass(slots=True)
+class Header:
+    """First line of a JSON stream: what produced it, where, and the host's namespaces."""
+
+    hostname: str
+    kernel: str
+    boot_time_ns: int        # wall clock of boot: ktime_ns + boot_time_ns = wall time
+    start_wall_ns: int
+    start_ktime_ns: int
+    host_ns: Namespaces      # PID 1's
+    tracer_pid: int
+    host_ns_pid: int = 1     # where host_ns was read (2 if PID 1 was not readable)
+    argv: List[str] = field(default_factory=list)
+    format: str = FORMAT_NAME
+    version: int = FORMAT_VERSION
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "type": "header",
+            "format": self.format,
+            "version": self.version,
+            "hostname": self.hostname,
+            "kernel": self.kernel,
+            "boot_time": iso_ts(self.boot_time_ns),
+            "boot_time_ns": self.boot_time_ns,
+            "ts": iso_ts(self.start_wall_ns),
+            "start_ktime_ns": self.start_ktime_ns,
+            "host_ns": self.host_ns.to_dict(),
+            "host_ns_pid": self.host_ns_pid,
+            "tracer_pid": self.tracer_pid,
+            "argv": self.argv,
+        }
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "Header":
+        return cls(
+            hostname=str(d["hostname"]),
+            kernel=str(d["kernel"]),
+            boot_time_ns=int(d["boot_time_ns"]),
+            start_wall_ns=parse_iso_ts(d["ts"]),
+            start_ktime_ns=int(d["start_ktime_ns"]),
+            host_ns=Namespaces.from_dict(d["host_ns"]),
+            tracer_pid=int(d.get("tracer_pid", 0)),
+            host_ns_pid=int(d.get("host_ns_pid", 1)),
+            argv=list(d.get("argv", [])),
+            format=str(d["format"]),
+            version=int(d["version"]),
+        )
+
+
+@dataclass(slots=True)
+class Summary:
+    """Last line of a JSON stream: what was seen and what was lost."""
+
+    counts: Dict[str, int]
+    lost: int
+    threads: int
+    filtered_in_kernel: int
+    duration_s: float
+    end_wall_ns: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "type": "summary",
+            "ts": iso_ts(self.end_wall_ns),
+            "events": self.total,
+            "counts": dict(self.counts),
+            "lost": self.lost,
+            "threads": self.threads,
+            "filtered_in_kernel": self.filtered_in_kernel,
+            "duration_s": round(self.duration_s, 6),
+        }
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "Summary":
+        return cls(
+            counts={str(k): int(v) for k, v in d["counts"].items()},
+            lost=int(d["lost"]),
+            threads=int(d.get("threads", 0)),
+            filtered_in_kernel=int(d.get("filtered_in_kernel", 0)),
+            duration_s=float(d.get("duration_s", 0.0)),
+            end_wall_ns=parse_iso_ts(d["ts"]),
+        )
+
+
+def event_from_json(d: Dict[str, Any]) -> ProcessEvent:
+    cls = EVENT_CLASSES[d["type"]]
+    return cls.from_json(d)  # type: ignore[attr-defined]

@@ -1,0 +1,252 @@
+"""A small ctypes binding of the parts of libbpf that ctrtrace uses.
+
+libbpf (Debian's ``libbpf1``) opens the CO-RE object, relocates it against
+the running kernel's BTF, loads and attaches it; nothing is compiled at run
+time.  Every function here follows libbpf >= 1.0 conventions: NULL or a
+negative number on error, with errno set.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import ctypes.util
+import os
+from typing import Callable, Deque, Iterator, List, Optional
+
+from .errors import CtrtraceError, ExitStatus
+
+_SONAMES = ("libbpf.so.1", "libbpf.so")
+
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+
+LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
+
+
+class _Lib:
+    """The loaded library and its prototypes, created once per process."""
+
+    def __init__(self) -> None:
+        self.dll = self._open()
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.log: Deque[str] = collections.deque(maxlen=400)
+        self._declare()
+        # libbpf's messages (verifier log included) are kept to explain a failure.
+        self._print_cb = _PRINT_FN(self._on_print)
+        self.dll.libbpf_set_print(self._print_cb)
+
+    @staticmethod
+    def _open() -> ctypes.CDLL:
+        names = list(_SONAMES)
+        found = ctypes.util.find_library("bpf")
+        if found:
+            names.append(found)
+        for name in names:
+            try:
+                return ctypes.CDLL(name, use_errno=True)
+            except OSError:
+                continue
+        raise CtrtraceError(
+            "libbpf is not installed (libbpf.so.1 not found): install it, "
+            "e.g. 'apt-get install libbpf1'",
+            ExitStatus.ENVIRONMENT,
+        )
+
+    def _declare(self) -> None:
+        d = self.dll
+        vp, cp, ci = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
+        protos = {
+            "libbpf_set_print": (vp, [_PRINT_FN]),
+            "bpf_object__open_file": (vp, [cp, vp]),
+            "bpf_object__load": (ci, [vp]),
+            "bpf_object__close": (None, [vp]),
+            "bpf_object__find_map_by_name": (vp, [vp, cp]),
+            "bpf_object__next_map": (vp, [vp, vp]),
+            "bpf_object__next_program": (vp, [vp, vp]),
+            "bpf_map__name": (cp, [vp]),
+            "bpf_map__fd": (ci, [vp]),
+            "bpf_map__set_max_entries": (ci, [vp, ctypes.c_uint32]),
+            "bpf_map__initial_value": (vp, [vp, ctypes.POINTER(ctypes.c_size_t)]),
+            "bpf_program__name": (cp, [vp]),
+            "bpf_program__attach": (vp, [vp]),
+            "bpf_link__destroy": (ci, [vp]),
+            "ring_buffer__new": (vp, [ci, SAMPLE_FN, vp, vp]),
+            "ring_buffer__poll": (ci, [vp, ci]),
+            "ring_buffer__consume": (ci, [vp]),
+            "ring_buffer__free": (None, [vp]),
+            "bpf_map_lookup_elem": (ci, [ci, vp, vp]),
+            "bpf_map_update_elem": (ci, [ci, vp, vp, ctypes.c_uint64]),
+            "libbpf_num_possible_cpus": (ci, []),
+        }
+        for name, (restype, argtypes) in protos.items():
+            fn = getattr(d, name)
+            fn.restype = restype
+            fn.argtypes = argtypes
+        self.libc.vsnprintf.restype = ci
+        self.libc.vsnprintf.argtypes = [cp, ctypes.c_size_t, cp, vp]
+
+    def _on_print(self, level: int, fmt: bytes, va_list: int) -> int:
+        buf = ctypes.create_string_buffer(1 << 20)
+        self.libc.vsnprintf(buf, len(buf), fmt, va_list)
+        for line in buf.value.decode(errors="replace").splitlines():
+            self.log.append(line)
+        return 0
+
+
+_lib: Optional[_Lib] = None
+
+
+def lib() -> _Lib:
+    global _lib
+    if _lib is None:
+        _lib = _Lib()
+    return _lib
+
+
+def _errno_text(err: int) -> str:
+    return f"{os.strerror(err)} (errno {err})"
+
+
+class RingBuffer:
+    """A BPF ring buffer whose records are handed out as bytes, in batches."""
+
+    def __init__(self, map_fd: int) -> None:
+        self._lib = lib()
+        self._batch: List[bytes] = []
+        self._cb = SAMPLE_FN(self._on_sample)
+        self._rb = self._lib.dll.ring_buffer__new(map_fd, self._cb, None, None)
+        if not self._rb:
+            raise CtrtraceError(
+                "cannot create the ring buffer reader: " + _errno_text(ctypes.get_errno()),
+                ExitStatus.BPF,
+            )
+
+    def _on_sample(self, _ctx: int, data: int, size: int) -> int:
+        self._batch.append(ctypes.string_at(data, size))
+        return 0
+
+    def poll(self, timeout_ms: int) -> List[bytes]:
+        """Wait up to timeout_ms for records; return all that are ready."""
+        n = self._lib.dll.ring_buffer__poll(self._rb, timeout_ms)
+        if n < 0 and -n != 4:  # EINTR: a signal arrived, the caller decides
+            raise CtrtraceError("ring buffer poll failed: " + _errno_text(-n), ExitStatus.BPF)
+        batch, self._batch = self._batch, []
+        return batch
+
+    def drain(self) -> List[bytes]:
+        """Everything still in the buffer, without waiting."""
+        self._lib.dll.ring_buffer__consume(self._rb)
+        batch, self._batch = self._batch, []
+        return batch
+
+    def close(self) -> None:
+        if self._rb:
+            self._lib.dll.ring_buffer__free(self._rb)
+            self._rb = None
+
+
+class BpfObject:
+    """An opened CO-RE object: configure it, load it, attach its programs."""
+
+    def __init__(self, path: str) -> None:
+        self._lib = lib()
+        self.path = path
+        self._links: List[int] = []
+        self._obj = self._lib.dll.bpf_object__open_file(path.encode(), None)
+        if not self._obj:
+            err = ctypes.get_errno()
+            raise CtrtraceError(
+                f"cannot open BPF object {path}: {_errno_text(err)}", ExitStatus.BPF
+            )
+
+    # -- before load ---------------------------------------------------------
+
+    def maps(self) -> Iterator[int]:
+        m = self._lib.dll.bpf_object__next_map(self._obj, None)
+        while m:
+            yield m
+            m = self._lib.dll.bpf_object__next_map(self._obj, m)
+
+    def map(self, name: str) -> int:
+        m = self._lib.dll.bpf_object__find_map_by_name(self._obj, name.encode())
+        if not m:
+            raise CtrtraceError(f"BPF object {self.path} has no map {name!r}", ExitStatus.BPF)
+        return m
+
+    def rodata(self) -> ctypes.Array:
+        """The .rodata section as a writable buffer (valid until load)."""
+        for m in self.maps():
+            if self._lib.dll.bpf_map__name(m).decode().endswith(".rodata"):
+                size = ctypes.c_size_t()
+                ptr = self._lib.dll.bpf_map__initial_value(m, ctypes.byref(size))
+                if ptr:
+                    return (ctypes.c_char * size.value).from_address(ptr)
+        raise CtrtraceError(f"BPF object {self.path} has no .rodata", ExitStatus.BPF)
+
+    def set_max_entries(self, name: str, n: int) -> None:
+        err = self._lib.dll.bpf_map__set_max_entries(self.map(name), n)
+        if err:
+            raise CtrtraceError(f"cannot size map {name}: {_errno_text(-err)}", ExitStatus.BPF)
+
+    # -- load and attach -----------------------------------------------------
+
+    def load(self) -> None:
+        self._lib.log.clear()
+        err = self._lib.dll.bpf_object__load(self._obj)
+        if err:
+            tail = [l for l in self._lib.log if l.strip()][-12:]
+            detail = ("\n" + "\n".join("  " + l for l in tail)) if tail else ""
+            raise CtrtraceError(
+                f"the kernel refused the BPF programs: {_errno_text(-err)}{detail}",
+                ExitStatus.BPF,
+            )
+
+    def attach_all(self) -> None:
+        p = self._lib.dll.bpf_object__next_program(self._obj, None)
+        while p:
+            link = self._lib.dll.bpf_program__attach(p)
+            if not link:
+                err = ctypes.get_errno()
+                name = self._lib.dll.bpf_program__name(p).decode()
+                raise CtrtraceError(
+                    f"cannot attach BPF program {name}: {_errno_text(err)}", ExitStatus.BPF
+                )
+            self._links.append(link)
+            p = self._lib.dll.bpf_object__next_program(self._obj, p)
+
+    # -- after load ----------------------------------------------------------
+
+    def map_fd(self, name: str) -> int:
+        return self._lib.dll.bpf_map__fd(self.map(name))
+
+    def update(self, name: str, key: ctypes._SimpleCData, value: ctypes._SimpleCData) -> None:
+        err = self._lib.dll.bpf_map_update_elem(
+            self.map_fd(name), ctypes.byref(key), ctypes.byref(value), 0
+        )
+        if err:
+            raise CtrtraceError(
+                f"cannot update map {name}: {_errno_text(ctypes.get_errno())}", ExitStatus.BPF
+            )
+
+    def percpu_sum(self, name: str, index: int) -> int:
+        """Sum of a u64 per-CPU array slot over all possible CPUs."""
+        ncpu = self._lib.dll.libbpf_num_possible_cpus()
+        values = (ctypes.c_uint64 * ncpu)()
+        key = ctypes.c_uint32(index)
+        if self._lib.dll.bpf_map_lookup_elem(self.map_fd(name), ctypes.byref(key), values):
+            raise CtrtraceError(
+                f"cannot read map {name}: {_errno_text(ctypes.get_errno())}", ExitStatus.BPF
+            )
+        return sum(values)
+
+    def close(self) -> None:
+        for link in self._links:
+            self._lib.dll.bpf_link__destroy(link)
+        self._links.clear()
+        if self._obj:
+            self._lib.dll.bpf_object__close(self._obj)
+            self._obj = None
+
+
+__all__ = ["BpfObject", "RingBuffer", "lib", "LIBBPF_WARN"]

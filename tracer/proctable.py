@@ -1,0 +1,152 @@
+"""Who is who: processes known from /proc at start-up, kept current by events.
+
+/proc is read once, for the processes that existed before the trace began
+(dockerd, containerd, the user's shell); from then on everything comes from
+the kernel's events.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Iterator, List, Optional
+
+import psutil
+
+from .events import ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
+from .system import read_ns
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(slots=True)
+class Process:
+    pid: int
+    ppid: int
+    comm: str
+    argv: List[str]
+    start_ns: int              # since boot; from /proc only to clock-tick precision
+    ns: Namespaces
+    vpid: int = 0
+    from_proc: bool = False    # seen at start-up rather than born during the trace
+    exited: bool = False
+    children: List[int] = field(default_factory=list)
+
+
+def _start_ns_from_stat(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    # comm may hold spaces and parentheses: split after the last ')'
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return int(fields[19]) * 1_000_000_000 // _CLK_TCK
+
+
+def _vpid(pid: int) -> int:
+    """The pid in the process's own pid namespace (last NSpid entry)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except OSError:
+        pass
+    return pid
+
+
+class ProcessTable:
+    def __init__(self) -> None:
+        self._procs: Dict[int, Process] = {}
+
+    def __len__(self) -> int:
+        return len(self._procs)
+
+    def __contains__(self, pid: int) -> bool:
+        return pid in self._procs
+
+    def get(self, pid: int) -> Optional[Process]:
+        return self._procs.get(pid)
+
+    def __iter__(self) -> Iterator[Process]:
+        return iter(self._procs.values())
+
+    def seed_from_proc(self) -> None:
+        """Every process alive now, as /proc shows it."""
+        for p in psutil.process_iter(["pid", "ppid", "name", "cmdline"]):
+            info = p.info
+            pid = info["pid"]
+            try:
+                start = _start_ns_from_stat(pid)
+            except (OSError, ValueError, IndexError):
+                continue  # gone already
+            self._add(Process(
+                pid=pid,
+                ppid=info["ppid"] or 0,
+                comm=info["name"] or "",
+                argv=list(info["cmdline"] or []),
+                start_ns=start,
+                ns=read_ns(pid),
+                vpid=_vpid(pid),
+                from_proc=True,
+            ))
+
+    def _add(self, proc: Process) -> None:
+        old = self._procs.get(proc.pid)
+        if old is not None:
+            self._unlink(old)
+        self._procs[proc.pid] = proc
+        parent = self._procs.get(proc.ppid)
+        if parent is not None:
+            parent.children.append(proc.pid)
+
+    def _unlink(self, proc: Process) -> None:
+        parent = self._procs.get(proc.ppid)
+        if parent is not None and proc.pid in parent.children:
+            parent.children.remove(proc.pid)
+
+    def apply(self, ev: ProcessEvent) -> None:
+        """Bring the table up to date with one event."""
+        if isinstance(ev, ForkEvent):
+            if ev.thread:
+                return
+            parent = self._procs.get(ev.ppid)
+            self._add(Process(
+                pid=ev.pid, ppid=ev.ppid, comm=ev.comm,
+                argv=list(parent.argv) if parent else [],
+                start_ns=ev.start_ns, ns=ev.ns, vpid=ev.vpid,
+            ))
+            return
+        proc = self._procs.get(ev.pid)
+        if proc is None:
+            # born before the trace and missed by the snapshot (a race at start)
+            proc = Process(pid=ev.pid, ppid=ev.ppid, comm=ev.comm, argv=[],
+                           start_ns=ev.start_ns, ns=ev.ns, vpid=ev.vpid)
+            self._add(proc)
+        if proc.ppid != ev.ppid:
+            # reparented: the old parent exited, or the process double-forked
+            self._unlink(proc)
+            proc.ppid = ev.ppid
+            parent = self._procs.get(ev.ppid)
+            if parent is not None:
+                parent.children.append(proc.pid)
+        proc.comm = ev.comm
+        proc.ns = ev.ns
+        proc.vpid = ev.vpid
+        if isinstance(ev, ExecEvent) and ev.ret == 0:
+            proc.argv = list(ev.argv)
+        elif isinstance(ev, ExitEvent):
+            proc.exited = True
+
+    def descendants(self, pid: int) -> List[int]:
+        """pid and every live descendant known to the table."""
+        out, todo = [], [pid]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            proc = self._procs.get(p)
+            if proc is not None:
+                todo.extend(c for c in proc.children if not self._procs[c].exited)
+        return out
+
+    def name(self, pid: int) -> str:
+        proc = self._procs.get(pid)
+        return proc.comm if proc else ""

@@ -1,0 +1,177 @@
+"""How events look: aligned text lines for people, JSON Lines for programs.
+
+Replay uses these same renderers, so a recording prints exactly what the live
+view printed.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from typing import IO, Dict, List, Optional
+
+from .events import (
+    ExecEvent, ExitEvent, ForkEvent, Header, Namespaces, ProcessEvent, SetnsEvent,
+    Summary, UnshareEvent,
+)
+from .flags import (
+    clone_flag_names, errno_name, nstype_name, signal_name, unshare_flag_names,
+)
+from .layout import NS_NAMES
+
+# Short names in the marks column; the *_for_children ones get a trailing '>'
+# ("for the children"), shown only where they differ from the task's own.
+SHORT = {
+    "mnt": "mnt", "uts": "uts", "ipc": "ipc", "pid": "pid", "pid_for_children": "pid>",
+    "net": "net", "cgroup": "cgroup", "user": "user", "time": "time",
+    "time_for_children": "time>",
+}
+_OWN = {"pid_for_children": "pid", "time_for_children": "time"}
+
+COLUMNS = f"{'TIME(s)':>10} {'EVENT':<7} {'PID':>7} {'PPID':>7} {'VPID':>5}  COMMAND / DETAIL  [namespaces not the host's]"
+
+
+def ns_marks(ns: Namespaces, host: Namespaces) -> List[str]:
+    """'+name' for each namespace that is not the host's (PID 1's)."""
+    marks = []
+    for name in NS_NAMES:
+        v = getattr(ns, name)
+        h = getattr(host, name)
+        if not v or not h or v == h:
+            continue
+        own = _OWN.get(name)
+        if own and getattr(ns, own) == v:
+            continue  # same as the task's own, already marked
+        marks.append("+" + SHORT[name])
+    return marks
+
+
+def ns_transitions(before: Namespaces, after: Namespaces) -> str:
+    return " ".join(f"{SHORT[n]}:{getattr(before, n)}->{getattr(after, n)}"
+                    for n in before.changed(after))
+
+
+def _argv_text(ev: ExecEvent) -> str:
+    text = shlex.join(ev.argv) if ev.argv else ""
+    if ev.argv_truncated:
+        text += " ..."
+    # runc re-executes itself: /proc/self/exe, then an in-memory copy as /dev/fd/N
+    if not ev.argv or ev.argv[0] != ev.filename:
+        text = f"[{ev.filename}] {text}".rstrip()
+    return text
+
+
+def _ret_text(ret: int) -> str:
+    return "0" if ret == 0 else f"-{errno_name(ret)}" if ret < 0 else str(ret)
+
+
+def detail(ev: ProcessEvent) -> str:
+    if isinstance(ev, ExecEvent):
+        text = _argv_text(ev)
+        if ev.ret:
+            return f"{text}  FAILED {errno_name(ev.ret)}"
+        return text
+    if isinstance(ev, ForkEvent):
+        if ev.clone_flags is None:
+            flags = "(no syscall: kernel)"
+        else:
+            flags = "|".join(clone_flag_names(ev.clone_flags)) or "0"
+        parent = f" by {ev.parent_pid}" if ev.parent_pid != ev.ppid else ""
+        kind = "thread " if ev.thread else ""
+        return f"{ev.comm} {kind}{flags}{parent}"
+    if isinstance(ev, ExitEvent):
+        if ev.signal:
+            what = f"killed by {signal_name(ev.signal) or ev.signal}"
+            if ev.core_dumped:
+                what += " (core dumped)"
+        else:
+            what = f"exit {ev.exit_code}"
+        return f"{ev.comm} {what}"
+    if isinstance(ev, SetnsEvent):
+        moved = ns_transitions(ev.ns_before, ev.ns)
+        text = f"{ev.comm} setns(fd {ev.fd}, {nstype_name(ev.nstype)}) = {_ret_text(ev.ret)}"
+        return f"{text}  {moved}" if moved else text
+    if isinstance(ev, UnshareEvent):
+        moved = ns_transitions(ev.ns_before, ev.ns)
+        flags = "|".join(unshare_flag_names(ev.flags)) or "0"
+        text = f"{ev.comm} unshare({flags}) = {_ret_text(ev.ret)}"
+        return f"{text}  {moved}" if moved else text
+    return ev.comm
+
+
+@dataclass
+class TextRenderer:
+    """One aligned line per event; times are seconds since the trace began."""
+
+    host_ns: Namespaces
+    start_ktime_ns: int
+
+    def columns(self) -> str:
+        return COLUMNS
+
+    def line(self, ev: ProcessEvent) -> str:
+        t = (ev.ktime_ns - self.start_ktime_ns) / 1e9
+        marks = ns_marks(ev.ns, self.host_ns)
+        text = (f"{t:>10.6f} {ev.type:<7} {ev.pid:>7} {ev.ppid:>7} {ev.vpid:>5}  "
+                f"{detail(ev)}")
+        if marks:
+            text += "  [" + " ".join(marks) + "]"
+        return text
+
+    @staticmethod
+    def summary(s: Summary) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in s.counts.items())
+        text = f"{s.total} events ({counts}) in {s.duration_s:.1f} s; lost {s.lost}"
+        extra = []
+        if s.threads:
+            extra.append(f"{s.threads} threads created (not shown)")
+        if s.filtered_in_kernel:
+            extra.append(f"{s.filtered_in_kernel} filtered in the kernel")
+        if extra:
+            text += "; " + "; ".join(extra)
+        return text
+
+
+def json_line(obj: Dict) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class TextSink:
+    """Writes text lines; the summary goes to the message stream."""
+
+    def __init__(self, renderer: TextRenderer, out: IO[str], err: IO[str]) -> None:
+        self.r, self.out, self.err = renderer, out, err
+
+    def header(self, h: Header) -> None:
+        self.out.write(self.r.columns() + "\n")
+
+    def event(self, ev: ProcessEvent) -> None:
+        self.out.write(self.r.line(ev) + "\n")
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def summary(self, s: Summary) -> None:
+        self.out.flush()
+        self.err.write("ctrtrace: " + self.r.summary(s) + "\n")
+
+
+class JsonSink:
+    """JSON Lines on the output: header, events, summary."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def header(self, h: Header) -> None:
+        self.out.write(json_line(h.to_json()) + "\n")
+
+    def event(self, ev: ProcessEvent) -> None:
+        self.out.write(json_line(ev.to_json()) + "\n")
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def summary(self, s: Summary) -> None:
+        self.out.write(json_line(s.to_json()) + "\n")
+        self.out.flush()

@@ -1,0 +1,273 @@
+"""The library API: load the BPF programs, stream typed events, end with a summary.
+
+    opts = TraceOptions(ns_changes=True)
+    with Session(opts) as s:
+        header = s.header
+        for batch in s.batches(timeout_ms=100): ...
+        summary = s.summary()
+
+trace() runs the whole loop for the command line: duration, a command to
+run under the trace, Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence
+
+from . import layout as L
+from . import system
+from .decode import Decoder
+from .errors import CtrtraceError, ExitStatus
+from .events import EVENT_TYPES, Header, ProcessEvent, Summary
+from .libbpf import BpfObject, RingBuffer
+from .proctable import ProcessTable
+
+DEFAULT_RINGBUF_BYTES = 8 << 20
+
+
+@dataclass
+class TraceOptions:
+    pid: Optional[int] = None          # that process and its descendants
+    comm: Optional[str] = None         # tasks whose comm is exactly this
+    ns_changes: bool = False           # only namespace creation, entry, or difference
+    threads: bool = False              # also emit CLONE_THREAD children
+    ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES
+    bpf_object: Optional[str] = None   # default: the one installed with the package
+    argv: List[str] = field(default_factory=list)
+
+
+def default_object_path() -> str:
+    env = os.environ.get("CTRTRACE_BPF_OBJECT")
+    if env:
+        return env
+    return str(resources.files("tracer") / "bpf" / "ctrtrace.bpf.o")
+
+
+def _ringbuf_size(n: int) -> int:
+    """Ring buffers must be a power-of-two number of pages."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    size = page
+    while size < n:
+        size *= 2
+    return size
+
+
+class Sink(Protocol):
+    def header(self, h: Header) -> None: ...
+    def event(self, ev: ProcessEvent) -> None: ...
+    def flush(self) -> None: ...
+    def summary(self, s: Summary) -> None: ...
+
+
+class Session:
+    """One loaded set of BPF programs and the state that interprets their events."""
+
+    def __init__(self, options: TraceOptions) -> None:
+        self.options = options
+        self.table = ProcessTable()
+        self.counts: Dict[str, int] = collections.Counter({t: 0 for t in EVENT_TYPES})
+        self._obj: Optional[BpfObject] = None
+        self._rb: Optional[RingBuffer] = None
+        self.header: Optional[Header] = None
+        self._decoder: Optional[Decoder] = None
+        self._start_mono = 0.0
+
+    # -- set-up -------------------------------------------------------------
+
+    def open(self) -> Header:
+        opts = self.options
+        system.check_privileges()
+        system.check_btf()
+        if opts.pid is not None and not os.path.exists(f"/proc/{opts.pid}"):
+            raise CtrtraceError(f"no process with pid {opts.pid}", ExitStatus.USAGE)
+        path = opts.bpf_object or default_object_path()
+        if not os.path.exists(path):
+            raise CtrtraceError(
+                f"the BPF object is missing ({path}): reinstall ctrtrace, or build it "
+                "with 'make -C bpf'", ExitStatus.ENVIRONMENT)
+        system.ensure_tracefs()
+
+        obj = self._obj = BpfObject(path)
+        self._configure(obj)
+        obj.set_max_entries("events", _ringbuf_size(opts.ringbuf_bytes))
+        obj.load()
+        if opts.pid is not None:
+            obj.update("tracked", ctypes.c_uint32(opts.pid), ctypes.c_uint8(1))
+        self._rb = RingBuffer(obj.map_fd("events"))
+        offset = system.wall_offset_ns()
+        self._decoder = Decoder(offset)
+        obj.attach_all()
+        start_ktime = time.monotonic_ns()
+        self._start_mono = time.monotonic()
+
+        # Processes that already existed: from /proc, once, after attaching so
+        # that none falls between the snapshot and the first event.
+        self.table.seed_from_proc()
+        if opts.pid is not None:
+            for pid in self.table.descendants(opts.pid):
+                obj.update("tracked", ctypes.c_uint32(pid), ctypes.c_uint8(1))
+
+        host_ns, host_ns_pid = system.host_namespaces()
+        self.header = Header(
+            hostname=system.hostname(),
+            kernel=system.kernel_release(),
+            boot_time_ns=offset,
+            start_wall_ns=start_ktime + offset,
+            start_ktime_ns=start_ktime,
+            host_ns=host_ns,
+            host_ns_pid=host_ns_pid,
+            tracer_pid=os.getpid(),
+            argv=list(opts.argv),
+        )
+        return self.header
+
+    def _configure(self, obj: BpfObject) -> None:
+        opts = self.options
+        cfg = L.CtConfig()
+        cfg.ignore_tgid = os.getpid()
+        cfg.filter_pid = opts.pid is not None
+        cfg.ns_changes_only = opts.ns_changes
+        cfg.emit_threads = opts.threads
+        if opts.comm:
+            comm = opts.comm.encode()
+            if len(comm) >= L.CT_COMM_LEN:
+                # the kernel keeps 15 bytes of a command name
+                comm = comm[:L.CT_COMM_LEN - 1]
+            cfg.filter_comm = 1
+            cfg.comm = comm
+        rodata = obj.rodata()
+        if len(rodata) < ctypes.sizeof(cfg):
+            raise CtrtraceError("the BPF object's .rodata is smaller than its config",
+                                ExitStatus.BPF)
+        ctypes.memmove(rodata, ctypes.byref(cfg), ctypes.sizeof(cfg))
+
+    # -- events -------------------------------------------------------------
+
+    def _decode(self, records: List[bytes]) -> List[ProcessEvent]:
+        assert self._decoder is not None
+        out = []
+        decode, apply, counts = self._decoder.decode, self.table.apply, self.counts
+        for rec in records:
+            ev = decode(rec)
+            apply(ev)
+            counts[ev.type] += 1
+            out.append(ev)
+        return out
+
+    def poll(self, timeout_ms: int) -> List[ProcessEvent]:
+        assert self._rb is not None
+        return self._decode(self._rb.poll(timeout_ms))
+
+    def drain(self) -> List[ProcessEvent]:
+        assert self._rb is not None
+        return self._decode(self._rb.drain())
+
+    def summary(self) -> Summary:
+        assert self._obj is not None
+        return Summary(
+            counts=dict(self.counts),
+            lost=self._obj.percpu_sum("counters", L.CT_CNT_LOST),
+            threads=self._obj.percpu_sum("counters", L.CT_CNT_THREADS),
+            filtered_in_kernel=self._obj.percpu_sum("counters", L.CT_CNT_FILTERED),
+            duration_s=time.monotonic() - self._start_mono,
+            end_wall_ns=time.time_ns(),
+        )
+
+    # -- tear-down ----------------------------------------------------------
+
+    def close(self) -> None:
+        if self._rb is not None:
+            self._rb.close()
+            self._rb = None
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+    def __enter__(self) -> "Session":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[List[int]]:
+    """SIGINT and SIGTERM end the loop cleanly (the summary is still written)."""
+    received: List[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class RunResult:
+    summary: Summary
+    command_status: Optional[int] = None  # exit status of the command run under the trace
+    signal: Optional[int] = None          # the signal that ended the trace
+
+
+def trace(
+    options: TraceOptions,
+    sink: Sink,
+    duration: Optional[float] = None,
+    command: Optional[Sequence[str]] = None,
+    linger: float = 0.5,
+    poll_ms: int = 100,
+) -> RunResult:
+    """Trace until Ctrl-C/SIGTERM, the duration, or the command's exit (plus linger)."""
+    with Session(options) as session, _stop_on_signals() as signals:
+        assert session.header is not None
+        sink.header(session.header)
+        sink.flush()
+        t0 = time.monotonic()
+        child: Optional[subprocess.Popen] = None
+        if command:
+            try:
+                # its output goes to stderr, so that stdout carries events only
+                child = subprocess.Popen(list(command), stdout=sys.stderr.fileno())
+            except OSError as e:
+                raise CtrtraceError(f"cannot run {command[0]}: {e.strerror}", ExitStatus.USAGE)
+        deadline = t0 + duration if duration is not None else None
+        child_done_at: Optional[float] = None
+        while not signals:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            if child is not None and child_done_at is None and child.poll() is not None:
+                child_done_at = now
+            if child_done_at is not None and now - child_done_at >= linger:
+                break
+            timeout = poll_ms
+            if deadline is not None:
+                timeout = max(0, min(timeout, int((deadline - now) * 1000)))
+            for ev in session.poll(timeout):
+                sink.event(ev)
+            sink.flush()
+        for ev in session.drain():
+            sink.event(ev)
+        summary = session.summary()
+        sink.summary(summary)
+        status = None
+        if child is not None:
+            if child.poll() is None:
+                child.terminate()
+            status = child.wait()
+        return RunResult(summary, status, signals[0] if signals else None)
