@@ -7,8 +7,6 @@ missing, since a skipped kernel test proves nothing.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from typing import Callable, List, Optional
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from typing import IO, List, Optional
@@ -10,6 +11,7 @@ from typing import IO, List, Optional
 import click
 
 from .errors import CtrtraceError, ExitStatus
+from .events import Header
 from .render import JsonSink, TextRenderer, TextSink
 from .session import DEFAULT_RINGBUF_BYTES, TraceOptions, trace
 
@@ -20,6 +22,18 @@ class App:
 
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     err: IO[str] = field(default_factory=lambda: sys.stderr)
+
+    def command_stdout(self) -> int:
+        """Where a traced command's output goes: stderr, so that stdout carries events only."""
+        try:
+            return self.err.fileno()
+        except (AttributeError, OSError, ValueError):
+            return subprocess.DEVNULL
+
+    def ready(self, h: Header) -> None:
+        where = "PID 1" if h.host_ns_pid == 1 else f"PID {h.host_ns_pid} (PID 1 unreadable)"
+        self.message(f"tracing on {h.hostname} ({h.kernel}); host namespaces from {where}; "
+                     "Ctrl-C to stop")
 
     def message(self, text: str) -> None:
         self.err.write(f"ctrtrace: {text}\n")
@@ -85,7 +99,8 @@ def main(ctx: click.Context, as_json: bool, duration: Optional[float], pid: Opti
             sink = JsonSink(app.out)
         else:
             sink = _LazyTextSink(app)
-        result = trace(opts, sink, duration=duration, command=command, linger=linger)
+        result = trace(opts, sink, duration=duration, command=command, linger=linger,
+                       command_stdout=app.command_stdout(), on_ready=app.ready)
     except CtrtraceError as e:
         _fail(e)
     except BrokenPipeError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 from . import layout as L
 from .errors import CtrtraceError, ExitStatus

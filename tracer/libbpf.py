@@ -12,7 +12,7 @@ import collections
 import ctypes
 import ctypes.util
 import os
-from typing import Callable, Deque, Iterator, List, Optional
+from typing import Deque, Iterator, List, Optional
 
 from .errors import CtrtraceError, ExitStatus
 

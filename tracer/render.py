@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
-from typing import IO, Dict, List, Optional
+from typing import IO, Dict, List
 
 from .events import (
     ExecEvent, ExitEvent, ForkEvent, Header, Namespaces, ProcessEvent, SetnsEvent,
@@ -56,10 +56,16 @@ def _argv_text(ev: ExecEvent) -> str:
     text = shlex.join(ev.argv) if ev.argv else ""
     if ev.argv_truncated:
         text += " ..."
-    # runc re-executes itself: /proc/self/exe, then an in-memory copy as /dev/fd/N
-    if not ev.argv or ev.argv[0] != ev.filename:
+    # The path is shown when it says more than argv[0]: a failed PATH lookup,
+    # or runc re-executing itself as /proc/self/exe and then as /dev/fd/N.
+    if not ev.argv or (ev.argv[0] != ev.filename
+                       and (ev.ret or _base(ev.argv[0]) != _base(ev.filename))):
         text = f"[{ev.filename}] {text}".rstrip()
     return text
+
+
+def _base(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
 
 
 def _ret_text(ret: int) -> str:

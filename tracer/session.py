@@ -18,7 +18,6 @@ import ctypes
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -231,18 +230,21 @@ def trace(
     command: Optional[Sequence[str]] = None,
     linger: float = 0.5,
     poll_ms: int = 100,
+    command_stdout: Optional[int] = None,
+    on_ready: Optional[Callable[[Header], None]] = None,
 ) -> RunResult:
     """Trace until Ctrl-C/SIGTERM, the duration, or the command's exit (plus linger)."""
     with Session(options) as session, _stop_on_signals() as signals:
         assert session.header is not None
         sink.header(session.header)
         sink.flush()
+        if on_ready is not None:
+            on_ready(session.header)
         t0 = time.monotonic()
         child: Optional[subprocess.Popen] = None
         if command:
             try:
-                # its output goes to stderr, so that stdout carries events only
-                child = subprocess.Popen(list(command), stdout=sys.stderr.fileno())
+                child = subprocess.Popen(list(command), stdout=command_stdout)
             except OSError as e:
                 raise CtrtraceError(f"cannot run {command[0]}: {e.strerror}", ExitStatus.USAGE)
         deadline = t0 + duration if duration is not None else None

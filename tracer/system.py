@@ -48,7 +48,8 @@ def check_privileges(caps: int | None = None) -> None:
     )
 
 
-def check_btf(path: str = BTF_PATH) -> None:
+def check_btf(path: str | None = None) -> None:
+    path = path or BTF_PATH
     if not os.path.exists(path):
         raise CtrtraceError(
             f"this kernel has no BTF ({path} is missing): ctrtrace needs a kernel "
