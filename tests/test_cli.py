@@ -135,8 +135,8 @@ def test_ns_changes_shows_only_namespace_events():
 
 def _one_line_error(r, status: int, text: str) -> None:
     assert r.exit_code == status, r.output
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) >= 1 and lines[0].startswith("ctrtrace: error: "), r.stderr
+    errors = [l for l in r.stderr.splitlines() if l.startswith("ctrtrace: error: ")]
+    assert len(errors) == 1, r.stderr
     assert text in r.stderr
     assert "Traceback" not in r.output + r.stderr
 

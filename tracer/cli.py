@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -95,6 +96,8 @@ def main(ctx: click.Context, as_json: bool, duration: Optional[float], pid: Opti
     opts = TraceOptions(pid=pid, comm=comm, ns_changes=ns_changes, threads=threads,
                         ringbuf_bytes=buffer_size << 20, argv=list(sys.argv))
     try:
+        if command and shutil.which(command[0]) is None:
+            raise CtrtraceError(f"cannot run {command[0]}: command not found", ExitStatus.USAGE)
         if as_json:
             sink = JsonSink(app.out)
         else:

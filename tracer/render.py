@@ -72,6 +72,11 @@ def _ret_text(ret: int) -> str:
     return "0" if ret == 0 else f"-{errno_name(ret)}" if ret < 0 else str(ret)
 
 
+def _who(ev: ProcessEvent) -> str:
+    """setns and unshare act on the calling thread only: name it when it is not the leader."""
+    return ev.comm if ev.tid == ev.pid else f"{ev.comm} (thread {ev.tid})"
+
+
 def detail(ev: ProcessEvent) -> str:
     if isinstance(ev, ExecEvent):
         text = _argv_text(ev)
@@ -96,12 +101,12 @@ def detail(ev: ProcessEvent) -> str:
         return f"{ev.comm} {what}"
     if isinstance(ev, SetnsEvent):
         moved = ns_transitions(ev.ns_before, ev.ns)
-        text = f"{ev.comm} setns(fd {ev.fd}, {nstype_name(ev.nstype)}) = {_ret_text(ev.ret)}"
+        text = f"{_who(ev)} setns(fd {ev.fd}, {nstype_name(ev.nstype)}) = {_ret_text(ev.ret)}"
         return f"{text}  {moved}" if moved else text
     if isinstance(ev, UnshareEvent):
         moved = ns_transitions(ev.ns_before, ev.ns)
         flags = "|".join(unshare_flag_names(ev.flags)) or "0"
-        text = f"{ev.comm} unshare({flags}) = {_ret_text(ev.ret)}"
+        text = f"{_who(ev)} unshare({flags}) = {_ret_text(ev.ret)}"
         return f"{text}  {moved}" if moved else text
     return ev.comm
 
