@@ -57,4 +57,93 @@ static __always_inline void ct_pid_at_level(struct pid *pid, __u32 *nr, __u32 *n
 	*ns_inum = BPF_CORE_READ(up.ns, ns.inum);
 }
 
+/*
+ * kernfs_node's parent pointer was renamed to __parent in 6.15 (633488947ef6
+ * "kernfs: Use RCU to access kernfs_node::parent").  Both spellings are
+ * declared here as flavors, so the object builds against either vmlinux.h
+ * and relocates on either kernel.
+ */
+struct kernfs_node___new {
+	struct kernfs_node *__parent;
+} __attribute__((preserve_access_index));
+
+struct kernfs_node___old {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct kernfs_node *ct_kn_parent(struct kernfs_node *kn)
+{
+	struct kernfs_node___new *n = (void *)kn;
+	struct kernfs_node___old *o = (void *)kn;
+
+	if (bpf_core_field_exists(n->__parent))
+		return BPF_CORE_READ(n, __parent);
+	return BPF_CORE_READ(o, parent);
+}
+
+/*
+ * The task's cgroup: its place in the v2 (unified) hierarchy when it has one
+ * below the root, else its place in a v1 hierarchy.  On a pure v1 host the
+ * unified hierarchy is unused and every task sits at its root.  The memory
+ * controller is the one v1 hierarchy that container runtimes always place
+ * their tasks in; the enum value is relocated, as controller ids depend on
+ * the kernel's configuration.
+ */
+static __always_inline struct kernfs_node *ct_cgroup_kn(struct task_struct *t, bool *v1)
+{
+	struct css_set *cset = BPF_CORE_READ(t, cgroups);
+	struct cgroup *cg = BPF_CORE_READ(cset, dfl_cgrp);
+	int id;
+
+	*v1 = false;
+	if (cg && BPF_CORE_READ(cg, level) > 0)
+		return BPF_CORE_READ(cg, kn);
+	if (!bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id))
+		return cg ? BPF_CORE_READ(cg, kn) : NULL;
+	id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	if (id < 0 || id >= 16)
+		return NULL;
+	cg = BPF_CORE_READ(cset, subsys[id], cgroup);
+	*v1 = true;
+	return cg ? BPF_CORE_READ(cg, kn) : NULL;
+}
+
+/*
+ * Who adopts the children of an exiting process, as find_new_reaper() in
+ * kernel/exit.c decides it just after the exit tracepoint: the nearest
+ * ancestor in the same pid namespace that is a child subreaper (if any
+ * ancestor declared one), else the namespace's init.  0 when the exiting
+ * process is that init itself (the namespace ends; its children are killed).
+ */
+#define CT_REAPER_DEPTH 16
+
+static __always_inline __u32 ct_new_reaper(struct task_struct *father)
+{
+	struct signal_struct *sig = BPF_CORE_READ(father, signal);
+	struct pid *fpid = BPF_CORE_READ(father, thread_pid);
+	unsigned int level = BPF_CORE_READ(fpid, level);
+	struct task_struct *reaper, *init;
+	struct upid up = {};
+
+	if (BPF_CORE_READ_BITFIELD_PROBED(sig, has_child_subreaper)) {
+		reaper = BPF_CORE_READ(father, real_parent);
+		for (int i = 0; i < CT_REAPER_DEPTH; i++) {
+			if (!reaper || BPF_CORE_READ(reaper, pid) == 0)  /* init_task */
+				break;
+			if (BPF_CORE_READ(reaper, thread_pid, level) != level)
+				break;
+			sig = BPF_CORE_READ(reaper, signal);
+			if (BPF_CORE_READ_BITFIELD_PROBED(sig, is_child_subreaper) &&
+			    BPF_CORE_READ(sig, live.counter) > 0)
+				return BPF_CORE_READ(reaper, tgid);
+			reaper = BPF_CORE_READ(reaper, real_parent);
+		}
+	}
+	bpf_core_read(&up, sizeof(up), &fpid->numbers[level]);
+	init = BPF_CORE_READ(up.ns, child_reaper);
+	if (!init || BPF_CORE_READ(init, tgid) == BPF_CORE_READ(father, tgid))
+		return 0;
+	return BPF_CORE_READ(init, tgid);
+}
+
 #endif /* CTRTRACE_COMPAT_BPF_H */

@@ -123,6 +123,27 @@ static __always_inline void read_ns(struct task_struct *t, struct ct_ns *ns, __u
 	ns->time_for_children = ct_time_ns_for_children(nsp);
 }
 
+static __always_inline void read_cgroup(struct task_struct *t, struct ct_task *out, __u16 *flags)
+{
+	struct kernfs_node *kn, *parent;
+	bool v1;
+
+	out->cgroup_id = 0;
+	out->cgroup_leaf[0] = 0;
+	out->cgroup_parent[0] = 0;
+	kn = ct_cgroup_kn(t, &v1);
+	if (!kn)
+		return;
+	if (v1)
+		*flags |= CT_F_CGROUP_V1;
+	out->cgroup_id = BPF_CORE_READ(kn, id);
+	bpf_probe_read_kernel_str(out->cgroup_leaf, CT_CGROUP_NAME_LEN, BPF_CORE_READ(kn, name));
+	parent = ct_kn_parent(kn);
+	if (parent)
+		bpf_probe_read_kernel_str(out->cgroup_parent, CT_CGROUP_NAME_LEN,
+					  BPF_CORE_READ(parent, name));
+}
+
 static __always_inline void read_task(struct task_struct *t, struct ct_task *out, __u16 *flags)
 {
 	struct task_struct *leader = BPF_CORE_READ(t, group_leader);
@@ -140,6 +161,7 @@ static __always_inline void read_task(struct task_struct *t, struct ct_task *out
 	ct_pid_at_level(BPF_CORE_READ(leader, thread_pid), &out->vpid, &pid_ns);
 	BPF_CORE_READ_STR_INTO(&out->comm, t, comm);
 	read_ns(t, &out->ns, flags);
+	read_cgroup(t, out, flags);
 }
 
 static __always_inline bool ns_equal(const struct ct_ns *a, const struct ct_ns *b)
@@ -498,7 +520,12 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 		return 0;
 	}
 	e->exit_code = BPF_CORE_READ(p, exit_code);
-	e->__pad = 0;
+	e->reaper = 0;
+	/* children still linked: they are reparented right after this tracepoint */
+	if (BPF_CORE_READ(p, children.next) != &p->children) {
+		e->hdr.flags |= CT_F_HAD_CHILDREN;
+		e->reaper = ct_new_reaper(p);
+	}
 	fill_header(&e->hdr, CT_EVENT_EXIT, sizeof(*e));
 	bpf_ringbuf_submit(e, 0);
 	return 0;

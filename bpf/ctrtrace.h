@@ -18,6 +18,7 @@
 #define CT_ARGS_MAX        2048  /* bytes of argv copied per exec (NUL-separated) */
 #define CT_FAILED_ARGC_MAX 24    /* argv entries read for a failed exec */
 #define CT_FAILED_ARG_MAX  128   /* bytes per argv entry of a failed exec */
+#define CT_CGROUP_NAME_LEN 80    /* "docker-<64 hex>.scope" and its NUL fit */
 
 enum ct_event_type {
 	CT_EVENT_EXEC        = 1,  /* sched_process_exec: the exec succeeded */
@@ -42,6 +43,8 @@ enum ct_counter {
 #define CT_F_CLONE_FLAGS_KNOWN   0x04  /* fork: created by a clone/fork syscall we saw */
 #define CT_F_THREAD              0x08  /* fork: the child is a thread (CLONE_THREAD) */
 #define CT_F_NO_NSPROXY          0x10  /* the task had no nsproxy (exiting or kernel) */
+#define CT_F_CGROUP_V1           0x20  /* cgroup names are from a v1 hierarchy (no v2 placement) */
+#define CT_F_HAD_CHILDREN        0x40  /* exit: the process had children; reaper says who adopts them */
 
 struct ct_header {
 	__u16 type;      /* enum ct_event_type */
@@ -75,8 +78,13 @@ struct ct_task {
 	__u32 gid;
 	__u64 start_ns;        /* group leader's start_time: (pid, start_ns) is the identity */
 	__u64 parent_start_ns; /* same for the real parent */
+	__u64 cgroup_id;       /* kernfs id of the task's cgroup (v2, else a v1 hierarchy) */
 	char comm[CT_COMM_LEN];
 	struct ct_ns ns;
+	/* the cgroup's directory name and its parent's: "docker"/"<id>",
+	 * "system.slice"/"docker-<id>.scope"; container attribution starts here */
+	char cgroup_parent[CT_CGROUP_NAME_LEN];
+	char cgroup_leaf[CT_CGROUP_NAME_LEN];
 };
 
 struct ct_exec_event {
@@ -102,7 +110,7 @@ struct ct_exit_event {
 	struct ct_header hdr;
 	struct ct_task task;
 	__u32 exit_code;      /* the wait(2) status word: (code << 8) | signal, 0x80 = core */
-	__u32 __pad;
+	__u32 reaper;         /* CT_F_HAD_CHILDREN: tgid that adopts the children (0: unknown) */
 };
 
 struct ct_setns_event {

@@ -7,6 +7,8 @@ missing, since a skipped kernel test proves nothing.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from typing import Callable, List, Optional
 
@@ -76,3 +78,32 @@ def proc_ns(pid: int):
     ns = read_ns(pid)
     assert ns.mnt, f"/proc/{pid}/ns unreadable"
     return ns
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENGINE = os.path.join(REPO, "scripts", "docker-engine")
+
+
+def _docker_answers() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A running Docker engine with the offline alpine image; stopped at the end
+    if this fixture started it."""
+    started = False
+    if not _docker_answers():
+        subprocess.run([ENGINE, "start"], check=True)
+        started = True
+    subprocess.run([ENGINE, "image", "alpine:latest"], check=True)
+    yield
+    if started:
+        subprocess.run([ENGINE, "stop"], check=False)
+
+
+def docker(*args: str, check: bool = True) -> str:
+    r = subprocess.run(["docker", *args], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {r.stderr.strip()}")
+    return r.stdout.strip()

@@ -35,6 +35,8 @@ class App:
         where = "PID 1" if h.host_ns_pid == 1 else f"PID {h.host_ns_pid} (PID 1 unreadable)"
         self.message(f"tracing on {h.hostname} ({h.kernel}); host namespaces from {where}; "
                      "Ctrl-C to stop")
+        if h.docker_socket and not h.docker_reachable:
+            self.message(f"Docker is not reachable at {h.docker_socket}: containers are shown by id")
 
     def message(self, text: str) -> None:
         self.err.write(f"ctrtrace: {text}\n")
@@ -67,14 +69,21 @@ def _fail(e: CtrtraceError) -> None:
 @click.option("--ns-changes", is_flag=True,
               help="Only events that create or enter namespaces, or differ from the parent's.")
 @click.option("--threads", is_flag=True, help="Also show the creation of threads.")
+@click.option("--container", "container", metavar="ID|NAME",
+              help="Only processes of this container (an id prefix or a name).")
+@click.option("--containers-only", is_flag=True, help="Only processes in containers.")
+@click.option("--docker-socket", metavar="PATH",
+              help="Docker Engine API socket for names and images [default: $DOCKER_HOST or /var/run/docker.sock].")
+@click.option("--no-docker", is_flag=True, help="Do not ask Docker; show container ids only.")
 @click.option("--buffer-size", type=click.IntRange(min=1), default=DEFAULT_RINGBUF_BYTES >> 20,
               show_default=True, metavar="MiB", help="Size of the kernel's event buffer.")
 @click.option("--linger", type=click.FloatRange(min=0), default=0.5, show_default=True,
               metavar="SECONDS", help="With a command: keep tracing this long after it exits.")
 @click.pass_context
 def main(ctx: click.Context, as_json: bool, duration: Optional[float], pid: Optional[int],
-         comm: Optional[str], ns_changes: bool, threads: bool, buffer_size: int,
-         linger: float) -> None:
+         comm: Optional[str], ns_changes: bool, threads: bool, container: Optional[str],
+         containers_only: bool, docker_socket: Optional[str], no_docker: bool,
+         buffer_size: int, linger: float) -> None:
     """Trace process creation, exec, exit and namespace changes, live.
 
     \b
@@ -94,7 +103,9 @@ def main(ctx: click.Context, as_json: bool, duration: Optional[float], pid: Opti
     app: App = ctx.obj
     command = ctx.meta.get("ctrtrace.command") or None
     opts = TraceOptions(pid=pid, comm=comm, ns_changes=ns_changes, threads=threads,
-                        ringbuf_bytes=buffer_size << 20, argv=list(sys.argv))
+                        ringbuf_bytes=buffer_size << 20, argv=list(sys.argv),
+                        container=container, containers_only=containers_only,
+                        docker_socket=docker_socket, docker=not no_docker)
     try:
         if command and shutil.which(command[0]) is None:
             raise CtrtraceError(f"cannot run {command[0]}: command not found", ExitStatus.USAGE)

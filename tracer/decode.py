@@ -24,6 +24,7 @@ class Decoder:
 
     def __init__(self, wall_offset_ns: int) -> None:
         self.wall_offset_ns = wall_offset_ns
+        self._cgroups: Dict[tuple, str] = {}
         self._by_type: Dict[int, Callable[[bytes, L.CtHeader], ProcessEvent]] = {
             L.CT_EVENT_EXEC: self._exec,
             L.CT_EVENT_EXEC_FAILED: self._exec,
@@ -58,7 +59,20 @@ class Decoder:
             parent_start_ns=t.parent_start_ns,
             ns=_ns(t.ns),
             no_nsproxy=bool(hdr.flags & L.CT_F_NO_NSPROXY),
+            cgroup_id=t.cgroup_id,
+            cgroup=self._cgroup(t.cgroup_parent, t.cgroup_leaf),
+            cgroup_v1=bool(hdr.flags & L.CT_F_CGROUP_V1),
         )
+
+    def _cgroup(self, parent: bytes, leaf: bytes) -> str:
+        # a handful of cgroups cover a whole trace: decode each pair once
+        key = (parent, leaf)
+        name = self._cgroups.get(key)
+        if name is None:
+            p = parent.decode(errors="replace")
+            lf = leaf.decode(errors="replace")
+            name = self._cgroups[key] = f"{p}/{lf}" if p and p != "/" else "/" + lf.lstrip("/")
+        return name
 
     @staticmethod
     def _struct(cls, rec: bytes):
@@ -99,7 +113,8 @@ class Decoder:
 
     def _exit(self, rec: bytes, hdr: L.CtHeader) -> ExitEvent:
         e = self._struct(L.CtExitEvent, rec)
-        return ExitEvent(**self._common(hdr, e.task), status=e.exit_code)
+        reaper = e.reaper if hdr.flags & L.CT_F_HAD_CHILDREN else None
+        return ExitEvent(**self._common(hdr, e.task), status=e.exit_code, reaper=reaper)
 
     def _setns(self, rec: bytes, hdr: L.CtHeader) -> SetnsEvent:
         e = self._struct(L.CtSetnsEvent, rec)

@@ -60,7 +60,33 @@ def parse_iso_ts(s: str) -> int:
     return int(t.timestamp()) * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class Container:
+    """The container a process belongs to, and how that was decided."""
+
+    id: str
+    name: Optional[str] = None     # without docker's leading '/'
+    image: Optional[str] = None
+    runtime: str = "docker"
+    source: str = "cgroup"         # cgroup | namespace | shim: what tied the process to it
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"id": self.id, "name": self.name, "image": self.image,
+                "runtime": self.runtime, "source": self.source}
+
+    @classmethod
+    def from_json(cls, d: Optional[Dict[str, Any]]) -> Optional["Container"]:
+        if not d:
+            return None
+        return cls(id=str(d["id"]), name=d.get("name"), image=d.get("image"),
+                   runtime=str(d.get("runtime", "docker")), source=str(d.get("source", "cgroup")))
+
+    @property
+    def label(self) -> str:
+        return self.name or self.id[:12]
+
+
+@dataclass(slots=True, kw_only=True)
 class ProcessEvent:
     """Fields every process event has, read from the task at the event."""
 
@@ -80,6 +106,10 @@ class ProcessEvent:
     parent_start_ns: int
     ns: Namespaces
     no_nsproxy: bool
+    cgroup_id: int = 0
+    cgroup: str = ""             # "parent/leaf" directory names of the task's cgroup
+    cgroup_v1: bool = False
+    container: Optional[Container] = None
 
     def to_json(self) -> Dict[str, Any]:
         d: Dict[str, Any] = {
@@ -97,7 +127,12 @@ class ProcessEvent:
             "start_ns": self.start_ns,
             "parent_start_ns": self.parent_start_ns,
             "ns": self.ns.to_dict(),
+            "cgroup_id": self.cgroup_id,
+            "cgroup": self.cgroup,
+            "container": self.container.to_json() if self.container else None,
         }
+        if self.cgroup_v1:
+            d["cgroup_v1"] = True
         if self.no_nsproxy:
             d["no_nsproxy"] = True
         d.update(self._extra_json())
@@ -123,10 +158,14 @@ class ProcessEvent:
             parent_start_ns=int(d.get("parent_start_ns", 0)),
             ns=Namespaces.from_dict(d["ns"]),
             no_nsproxy=bool(d.get("no_nsproxy", False)),
+            cgroup_id=int(d.get("cgroup_id", 0)),
+            cgroup=str(d.get("cgroup", "")),
+            cgroup_v1=bool(d.get("cgroup_v1", False)),
+            container=Container.from_json(d.get("container")),
         )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class ExecEvent(ProcessEvent):
     type: ClassVar[str] = "exec"
 
@@ -163,7 +202,7 @@ class ExecEvent(ProcessEvent):
         )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class ForkEvent(ProcessEvent):
     type: ClassVar[str] = "fork"
 
@@ -194,11 +233,12 @@ class ForkEvent(ProcessEvent):
         )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class ExitEvent(ProcessEvent):
     type: ClassVar[str] = "exit"
 
     status: int  # the wait(2) status word
+    reaper: Optional[int] = None  # who adopts its children (None: it had none; 0: unknown)
 
     @property
     def exit_code(self) -> int:
@@ -213,7 +253,8 @@ class ExitEvent(ProcessEvent):
         return bool(self.status & 0x80)
 
     def _extra_json(self) -> Dict[str, Any]:
-        d: Dict[str, Any] = {"exit_code": self.exit_code, "signal": self.signal, "status": self.status}
+        d: Dict[str, Any] = {"exit_code": self.exit_code, "signal": self.signal,
+                             "status": self.status, "reaper": self.reaper}
         if self.core_dumped:
             d["core_dumped"] = True
         return d
@@ -223,10 +264,12 @@ class ExitEvent(ProcessEvent):
         status = d.get("status")
         if status is None:
             status = (int(d["exit_code"]) << 8) | int(d["signal"])
-        return cls(**cls._common_from_json(d), status=int(status))
+        reaper = d.get("reaper")
+        return cls(**cls._common_from_json(d), status=int(status),
+                   reaper=None if reaper is None else int(reaper))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class SetnsEvent(ProcessEvent):
     type: ClassVar[str] = "setns"
 
@@ -245,7 +288,7 @@ class SetnsEvent(ProcessEvent):
                    ret=int(d["ret"]), ns_before=Namespaces.from_dict(d["ns_before"]))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class UnshareEvent(ProcessEvent):
     type: ClassVar[str] = "unshare"
 
@@ -278,6 +321,8 @@ class Header:
     host_ns: Namespaces      # PID 1's
     tracer_pid: int
     host_ns_pid: int = 1     # where host_ns was read (2 if PID 1 was not readable)
+    docker_socket: Optional[str] = None
+    docker_reachable: bool = False
     argv: List[str] = field(default_factory=list)
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
@@ -297,6 +342,8 @@ class Header:
             "host_ns_pid": self.host_ns_pid,
             "tracer_pid": self.tracer_pid,
             "argv": self.argv,
+            "docker_socket": self.docker_socket,
+            "docker_reachable": self.docker_reachable,
         }
 
     @classmethod
@@ -310,6 +357,8 @@ class Header:
             host_ns=Namespaces.from_dict(d["host_ns"]),
             tracer_pid=int(d.get("tracer_pid", 0)),
             host_ns_pid=int(d.get("host_ns_pid", 1)),
+            docker_socket=d.get("docker_socket"),
+            docker_reachable=bool(d.get("docker_reachable", False)),
             argv=list(d.get("argv", [])),
             format=str(d["format"]),
             version=int(d["version"]),
@@ -326,6 +375,7 @@ class Summary:
     filtered_in_kernel: int
     duration_s: float
     end_wall_ns: int
+    filtered_in_userspace: int = 0
 
     @property
     def total(self) -> int:
@@ -340,6 +390,7 @@ class Summary:
             "lost": self.lost,
             "threads": self.threads,
             "filtered_in_kernel": self.filtered_in_kernel,
+            "filtered_in_userspace": self.filtered_in_userspace,
             "duration_s": round(self.duration_s, 6),
         }
 
@@ -350,6 +401,7 @@ class Summary:
             lost=int(d["lost"]),
             threads=int(d.get("threads", 0)),
             filtered_in_kernel=int(d.get("filtered_in_kernel", 0)),
+            filtered_in_userspace=int(d.get("filtered_in_userspace", 0)),
             duration_s=float(d.get("duration_s", 0.0)),
             end_wall_ns=parse_iso_ts(d["ts"]),
         )

@@ -16,6 +16,7 @@ CT_FILENAME_MAX = 256
 CT_ARGS_MAX = 2048
 CT_FAILED_ARGC_MAX = 24
 CT_FAILED_ARG_MAX = 128
+CT_CGROUP_NAME_LEN = 80
 
 # enum ct_event_type
 CT_EVENT_EXEC = 1
@@ -36,6 +37,8 @@ CT_F_FILENAME_TRUNCATED = 0x02
 CT_F_CLONE_FLAGS_KNOWN = 0x04
 CT_F_THREAD = 0x08
 CT_F_NO_NSPROXY = 0x10
+CT_F_CGROUP_V1 = 0x20
+CT_F_HAD_CHILDREN = 0x40
 
 NS_NAMES = (
     "mnt", "uts", "ipc", "pid", "pid_for_children",
@@ -67,8 +70,11 @@ class CtTask(ctypes.Structure):
         ("gid", c_uint32),
         ("start_ns", c_uint64),
         ("parent_start_ns", c_uint64),
+        ("cgroup_id", c_uint64),
         ("comm", c_char * CT_COMM_LEN),
         ("ns", CtNs),
+        ("cgroup_parent", c_char * CT_CGROUP_NAME_LEN),
+        ("cgroup_leaf", c_char * CT_CGROUP_NAME_LEN),
     ]
 
 
@@ -108,7 +114,7 @@ class CtExitEvent(ctypes.Structure):
         ("hdr", CtHeader),
         ("task", CtTask),
         ("exit_code", c_uint32),
-        ("__pad", c_uint32),
+        ("reaper", c_uint32),
     ]
 
 

@@ -31,6 +31,7 @@ class Process:
     from_proc: bool = False    # seen at start-up rather than born during the trace
     exited: bool = False
     children: List[int] = field(default_factory=list)
+    parents: List[int] = field(default_factory=list)  # earlier parents, oldest first (reparenting)
 
 
 def _start_ns_from_stat(pid: int) -> int:
@@ -122,12 +123,8 @@ class ProcessTable:
                            start_ns=ev.start_ns, ns=ev.ns, vpid=ev.vpid)
             self._add(proc)
         if proc.ppid != ev.ppid:
-            # reparented: the old parent exited, or the process double-forked
-            self._unlink(proc)
-            proc.ppid = ev.ppid
-            parent = self._procs.get(ev.ppid)
-            if parent is not None:
-                parent.children.append(proc.pid)
+            # reparented while we did not look (its parent's exit was filtered out)
+            self._reparent(proc, ev.ppid)
         proc.comm = ev.comm
         proc.ns = ev.ns
         proc.vpid = ev.vpid
@@ -135,6 +132,19 @@ class ProcessTable:
             proc.argv = list(ev.argv)
         elif isinstance(ev, ExitEvent):
             proc.exited = True
+            if ev.reaper:
+                # the kernel hands its children to the reaper right after this event
+                for child in [self._procs[c] for c in proc.children if c in self._procs]:
+                    if not child.exited:
+                        self._reparent(child, ev.reaper)
+
+    def _reparent(self, proc: Process, new_ppid: int) -> None:
+        self._unlink(proc)
+        proc.parents.append(proc.ppid)
+        proc.ppid = new_ppid
+        parent = self._procs.get(new_ppid)
+        if parent is not None:
+            parent.children.append(proc.pid)
 
     def descendants(self, pid: int) -> List[int]:
         """pid and every live descendant known to the table."""

@@ -29,7 +29,8 @@ SHORT = {
 }
 _OWN = {"pid_for_children": "pid", "time_for_children": "time"}
 
-COLUMNS = f"{'TIME(s)':>10} {'EVENT':<7} {'PID':>7} {'PPID':>7} {'VPID':>5}  COMMAND / DETAIL  [namespaces not the host's]"
+COLUMNS = (f"{'TIME(s)':>10} {'EVENT':<7} {'PID':>7} {'PPID':>7} {'VPID':>5}  "
+           "COMMAND / DETAIL  [namespaces not the host's]  @container")
 
 
 def ns_marks(ns: Namespaces, host: Namespaces) -> List[str]:
@@ -98,6 +99,9 @@ def detail(ev: ProcessEvent) -> str:
                 what += " (core dumped)"
         else:
             what = f"exit {ev.exit_code}"
+        if ev.reaper is not None:
+            # its children are reparented right after: say to whom
+            what += f", children to {ev.reaper or '?'}"
         return f"{ev.comm} {what}"
     if isinstance(ev, SetnsEvent):
         moved = ns_transitions(ev.ns_before, ev.ns)
@@ -128,6 +132,8 @@ class TextRenderer:
                 f"{detail(ev)}")
         if marks:
             text += "  [" + " ".join(marks) + "]"
+        if ev.container is not None:
+            text += f"  @{ev.container.label}"
         return text
 
     @staticmethod
@@ -139,6 +145,8 @@ class TextRenderer:
             extra.append(f"{s.threads} threads created (not shown)")
         if s.filtered_in_kernel:
             extra.append(f"{s.filtered_in_kernel} filtered in the kernel")
+        if s.filtered_in_userspace:
+            extra.append(f"{s.filtered_in_userspace} filtered by container")
         if extra:
             text += "; " + "; ".join(extra)
         return text

@@ -28,6 +28,7 @@ from . import system
 from .decode import Decoder
 from .errors import CtrtraceError, ExitStatus
 from .events import EVENT_TYPES, Header, ProcessEvent, Summary
+from .containers import ContainerResolver, DockerClient
 from .libbpf import BpfObject, RingBuffer
 from .proctable import ProcessTable
 
@@ -43,6 +44,10 @@ class TraceOptions:
     ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES
     bpf_object: Optional[str] = None   # default: the one installed with the package
     argv: List[str] = field(default_factory=list)
+    container: Optional[str] = None    # a container id prefix or name
+    containers_only: bool = False      # only processes attributed to a container
+    docker_socket: Optional[str] = None  # default: $DOCKER_HOST or /var/run/docker.sock
+    docker: bool = True                # ask the Docker engine for names and images
 
 
 def default_object_path() -> str:
@@ -80,6 +85,8 @@ class Session:
         self.header: Optional[Header] = None
         self._decoder: Optional[Decoder] = None
         self._start_mono = 0.0
+        self.resolver: Optional[ContainerResolver] = None
+        self.filtered = 0  # events the userspace filters (--container) dropped
 
     # -- set-up -------------------------------------------------------------
 
@@ -117,6 +124,9 @@ class Session:
                 obj.update("tracked", ctypes.c_uint32(pid), ctypes.c_uint8(1))
 
         host_ns, host_ns_pid = system.host_namespaces()
+        client = DockerClient(opts.docker_socket) if opts.docker else None
+        self.resolver = ContainerResolver(client, host_ns)
+        self.resolver.seed(self.table, system.read_ns)
         self.header = Header(
             hostname=system.hostname(),
             kernel=system.kernel_release(),
@@ -127,6 +137,8 @@ class Session:
             host_ns_pid=host_ns_pid,
             tracer_pid=os.getpid(),
             argv=list(opts.argv),
+            docker_socket=client.path if client else None,
+            docker_reachable=bool(client and client.reachable),
         )
         return self.header
 
@@ -153,15 +165,30 @@ class Session:
     # -- events -------------------------------------------------------------
 
     def _decode(self, records: List[bytes]) -> List[ProcessEvent]:
-        assert self._decoder is not None
+        assert self._decoder is not None and self.resolver is not None
         out = []
         decode, apply, counts = self._decoder.decode, self.table.apply, self.counts
+        attribute, wanted = self.resolver.attribute, self._wanted
         for rec in records:
             ev = decode(rec)
+            ev.container = attribute(ev)
             apply(ev)
+            if not wanted(ev):
+                self.filtered += 1
+                continue
             counts[ev.type] += 1
             out.append(ev)
         return out
+
+    def _wanted(self, ev: ProcessEvent) -> bool:
+        """The filters that need userspace knowledge (container attribution)."""
+        opts = self.options
+        if opts.containers_only and ev.container is None:
+            return False
+        if opts.container is not None:
+            assert self.resolver is not None
+            return self.resolver.matches(ev.container, opts.container)
+        return True
 
     def poll(self, timeout_ms: int) -> List[ProcessEvent]:
         assert self._rb is not None
@@ -178,6 +205,7 @@ class Session:
             lost=self._obj.percpu_sum("counters", L.CT_CNT_LOST),
             threads=self._obj.percpu_sum("counters", L.CT_CNT_THREADS),
             filtered_in_kernel=self._obj.percpu_sum("counters", L.CT_CNT_FILTERED),
+            filtered_in_userspace=self.filtered,
             duration_s=time.monotonic() - self._start_mono,
             end_wall_ns=time.time_ns(),
         )
@@ -185,6 +213,8 @@ class Session:
     # -- tear-down ----------------------------------------------------------
 
     def close(self) -> None:
+        if self.resolver is not None:
+            self.resolver.close()
         if self._rb is not None:
             self._rb.close()
             self._rb = None

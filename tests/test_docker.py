@@ -1,0 +1,189 @@
+"""The course's container start, end to end, against a real Docker engine."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+
+import pytest
+
+from tracer.events import ExecEvent, ExitEvent, ForkEvent, SetnsEvent, UnshareEvent
+from tracer.flags import NS_FLAGS
+
+from conftest import docker, proc_ns
+
+pytestmark = pytest.mark.usefixtures("docker_engine")
+
+NEW = {name: bit for bit, name in NS_FLAGS.items()}
+NAME = "sleep-container"
+
+
+@pytest.fixture
+def sleep_container():
+    docker("rm", "-f", NAME, check=False)
+    yield NAME
+    docker("rm", "-f", NAME, check=False)
+
+
+def _ppid_from_proc(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("PPid:"))
+
+
+def test_docker_run_sleep_container(capture, sleep_container):
+    cap = capture()
+    cid = docker("run", "--rm", "-d", "--name", NAME, "alpine", "sleep", "900")
+    sleep = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.ret == 0
+                         and e.argv == ["sleep", "900"])
+    pid = int(docker("inspect", "--format", "{{.State.Pid}}", NAME))
+    truth = proc_ns(pid)
+    cap.finish()
+
+    # the workload: the container's main process, PID 1 inside, in its namespaces
+    assert sleep.pid == pid and sleep.vpid == 1
+    assert sleep.ns == truth
+    assert sleep.container is not None
+    assert (sleep.container.id, sleep.container.name) == (cid, NAME)
+    assert sleep.container.image == "alpine" and sleep.container.source == "cgroup"
+    assert sleep.cgroup.endswith(cid)
+
+    # the shim, with the container's id, started by containerd
+    shims = [e for e in cap.events if isinstance(e, ExecEvent) and e.ret == 0
+             and e.argv[0].endswith("containerd-shim-runc-v2") and "-id" in e.argv]
+    assert shims
+    for s in shims:
+        i = s.argv.index("-id")
+        assert s.argv[i + 1] == cid
+        assert s.argv[s.argv.index("-namespace") + 1] == "moby"
+        assert s.container is not None and s.container.id == cid
+
+    # the shim double-forks: the first one exits and its child is adopted;
+    # the adopter the kernel reported is the one /proc shows now
+    long_lived = _ppid_from_proc(pid)  # the shim that is sleep's parent now
+    first = [e for e in cap.events if isinstance(e, ExitEvent) and e.reaper is not None
+             and e.container is not None and e.container.source == "shim"
+             and any(f.pid == long_lived and f.ppid == e.pid for f in cap.events
+                     if isinstance(f, ForkEvent))]
+    assert len(first) == 1
+    assert first[0].reaper == _ppid_from_proc(long_lived)
+    assert cap.session.table.get(long_lived).ppid == _ppid_from_proc(long_lived)
+
+    # runc creates the namespaces: unshare with the CLONE_NEW* flags
+    runc_ns = [e for e in cap.events if isinstance(e, UnshareEvent) and e.container is not None
+               and e.container.id == cid and e.flags & NEW["pid"]]
+    assert len(runc_ns) == 1
+    want = NEW["mnt"] | NEW["uts"] | NEW["ipc"] | NEW["pid"] | NEW["net"]
+    assert runc_ns[0].flags & want == want and runc_ns[0].ret == 0
+    assert runc_ns[0].ns.pid_for_children == truth.pid
+    for name in ("mnt", "uts", "ipc", "net"):
+        assert getattr(runc_ns[0].ns, name) == getattr(truth, name), name
+    # the process that becomes PID 1 inside is forked into the new pid namespace
+    forks = [e for e in cap.events if isinstance(e, ForkEvent) and e.pid == pid]
+    assert len(forks) == 1 and forks[0].vpid == 1 and forks[0].ns.pid == truth.pid
+
+    # runc and its init ran before the cgroup was set: attributed through the shim
+    runc = [e for e in cap.events if isinstance(e, ExecEvent) and e.argv[:1] == ["runc"]
+            and e.ret == 0 and "create" in e.argv]
+    assert runc and all(e.container is not None and e.container.id == cid for e in runc)
+
+
+def test_docker_exec_is_attributed_with_its_setns(capture, sleep_container):
+    cid = docker("run", "--rm", "-d", "--name", NAME, "alpine", "sleep", "900")
+    pid = int(docker("inspect", "--format", "{{.State.Pid}}", NAME))
+    truth = proc_ns(pid)
+    cap = capture()
+    docker("exec", NAME, "/bin/cat", "/proc/self/status")
+    cap.finish()
+
+    cats = [e for e in cap.events if isinstance(e, ExecEvent) and e.ret == 0
+            and e.argv == ["/bin/cat", "/proc/self/status"]]
+    assert len(cats) == 1
+    cat = cats[0]
+    assert cat.container is not None and cat.container.id == cid and cat.container.name == NAME
+    for name in ("mnt", "uts", "ipc", "pid", "net"):
+        assert getattr(cat.ns, name) == getattr(truth, name), name
+    assert cat.vpid != 1 and cat.vpid != cat.pid
+
+    setns = [e for e in cap.events if isinstance(e, SetnsEvent) and e.ret == 0
+             and e.container is not None and e.container.id == cid]
+    entered = {e.nstype for e in setns}
+    assert {NEW["mnt"], NEW["uts"], NEW["ipc"], NEW["net"], NEW["pid"]} <= entered
+    for e in setns:
+        if e.nstype == NEW["net"]:
+            assert e.ns.net == truth.net
+
+
+def test_container_that_exits_at_once_is_fully_attributed(capture, tmp_path):
+    cidfile = tmp_path / "cid"
+    name = "quick-true"
+    docker("rm", "-f", name, check=False)
+    cap = capture()
+    docker("run", "--rm", "--cidfile", str(cidfile), "--name", name, "alpine", "true")
+    cap.finish()
+    cid = cidfile.read_text().strip()
+    assert docker("ps", "-aq", "--filter", f"id={cid}") == ""  # really gone
+
+    ours = [e for e in cap.events if e.container is not None and e.container.id == cid]
+    true = [e for e in ours if isinstance(e, ExecEvent) and e.ret == 0 and e.argv == ["true"]]
+    assert len(true) == 1 and true[0].vpid == 1
+    exits = [e for e in ours if isinstance(e, ExitEvent) and e.pid == true[0].pid]
+    assert len(exits) == 1 and exits[0].exit_code == 0
+    for e in ours:
+        assert (e.container.name, e.container.image) == (name, "alpine")
+
+
+def test_parallel_containers_are_not_confused(capture):
+    names = [f"par-{i}" for i in range(4)]
+    for n in names:
+        docker("rm", "-f", n, check=False)
+    cap = capture()
+    ids = {}
+
+    def run(n: str) -> None:
+        ids[n] = docker("run", "-d", "--name", n, "alpine", "env", f"TAG={n}", "sleep", "1")
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for n in names:
+        docker("wait", n)
+    cap.finish()
+    for n in names:
+        docker("rm", "-f", n, check=False)
+
+    by_id = {v: k for k, v in ids.items()}
+    seen = set()
+    for e in cap.events:
+        c = e.container
+        if c is None or c.id not in by_id:
+            continue
+        assert c.name == by_id[c.id]
+        if isinstance(e, ExecEvent) and e.ret == 0 and e.argv[:1] == ["env"]:
+            assert e.argv[1] == f"TAG={c.name}"
+            seen.add(c.name)
+        if isinstance(e, ExecEvent) and e.ret == 0 and "-id" in e.argv:
+            assert e.argv[e.argv.index("-id") + 1] == c.id
+    assert seen == set(names)
+
+
+def _dead_socket(tmp_path) -> str:
+    """A unix socket nobody listens on: connecting is refused, as with dockerd down."""
+    path = str(tmp_path / "docker.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.close()
+    return path
+
+
+def test_without_a_reachable_engine_ids_are_shown(capture, sleep_container, tmp_path):
+    cap = capture(docker_socket=_dead_socket(tmp_path))
+    assert not cap.session.header.docker_reachable
+    cid = docker("run", "--rm", "-d", "--name", NAME, "alpine", "sleep", "900")
+    sleep = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.argv == ["sleep", "900"])
+    cap.finish()
+    assert sleep.container is not None
+    assert sleep.container.id == cid and sleep.container.name is None

@@ -1,0 +1,287 @@
+"""Which container a process belongs to.
+
+Three facts, in this order of trust:
+
+1. the cgroup the kernel reported at the event (docker's cgroupfs layout
+   ".../docker/<id>", systemd's ".../docker-<id>.scope"; cgroup v1 and v2);
+2. the mount namespace: a process that entered a container's mount namespace
+   (docker exec, nsenter -m) belongs to it, even before it joins its cgroup;
+3. lineage from a containerd shim, whose "-id" names the container: runc and
+   the container's first process run before their cgroup is set.
+
+Names and images come from the Docker Engine API on its unix socket, asked
+once per container and cached, so that a container that is already gone
+still resolves.  Without a reachable engine the id alone is shown.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import socket
+import threading
+import urllib.parse
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+from .events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
+
+DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+# systemd scope names of the common runtimes: <prefix>-<id>.scope
+_SCOPE = re.compile(r"^(docker|cri-containerd|crio|libpod)-([0-9a-f]{64})\.scope$")
+_SCOPE_RUNTIME = {"docker": "docker", "cri-containerd": "containerd", "crio": "cri-o",
+                  "libpod": "podman"}
+_SHIM = re.compile(r"containerd-shim(-runc-v\d)?$")
+
+
+def container_from_cgroup(cgroup: str) -> Optional[Tuple[str, str]]:
+    """(runtime, id) from a "parent/leaf" cgroup name, or None for a host cgroup."""
+    parent, _, leaf = cgroup.rpartition("/")
+    m = _SCOPE.match(leaf)
+    if m:
+        return _SCOPE_RUNTIME[m.group(1)], m.group(2)
+    if _HEX64.fullmatch(leaf):
+        if parent == "docker":
+            return "docker", leaf
+        if parent.startswith(("kubepods", "pod")) or parent.endswith(".slice"):
+            return "containerd", leaf
+    return None
+
+
+def shim_container(argv: List[str]) -> Optional[Tuple[str, str]]:
+    """(containerd namespace, id) from a shim's command line."""
+    if not argv or not _SHIM.search(argv[0]):
+        return None
+    opts = {}
+    for i, a in enumerate(argv[:-1]):
+        if a.startswith("-"):
+            opts[a.lstrip("-")] = argv[i + 1]
+    cid = opts.get("id")
+    if not cid:
+        return None
+    return opts.get("namespace", ""), cid
+
+
+def docker_socket_path() -> str:
+    host = os.environ.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        return host[len("unix://"):]
+    return DEFAULT_DOCKER_SOCKET
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self._path)
+        self.sock = s
+
+
+class DockerClient:
+    """Just enough of the Docker Engine API, over its unix socket."""
+
+    def __init__(self, path: Optional[str] = None, timeout: float = 1.0) -> None:
+        self.path = path or docker_socket_path()
+        self.timeout = timeout
+        self.reachable: Optional[bool] = None  # unknown until the first call
+
+    def _get(self, url: str):
+        conn = _UnixConnection(self.path, self.timeout)
+        try:
+            conn.request("GET", url)
+            resp = conn.getresponse()
+            body = resp.read()
+        except OSError:
+            self.reachable = False
+            return None
+        finally:
+            conn.close()
+        self.reachable = True
+        if resp.status != 200:
+            return None
+        return json.loads(body)
+
+    def watch(self, on_container: Callable[[str, Dict[str, str]], None]) -> Optional["EventWatch"]:
+        """Follow the engine's container events in a thread; None if unreachable."""
+        conn = _UnixConnection(self.path, timeout=None)  # type: ignore[arg-type]
+        filters = urllib.parse.quote(json.dumps({"type": ["container"], "event": ["create"]}))
+        try:
+            conn.request("GET", f"/events?filters={filters}")
+            resp = conn.getresponse()
+        except OSError:
+            conn.close()
+            self.reachable = False
+            return None
+        if resp.status != 200:
+            conn.close()
+            return None
+        self.reachable = True
+        return EventWatch(conn, resp, on_container)
+
+    def inspect(self, cid: str) -> Optional[dict]:
+        return self._get(f"/containers/{cid}/json")
+
+    def running(self) -> List[dict]:
+        return self._get("/containers/json") or []
+
+
+class EventWatch:
+    """A thread reading the engine's event stream: a container's name and image
+    are known from its creation, before its first process runs, so even one
+    that is removed at once resolves."""
+
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse,
+                 on_container: Callable[[str, Dict[str, str]], None]) -> None:
+        self._conn, self._resp, self._cb = conn, resp, on_container
+        self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for line in iter(self._resp.readline, b""):
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                actor = ev.get("Actor") or {}
+                if actor.get("ID"):
+                    self._cb(actor["ID"], actor.get("Attributes") or {})
+        except (OSError, ValueError, http.client.HTTPException):
+            pass  # the engine went away or we closed the stream
+
+    def close(self) -> None:
+        sock = self._conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(timeout=2)
+        self._conn.close()
+
+
+def _info(cid: str, data: Optional[dict], runtime: str, source: str) -> Container:
+    if not data:
+        return Container(id=cid, runtime=runtime, source=source)
+    name = (data.get("Name") or "").lstrip("/") or None
+    image = (data.get("Config") or {}).get("Image") or data.get("Image") or None
+    return Container(id=data.get("Id", cid), name=name, image=image, runtime=runtime, source=source)
+
+
+class ContainerResolver:
+    """Attributes events to containers; keeps what it learned for later events."""
+
+    def __init__(self, client: Optional[DockerClient], host_ns: Namespaces) -> None:
+        self.client = client
+        self.host_mnt = host_ns.mnt
+        self._details: Dict[str, Container] = {}          # id -> name/image (source ignored)
+        self._by_cgroup: Dict[str, Optional[Tuple[str, str]]] = {}
+        self._by_mnt: Dict[int, Tuple[str, str]] = {}      # mount ns inode -> (runtime, id)
+        self._by_pid: Dict[int, Tuple[str, str]] = {}      # shims and their descendants
+        self._missing: set = set()                         # ids the engine did not know
+        self._watch: Optional[EventWatch] = None
+
+    # -- what is known before the trace starts --------------------------------
+
+    def seed(self, table: Iterable, ns_of_pid) -> None:
+        """What existed before the trace: shims (from /proc's command lines), and
+        the running containers' names, images and mount namespaces (from Docker)."""
+        for proc in table:
+            shim = shim_container(proc.argv)
+            if shim is not None:
+                self._by_pid[proc.pid] = self._shim_key(*shim)
+        if self.client is None:
+            return
+        self._watch = self.client.watch(self._on_created)
+        for c in self.client.running():
+            data = self.client.inspect(c["Id"])
+            if not data:
+                continue
+            self._details[data["Id"]] = _info(data["Id"], data, "docker", "cgroup")
+            pid = (data.get("State") or {}).get("Pid") or 0
+            if pid:
+                mnt = ns_of_pid(pid).mnt
+                if mnt and mnt != self.host_mnt:
+                    self._by_mnt[mnt] = ("docker", data["Id"])
+
+    # -- per event --------------------------------------------------------------
+
+    @staticmethod
+    def _shim_key(namespace: str, cid: str) -> Tuple[str, str]:
+        # docker's containerd namespace is "moby"; others are containerd's own (k8s.io, ...)
+        return ("docker" if namespace == "moby" else "containerd", cid)
+
+    def _on_created(self, cid: str, attrs: Dict[str, str]) -> None:
+        # runs in the watch thread; a dict assignment is atomic
+        self._details[cid] = Container(id=cid, name=attrs.get("name"), image=attrs.get("image"),
+                                       runtime="docker")
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
+    def _details_for(self, runtime: str, cid: str, source: str) -> Container:
+        known = self._details.get(cid)
+        if known is None:
+            data = None
+            if self.client is not None and runtime == "docker" and cid not in self._missing:
+                data = self.client.inspect(cid)
+            if data:
+                known = self._details[cid] = _info(cid, data, runtime, source)
+            else:
+                # not (yet) known: the event stream may still name it
+                self._missing.add(cid)
+                return Container(id=cid, runtime=runtime, source=source)
+        if known.source != source:
+            return Container(id=known.id, name=known.name, image=known.image,
+                             runtime=known.runtime, source=source)
+        return known
+
+    def attribute(self, ev: ProcessEvent) -> Optional[Container]:
+        found = self._attribute(ev)
+        if isinstance(ev, ExitEvent):
+            self._by_pid.pop(ev.pid, None)
+            if ev.vpid == 1 and found is not None:
+                # the container's init is gone, and inode numbers are reused
+                self._by_mnt.pop(ev.ns.mnt, None)
+        return found
+
+    def _attribute(self, ev: ProcessEvent) -> Optional[Container]:
+        # lineage first: it must follow every fork and shim exec, attributed or not
+        if isinstance(ev, ForkEvent):
+            inherited = self._by_pid.get(ev.parent_pid) or self._by_pid.get(ev.ppid)
+            if inherited is not None and not ev.thread:
+                self._by_pid[ev.pid] = inherited
+        elif isinstance(ev, ExecEvent) and ev.ret == 0:
+            shim = shim_container(ev.argv)
+            if shim is not None:
+                self._by_pid[ev.pid] = self._shim_key(*shim)
+
+        if ev.cgroup not in self._by_cgroup:
+            self._by_cgroup[ev.cgroup] = container_from_cgroup(ev.cgroup)
+        found = self._by_cgroup[ev.cgroup]
+        if found is not None:
+            if ev.ns.mnt and ev.ns.mnt != self.host_mnt:
+                self._by_mnt.setdefault(ev.ns.mnt, found)
+            return self._details_for(found[0], found[1], "cgroup")
+        found = self._by_mnt.get(ev.ns.mnt)
+        if found is not None:
+            return self._details_for(found[0], found[1], "namespace")
+        found = self._by_pid.get(ev.pid)
+        if found is not None:
+            return self._details_for(found[0], found[1], "shim")
+        return None
+
+    def matches(self, c: Optional[Container], wanted: str) -> bool:
+        """--container: an id prefix or a name."""
+        if c is None:
+            return False
+        return c.id.startswith(wanted) or c.name == wanted.lstrip("/")
