@@ -109,6 +109,63 @@ static __always_inline struct kernfs_node *ct_cgroup_kn(struct task_struct *t, b
 }
 
 /*
+ * Does any thread of the group still have children?  Children hang on the
+ * thread that forked them, and threads of an exiting group reach the exit
+ * tracepoint before all of them have handed their children on, so every
+ * thread is looked at.  Since 6.7 (8e1f385104ac "kill task_struct->thread_group")
+ * threads are on signal->thread_head via task->thread_node; before, they were
+ * a ring through task->thread_group.  Past CT_THREADS_MAX threads the answer
+ * is "yes": a reaper named needlessly is better than children lost.
+ */
+#define CT_THREADS_MAX 64
+
+struct signal_struct___new {
+	struct list_head thread_head;
+} __attribute__((preserve_access_index));
+
+struct task_struct___new {
+	struct list_head thread_node;
+} __attribute__((preserve_access_index));
+
+struct task_struct___old {
+	struct list_head thread_group;
+} __attribute__((preserve_access_index));
+
+static __always_inline bool ct_has_children(struct task_struct *t)
+{
+	return BPF_CORE_READ(t, children.next) != &t->children;
+}
+
+static __always_inline bool ct_group_has_children(struct task_struct *p)
+{
+	struct signal_struct___new *sig = (void *)BPF_CORE_READ(p, signal);
+	struct list_head *head, *pos;
+	unsigned long off;
+
+	if (bpf_core_field_exists(sig->thread_head)) {
+		head = &sig->thread_head;
+		pos = BPF_CORE_READ(sig, thread_head.next);
+		off = bpf_core_field_offset(struct task_struct___new, thread_node);
+	} else {
+		struct task_struct___old *o = (void *)p;
+
+		if (ct_has_children(p))
+			return true;
+		head = &o->thread_group;
+		pos = BPF_CORE_READ(o, thread_group.next);
+		off = bpf_core_field_offset(struct task_struct___old, thread_group);
+	}
+	for (int i = 0; i < CT_THREADS_MAX; i++) {
+		if (pos == head)
+			return false;
+		if (ct_has_children((struct task_struct *)((void *)pos - off)))
+			return true;
+		pos = BPF_CORE_READ(pos, next);
+	}
+	return true;
+}
+
+/*
  * Who adopts the children of an exiting process, as find_new_reaper() in
  * kernel/exit.c decides it just after the exit tracepoint: the nearest
  * ancestor in the same pid namespace that is a child subreaper (if any

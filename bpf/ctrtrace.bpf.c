@@ -522,7 +522,7 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 	e->exit_code = BPF_CORE_READ(p, exit_code);
 	e->reaper = 0;
 	/* children still linked: they are reparented right after this tracepoint */
-	if (BPF_CORE_READ(p, children.next) != &p->children) {
+	if (ct_group_has_children(p)) {
 		e->hdr.flags |= CT_F_HAD_CHILDREN;
 		e->reaper = ct_new_reaper(p);
 	}

@@ -1,9 +1,10 @@
 """Renderers against exact expected output, on a trace recorded on a real kernel.
 
-tests/data/session.jsonl was recorded with
-  ctrtrace --json --pid PID -d 3
-around a shell that runs true, a failing exec, 'exit 7', unshare with five new
-namespaces, a SIGKILLed sleep and nsenter.
+The traces in tests/data/ were recorded by scripts/record-test-data:
+session.jsonl follows a shell (true, a failing exec, 'exit 7', unshare with
+five new namespaces, a SIGKILLed sleep, an orphan, nsenter); docker-run.jsonl
+is the course's `docker run --rm -d --name sleep-container alpine sleep 900`;
+docker-exec.jsonl a `docker exec` into it.
 """
 
 from __future__ import annotations
@@ -24,16 +25,21 @@ def _load(name: str):
     return Header.from_json(lines[0]), lines[1:-1], Summary.from_json(lines[-1])
 
 
-def test_text_lines_exact():
-    header, events, summary = _load("session.jsonl")
+TRACES = ["session", "docker-run", "docker-exec"]
+
+
+@pytest.mark.parametrize("name", TRACES)
+def test_text_lines_exact(name):
+    header, events, summary = _load(f"{name}.jsonl")
     r = TextRenderer(header.host_ns, header.start_ktime_ns)
     got = [r.columns()] + [r.line(event_from_json(d)) for d in events] + [r.summary(summary)]
-    assert got == (DATA / "session.txt").read_text().splitlines()
+    assert got == (DATA / f"{name}.txt").read_text().splitlines()
 
 
-def test_json_round_trip_is_faithful():
-    header, events, summary = _load("session.jsonl")
-    lines = (DATA / "session.jsonl").read_text().splitlines()
+@pytest.mark.parametrize("name", TRACES)
+def test_json_round_trip_is_faithful(name):
+    header, events, summary = _load(f"{name}.jsonl")
+    lines = (DATA / f"{name}.jsonl").read_text().splitlines()
     assert header.to_json() == json.loads(lines[0])
     for d in events:
         assert event_from_json(d).to_json() == d

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 
 from tracer.events import ExecEvent, ExitEvent, ForkEvent
 from tracer.flags import CLONE_NEW_MASK
@@ -107,3 +108,44 @@ def test_burst_of_1000_processes_all_reported(capture):
     assert len(forks) == n
     assert len(exits) == n
     assert summary.lost == 0
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("PPid:"))
+
+
+SUBREAPER = """
+import ctypes, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+out = subprocess.run(["sh", "-c", "sleep 1 & echo $!"], capture_output=True, text=True)
+print(out.stdout.strip(), flush=True)
+time.sleep(1.5)
+"""
+
+
+def test_orphans_reaper_is_the_kernels(capture):
+    cap = capture()
+    # no subreaper of ours: the orphan goes to init (or a subreaper above us)
+    r = subprocess.run(["sh", "-c", "sleep 0.5 & echo $!"], capture_output=True, text=True)
+    orphan = int(r.stdout)
+    truth = _ppid(orphan)
+    # a subreaper: the orphan goes to it
+    sub = subprocess.Popen([sys.executable, "-c", SUBREAPER], stdout=subprocess.PIPE, text=True)
+    orphan2 = int(sub.stdout.readline())
+    truth2 = _ppid(orphan2)
+    cap.finish()
+    sub.wait()
+
+    exits = {e.pid: e for e in cap.events if isinstance(e, ExitEvent)}
+    forks = {e.pid: e for e in cap.events if isinstance(e, ForkEvent)}
+    parent = exits[forks[orphan].ppid]
+    assert parent.reaper == truth
+    parent2 = exits[forks[orphan2].ppid]
+    assert parent2.reaper == truth2 == sub.pid
+    # the process table follows
+    assert cap.session.table.get(orphan).ppid == truth
+    assert cap.session.table.get(orphan2).ppid == sub.pid
+    # a process without children names no reaper
+    sleeper_exit = [e for e in cap.events if isinstance(e, ExitEvent) and e.pid == orphan]
+    assert not sleeper_exit or sleeper_exit[0].reaper is None

@@ -123,8 +123,12 @@ class ProcessTable:
                            start_ns=ev.start_ns, ns=ev.ns, vpid=ev.vpid)
             self._add(proc)
         if proc.ppid != ev.ppid:
-            # reparented while we did not look (its parent's exit was filtered out)
-            self._reparent(proc, ev.ppid)
+            old = self._procs.get(ev.ppid)
+            # An event read just before the kernel reparented the process (its
+            # parent's exit is already applied) must not move it back; any
+            # other difference is a reparenting whose exit event we did not see.
+            if not (old is not None and old.exited and ev.ppid in proc.parents):
+                self._reparent(proc, ev.ppid)
         proc.comm = ev.comm
         proc.ns = ev.ns
         proc.vpid = ev.vpid
