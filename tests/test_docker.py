@@ -187,3 +187,38 @@ def test_without_a_reachable_engine_ids_are_shown(capture, sleep_container, tmp_
     cap.finish()
     assert sleep.container is not None
     assert sleep.container.id == cid and sleep.container.name is None
+
+
+def test_cli_container_filters(sleep_container, tmp_path):
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from tracer.cli import main
+
+    cid = docker("run", "--rm", "-d", "--name", NAME, "alpine", "sleep", "900")
+    runner = CliRunner()
+
+    def events(*args):
+        r = runner.invoke(main, ["--json", *args], catch_exceptions=False)
+        lines = [_json.loads(l) for l in r.stdout.splitlines()]
+        return r, lines[1:-1], lines[-1]
+
+    for wanted in (NAME, cid[:12]):
+        r, evs, summary = events("--container", wanted, "--", "sh", "-c",
+                                 f"/bin/true; docker exec {NAME} /bin/true inside")
+        assert r.exit_code == 0
+        assert evs and all(e["container"]["id"] == cid for e in evs)
+        assert any(e["type"] == "exec" and e["argv"] == ["/bin/true", "inside"] for e in evs)
+        assert any(e["type"] == "setns" for e in evs)
+        assert summary["filtered_in_userspace"] > 0  # the host's /bin/true, docker, ...
+
+    r, evs, _ = events("--containers-only", "--", "docker", "exec", NAME, "/bin/true")
+    assert evs and all(e["container"] is not None for e in evs)
+
+    # an unreachable engine: one message, ids only, tracing goes on
+    r, evs, _ = events("--docker-socket", _dead_socket(tmp_path), "--containers-only",
+                       "--", "docker", "exec", NAME, "/bin/true")
+    assert r.exit_code == 0
+    assert "Docker is not reachable" in r.stderr
+    assert evs and all(e["container"]["id"] == cid and e["container"]["name"] is None for e in evs)
