@@ -235,7 +235,9 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 		return 0;
 	e->hdr.flags = 0;
 	read_task(p, &e->task, &e->hdr.flags);
-	if (cfg.ns_changes_only && !differs_from_parent(p, &e->task.ns)) {
+	if (differs_from_parent(p, &e->task.ns))
+		e->hdr.flags |= CT_F_NS_CHANGE;
+	else if (cfg.ns_changes_only) {
 		count(CT_CNT_FILTERED);
 		return 0;
 	}
@@ -350,7 +352,9 @@ static __always_inline int exec_exit(long ret)
 		goto out;
 	e->hdr.flags = 0;
 	read_task(task, &e->task, &e->hdr.flags);
-	if (cfg.ns_changes_only && !differs_from_parent(task, &e->task.ns))
+	if (differs_from_parent(task, &e->task.ns))
+		e->hdr.flags |= CT_F_NS_CHANGE;
+	else if (cfg.ns_changes_only)
 		goto out;
 	e->old_pid = tid;
 	e->ret = ret;
@@ -471,16 +475,21 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	}
 	e->hdr.flags = hflags;
 	read_task(child, &e->task, &e->hdr.flags);
-	if (cfg.ns_changes_only && !(clone_flags & (CT_CLONE_NEW_MASK | CLONE_NEWTIME))) {
+	if (clone_flags & (CT_CLONE_NEW_MASK | CLONE_NEWTIME)) {
+		e->hdr.flags |= CT_F_NS_CHANGE;
+	} else {
 		struct ct_ns pns = {};
 		__u16 unused = 0;
 
+		/* the caller's namespaces: the child starts in them unless told otherwise */
 		read_ns(parent, &pns, &unused);
-		if (ns_equal(&e->task.ns, &pns)) {
-			bpf_ringbuf_discard(e, 0);
-			count(CT_CNT_FILTERED);
-			return 0;
-		}
+		if (!ns_equal(&e->task.ns, &pns))
+			e->hdr.flags |= CT_F_NS_CHANGE;
+	}
+	if (cfg.ns_changes_only && !(e->hdr.flags & CT_F_NS_CHANGE)) {
+		bpf_ringbuf_discard(e, 0);
+		count(CT_CNT_FILTERED);
+		return 0;
 	}
 	e->parent_pid = ptgid;
 	e->parent_tid = ptid;
@@ -514,7 +523,9 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 	}
 	e->hdr.flags = 0;
 	read_task(p, &e->task, &e->hdr.flags);
-	if (cfg.ns_changes_only && !differs_from_parent(p, &e->task.ns)) {
+	if (differs_from_parent(p, &e->task.ns)) {
+		e->hdr.flags |= CT_F_NS_CHANGE;
+	} else if (cfg.ns_changes_only) {
 		bpf_ringbuf_discard(e, 0);
 		count(CT_CNT_FILTERED);
 		return 0;
@@ -584,6 +595,8 @@ int handle_exit_setns(struct trace_event_raw_sys_exit *ctx)
 	e->fd = c->arg0;
 	e->nstype = c->arg1;
 	e->ret = ctx->ret;
+	if (ctx->ret == 0)
+		e->hdr.flags |= CT_F_NS_CHANGE;
 	fill_header(&e->hdr, CT_EVENT_SETNS, sizeof(*e));
 	bpf_ringbuf_submit(e, 0);
 out:
@@ -616,6 +629,8 @@ int handle_exit_unshare(struct trace_event_raw_sys_exit *ctx)
 	e->__pad = 0;
 	e->flags = c->arg0;
 	e->ret = ctx->ret;
+	if (ctx->ret == 0)
+		e->hdr.flags |= CT_F_NS_CHANGE;
 	fill_header(&e->hdr, CT_EVENT_UNSHARE, sizeof(*e));
 	bpf_ringbuf_submit(e, 0);
 out:

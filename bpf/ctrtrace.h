@@ -45,6 +45,9 @@ enum ct_counter {
 #define CT_F_NO_NSPROXY          0x10  /* the task had no nsproxy (exiting or kernel) */
 #define CT_F_CGROUP_V1           0x20  /* cgroup names are from a v1 hierarchy (no v2 placement) */
 #define CT_F_HAD_CHILDREN        0x40  /* exit: the process had children; reaper says who adopts them */
+#define CT_F_NS_CHANGE           0x80  /* a namespace was created or entered (fork with CLONE_NEW*,
+                                        * setns/unshare that succeeded), or the process's namespaces
+                                        * differ from its parent's: what --ns-changes keeps */
 
 struct ct_header {
 	__u16 type;      /* enum ct_event_type */

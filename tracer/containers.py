@@ -213,6 +213,19 @@ class ContainerResolver:
 
     # -- per event --------------------------------------------------------------
 
+    def attribute_process(self, cgroup: str, mnt: int, pid: int) -> Optional[Container]:
+        """The same decision for a process that existed before the trace."""
+        found = container_from_cgroup(cgroup)
+        if found is not None:
+            return self._details_for(found[0], found[1], "cgroup")
+        found = self._by_mnt.get(mnt)
+        if found is not None:
+            return self._details_for(found[0], found[1], "namespace")
+        found = self._by_pid.get(pid)
+        if found is not None:
+            return self._details_for(found[0], found[1], "shim")
+        return None
+
     @staticmethod
     def _shim_key(namespace: str, cid: str) -> Tuple[str, str]:
         # docker's containerd namespace is "moby"; others are containerd's own (k8s.io, ...)

@@ -62,6 +62,7 @@ class Decoder:
             cgroup_id=t.cgroup_id,
             cgroup=self._cgroup(t.cgroup_parent, t.cgroup_leaf),
             cgroup_v1=bool(hdr.flags & L.CT_F_CGROUP_V1),
+            ns_change=bool(hdr.flags & L.CT_F_NS_CHANGE),
         )
 
     def _cgroup(self, parent: bytes, leaf: bytes) -> str:

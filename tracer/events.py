@@ -109,6 +109,7 @@ class ProcessEvent:
     cgroup_id: int = 0
     cgroup: str = ""             # "parent/leaf" directory names of the task's cgroup
     cgroup_v1: bool = False
+    ns_change: bool = False      # created/entered a namespace, or differs from the parent's
     container: Optional[Container] = None
 
     def to_json(self) -> Dict[str, Any]:
@@ -129,6 +130,7 @@ class ProcessEvent:
             "ns": self.ns.to_dict(),
             "cgroup_id": self.cgroup_id,
             "cgroup": self.cgroup,
+            "ns_change": self.ns_change,
             "container": self.container.to_json() if self.container else None,
         }
         if self.cgroup_v1:
@@ -161,6 +163,7 @@ class ProcessEvent:
             cgroup_id=int(d.get("cgroup_id", 0)),
             cgroup=str(d.get("cgroup", "")),
             cgroup_v1=bool(d.get("cgroup_v1", False)),
+            ns_change=bool(d.get("ns_change", False)),
             container=Container.from_json(d.get("container")),
         )
 
@@ -323,6 +326,8 @@ class Header:
     host_ns_pid: int = 1     # where host_ns was read (2 if PID 1 was not readable)
     docker_socket: Optional[str] = None
     docker_reachable: bool = False
+    # the processes alive at start, from /proc: replay can name every parent
+    processes: List[Dict[str, Any]] = field(default_factory=list)
     argv: List[str] = field(default_factory=list)
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
@@ -344,6 +349,7 @@ class Header:
             "argv": self.argv,
             "docker_socket": self.docker_socket,
             "docker_reachable": self.docker_reachable,
+            "processes": self.processes,
         }
 
     @classmethod
@@ -359,6 +365,7 @@ class Header:
             host_ns_pid=int(d.get("host_ns_pid", 1)),
             docker_socket=d.get("docker_socket"),
             docker_reachable=bool(d.get("docker_reachable", False)),
+            processes=list(d.get("processes", [])),
             argv=list(d.get("argv", [])),
             format=str(d["format"]),
             version=int(d["version"]),

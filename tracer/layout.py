@@ -39,6 +39,7 @@ CT_F_THREAD = 0x08
 CT_F_NO_NSPROXY = 0x10
 CT_F_CGROUP_V1 = 0x20
 CT_F_HAD_CHILDREN = 0x40
+CT_F_NS_CHANGE = 0x80
 
 NS_NAMES = (
     "mnt", "uts", "ipc", "pid", "pid_for_children",

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import psutil
 
-from .events import ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
+from .events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
 from .system import read_ns
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -28,10 +28,30 @@ class Process:
     start_ns: int              # since boot; from /proc only to clock-tick precision
     ns: Namespaces
     vpid: int = 0
+    uid: int = 0
+    cgroup: str = ""
+    container: Optional[Container] = None
     from_proc: bool = False    # seen at start-up rather than born during the trace
     exited: bool = False
+    exit_status: Optional[int] = None  # the wait(2) status word, once exited
     children: List[int] = field(default_factory=list)
     parents: List[int] = field(default_factory=list)  # earlier parents, oldest first (reparenting)
+    birth_ppid: int = 0        # the parent it was born to (or had at start-up)
+
+    def to_json(self) -> Dict[str, Any]:
+        """The snapshot form, in a recording's header."""
+        return {"pid": self.pid, "ppid": self.ppid, "vpid": self.vpid, "comm": self.comm,
+                "argv": self.argv, "start_ns": self.start_ns, "uid": self.uid,
+                "ns": self.ns.to_dict(), "cgroup": self.cgroup,
+                "container": self.container.to_json() if self.container else None}
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "Process":
+        return cls(pid=int(d["pid"]), ppid=int(d["ppid"]), comm=str(d["comm"]),
+                   argv=[str(a) for a in d.get("argv", [])], start_ns=int(d.get("start_ns", 0)),
+                   ns=Namespaces.from_dict(d["ns"]), vpid=int(d.get("vpid", d["pid"])),
+                   uid=int(d.get("uid", 0)), cgroup=str(d.get("cgroup", "")),
+                   container=Container.from_json(d.get("container")), from_proc=True)
 
 
 def _start_ns_from_stat(pid: int) -> int:
@@ -40,6 +60,22 @@ def _start_ns_from_stat(pid: int) -> int:
     # comm may hold spaces and parentheses: split after the last ')'
     fields = stat[stat.rindex(b")") + 2:].split()
     return int(fields[19]) * 1_000_000_000 // _CLK_TCK
+
+
+def _cgroup(pid: int) -> str:
+    """The same "parent/leaf" naming the kernel side reports: the v2 placement
+    when there is one below the root, else the v1 memory hierarchy's."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = [l.rstrip("\n").split(":", 2) for l in f]
+    except OSError:
+        return ""
+    paths = {l[1]: l[2] for l in lines if len(l) == 3}
+    path = paths.get("", "/")
+    if path == "/":
+        path = next((p for c, p in paths.items() if "memory" in c.split(",")), path)
+    parts = [x for x in path.split("/") if x]
+    return "/".join(parts[-2:]) if len(parts) > 1 else "/" + "".join(parts)
 
 
 def _vpid(pid: int) -> int:
@@ -72,7 +108,7 @@ class ProcessTable:
 
     def seed_from_proc(self) -> None:
         """Every process alive now, as /proc shows it."""
-        for p in psutil.process_iter(["pid", "ppid", "name", "cmdline"]):
+        for p in psutil.process_iter(["pid", "ppid", "name", "cmdline", "uids"]):
             info = p.info
             pid = info["pid"]
             try:
@@ -87,10 +123,19 @@ class ProcessTable:
                 start_ns=start,
                 ns=read_ns(pid),
                 vpid=_vpid(pid),
+                uid=info["uids"].real if info["uids"] else 0,
+                cgroup=_cgroup(pid),
                 from_proc=True,
             ))
 
+    def seed_from_snapshot(self, processes: Iterable[Dict[str, Any]]) -> None:
+        """The processes a recording's header lists."""
+        for d in processes:
+            self._add(Process.from_json(d))
+
     def _add(self, proc: Process) -> None:
+        if not proc.birth_ppid:
+            proc.birth_ppid = proc.ppid
         old = self._procs.get(proc.pid)
         if old is not None:
             self._unlink(old)
@@ -109,18 +154,20 @@ class ProcessTable:
         if isinstance(ev, ForkEvent):
             if ev.thread:
                 return
-            parent = self._procs.get(ev.ppid)
+            # the command line is the caller's (not the parent's under CLONE_PARENT)
+            parent = self._procs.get(ev.parent_pid) or self._procs.get(ev.ppid)
             self._add(Process(
                 pid=ev.pid, ppid=ev.ppid, comm=ev.comm,
                 argv=list(parent.argv) if parent else [],
-                start_ns=ev.start_ns, ns=ev.ns, vpid=ev.vpid,
+                start_ns=ev.start_ns, ns=ev.ns, vpid=ev.vpid, uid=ev.uid,
+                cgroup=ev.cgroup, container=ev.container,
             ))
             return
         proc = self._procs.get(ev.pid)
         if proc is None:
             # born before the trace and missed by the snapshot (a race at start)
             proc = Process(pid=ev.pid, ppid=ev.ppid, comm=ev.comm, argv=[],
-                           start_ns=ev.start_ns, ns=ev.ns, vpid=ev.vpid)
+                           start_ns=ev.start_ns, ns=ev.ns, vpid=ev.vpid, uid=ev.uid)
             self._add(proc)
         if proc.ppid != ev.ppid:
             old = self._procs.get(ev.ppid)
@@ -132,10 +179,15 @@ class ProcessTable:
         proc.comm = ev.comm
         proc.ns = ev.ns
         proc.vpid = ev.vpid
+        proc.uid = ev.uid
+        proc.cgroup = ev.cgroup
+        if ev.container is not None:
+            proc.container = ev.container
         if isinstance(ev, ExecEvent) and ev.ret == 0:
             proc.argv = list(ev.argv)
         elif isinstance(ev, ExitEvent):
             proc.exited = True
+            proc.exit_status = ev.status
             if ev.reaper:
                 # the kernel hands its children to the reaper right after this event
                 for child in [self._procs[c] for c in proc.children if c in self._procs]:

@@ -53,15 +53,23 @@ def ns_transitions(before: Namespaces, after: Namespaces) -> str:
                     for n in before.changed(after))
 
 
+_CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {10: "\\n", 9: "\\t", 13: "\\r", 127: "\\x7f"}
+
+
+def printable(text: str) -> str:
+    """Control characters escaped: a command line must stay on its line."""
+    return text.translate(_CONTROL)
+
+
 def _argv_text(ev: ExecEvent) -> str:
-    text = shlex.join(ev.argv) if ev.argv else ""
+    text = printable(shlex.join(ev.argv)) if ev.argv else ""
     if ev.argv_truncated:
         text += " ..."
     # The path is shown when it says more than argv[0]: a failed PATH lookup,
     # or runc re-executing itself as /proc/self/exe and then as /dev/fd/N.
     if not ev.argv or (ev.argv[0] != ev.filename
                        and (ev.ret or _base(ev.argv[0]) != _base(ev.filename))):
-        text = f"[{ev.filename}] {text}".rstrip()
+        text = f"[{printable(ev.filename)}] {text}".rstrip()
     return text
 
 

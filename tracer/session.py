@@ -15,19 +15,21 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import dataclasses
 import os
 import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Set
 
 from . import layout as L
 from . import system
 from .decode import Decoder
 from .errors import CtrtraceError, ExitStatus
 from .events import EVENT_TYPES, Header, ProcessEvent, Summary
+from .filters import EventFilter, FilterSpec
 from .containers import ContainerResolver, DockerClient
 from .libbpf import BpfObject, RingBuffer
 from .proctable import ProcessTable
@@ -44,8 +46,6 @@ class TraceOptions:
     ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES
     bpf_object: Optional[str] = None   # default: the one installed with the package
     argv: List[str] = field(default_factory=list)
-    container: Optional[str] = None    # a container id prefix or name
-    containers_only: bool = False      # only processes attributed to a container
     docker_socket: Optional[str] = None  # default: $DOCKER_HOST or /var/run/docker.sock
     docker: bool = True                # ask the Docker engine for names and images
 
@@ -86,7 +86,6 @@ class Session:
         self._decoder: Optional[Decoder] = None
         self._start_mono = 0.0
         self.resolver: Optional[ContainerResolver] = None
-        self.filtered = 0  # events the userspace filters (--container) dropped
 
     # -- set-up -------------------------------------------------------------
 
@@ -127,6 +126,8 @@ class Session:
         client = DockerClient(opts.docker_socket) if opts.docker else None
         self.resolver = ContainerResolver(client, host_ns)
         self.resolver.seed(self.table, system.read_ns)
+        for proc in self.table:
+            proc.container = self.resolver.attribute_process(proc.cgroup, proc.ns.mnt, proc.pid)
         self.header = Header(
             hostname=system.hostname(),
             kernel=system.kernel_release(),
@@ -139,6 +140,7 @@ class Session:
             argv=list(opts.argv),
             docker_socket=client.path if client else None,
             docker_reachable=bool(client and client.reachable),
+            processes=[p.to_json() for p in self.table],
         )
         return self.header
 
@@ -168,27 +170,14 @@ class Session:
         assert self._decoder is not None and self.resolver is not None
         out = []
         decode, apply, counts = self._decoder.decode, self.table.apply, self.counts
-        attribute, wanted = self.resolver.attribute, self._wanted
+        attribute = self.resolver.attribute
         for rec in records:
             ev = decode(rec)
             ev.container = attribute(ev)
             apply(ev)
-            if not wanted(ev):
-                self.filtered += 1
-                continue
             counts[ev.type] += 1
             out.append(ev)
         return out
-
-    def _wanted(self, ev: ProcessEvent) -> bool:
-        """The filters that need userspace knowledge (container attribution)."""
-        opts = self.options
-        if opts.containers_only and ev.container is None:
-            return False
-        if opts.container is not None:
-            assert self.resolver is not None
-            return self.resolver.matches(ev.container, opts.container)
-        return True
 
     def poll(self, timeout_ms: int) -> List[ProcessEvent]:
         assert self._rb is not None
@@ -205,7 +194,6 @@ class Session:
             lost=self._obj.percpu_sum("counters", L.CT_CNT_LOST),
             threads=self._obj.percpu_sum("counters", L.CT_CNT_THREADS),
             filtered_in_kernel=self._obj.percpu_sum("counters", L.CT_CNT_FILTERED),
-            filtered_in_userspace=self.filtered,
             duration_s=time.monotonic() - self._start_mono,
             end_wall_ns=time.time_ns(),
         )
@@ -248,14 +236,19 @@ def _stop_on_signals() -> Iterator[List[int]]:
 
 @dataclass
 class RunResult:
-    summary: Summary
+    summary: Summary                      # of what the view showed
+    header: Header
+    table: ProcessTable
+    shown_pids: Set[int]
     command_status: Optional[int] = None  # exit status of the command run under the trace
     signal: Optional[int] = None          # the signal that ended the trace
 
 
 def trace(
     options: TraceOptions,
-    sink: Sink,
+    view: Sink,
+    spec: Optional[FilterSpec] = None,
+    recorder: Optional[Sink] = None,
     duration: Optional[float] = None,
     command: Optional[Sequence[str]] = None,
     linger: float = 0.5,
@@ -263,13 +256,40 @@ def trace(
     command_stdout: Optional[int] = None,
     on_ready: Optional[Callable[[Header], None]] = None,
 ) -> RunResult:
-    """Trace until Ctrl-C/SIGTERM, the duration, or the command's exit (plus linger)."""
+    """Trace until Ctrl-C/SIGTERM, the duration, or the command's exit (plus linger).
+
+    The view gets the events the filters keep.  A recorder gets every event,
+    so that replay can filter anything: with one, the filters run here rather
+    than in the kernel (the same rules, from the same kernel facts).
+    """
+    spec = spec or FilterSpec()
+    if recorder is None:
+        options.pid, options.comm, options.ns_changes = spec.pid, spec.comm, spec.ns_changes
     with Session(options) as session, _stop_on_signals() as signals:
-        assert session.header is not None
-        sink.header(session.header)
-        sink.flush()
+        header = session.header
+        assert header is not None
+        flt = EventFilter(spec, header) if spec.active else None
+        shown_pids: Set[int] = set()
+        shown = collections.Counter({t: 0 for t in EVENT_TYPES})
+
+        def deliver(events: List[ProcessEvent]) -> None:
+            for ev in events:
+                if recorder is not None:
+                    recorder.event(ev)
+                if flt is None or flt.wants_event(ev):
+                    view.event(ev)
+                    shown[ev.type] += 1
+                    shown_pids.add(ev.pid)
+            if recorder is not None:
+                recorder.flush()
+            view.flush()
+
+        if recorder is not None:
+            recorder.header(header)
+        view.header(header)
+        view.flush()
         if on_ready is not None:
-            on_ready(session.header)
+            on_ready(header)
         t0 = time.monotonic()
         child: Optional[subprocess.Popen] = None
         if command:
@@ -290,16 +310,18 @@ def trace(
             timeout = poll_ms
             if deadline is not None:
                 timeout = max(0, min(timeout, int((deadline - now) * 1000)))
-            for ev in session.poll(timeout):
-                sink.event(ev)
-            sink.flush()
-        for ev in session.drain():
-            sink.event(ev)
-        summary = session.summary()
-        sink.summary(summary)
+            deliver(session.poll(timeout))
+        deliver(session.drain())
+        full = session.summary()
+        if recorder is not None:
+            recorder.summary(full)
+        summary = dataclasses.replace(full, counts=dict(shown),
+                                      filtered_in_userspace=flt.dropped if flt else 0)
+        view.summary(summary)
         status = None
         if child is not None:
             if child.poll() is None:
                 child.terminate()
             status = child.wait()
-        return RunResult(summary, status, signals[0] if signals else None)
+        return RunResult(summary, header, session.table, shown_pids, status,
+                         signals[0] if signals else None)

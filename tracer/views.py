@@ -1,0 +1,132 @@
+"""Whole-trace views: the process tree (like ps --forest) and the namespace
+table (like lsns), built from the process table at the end of a trace."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Set
+
+from .events import Namespaces
+from .flags import signal_name
+from .proctable import Process, ProcessTable
+from .render import printable
+
+# the namespace kinds a process lives in (the *_for_children ones are where
+# its children will live, shown by the event lines)
+NS_KINDS = ("mnt", "uts", "ipc", "pid", "net", "cgroup", "user", "time")
+
+
+COMMAND_WIDTH = 160  # like ps, which cuts at the terminal's width
+
+
+def _command(p: Process) -> str:
+    text = printable(" ".join(p.argv)) if p.argv else f"[{printable(p.comm)}]"
+    return text if len(text) <= COMMAND_WIDTH else text[:COMMAND_WIDTH - 4] + " ..."
+
+
+def _end(p: Process) -> str:
+    if not p.exited or p.exit_status is None:
+        return ""
+    sig = p.exit_status & 0x7F
+    if sig:
+        return signal_name(sig) or f"signal {sig}"
+    return f"exit {(p.exit_status >> 8) & 0xFF}"
+
+
+def _user(uid: int) -> str:
+    return "root" if uid == 0 else str(uid)
+
+
+def tree_marks(p: Process, parent: Optional[Process], host: Namespaces) -> str:
+    """'+mnt' for a namespace that is not the host's; upper case where it is
+    also not the parent's (the process was born into it, or moved there)."""
+    marks = []
+    for kind in NS_KINDS:
+        v = getattr(p.ns, kind)
+        if not v or v == getattr(host, kind):
+            continue
+        new = parent is not None and getattr(parent.ns, kind) not in (0, v)
+        marks.append("+" + (kind.upper() if new else kind))
+    return " ".join(marks)
+
+
+def _displayed(table: ProcessTable, shown: Optional[Set[int]]) -> Dict[int, Process]:
+    if shown is None:
+        return {p.pid: p for p in table}
+    out: Dict[int, Process] = {}
+    for pid in shown:
+        p = table.get(pid)
+        while p is not None and p.pid not in out:
+            out[p.pid] = p  # the process and its ancestors, for context
+            p = table.get(p.birth_ppid) if p.birth_ppid != p.pid else None
+    return out
+
+
+def process_tree(table: ProcessTable, host: Namespaces,
+                 shown: Optional[Set[int]] = None) -> List[str]:
+    """Processes under the parent they were born to; an adoption is noted."""
+    procs = _displayed(table, shown)
+    kids: Dict[int, List[Process]] = {}
+    roots: List[Process] = []
+    for p in procs.values():
+        if p.birth_ppid in procs and p.birth_ppid != p.pid:
+            kids.setdefault(p.birth_ppid, []).append(p)
+        else:
+            roots.append(p)
+    order = lambda p: (p.start_ns, p.pid)  # noqa: E731
+
+    rows = []
+
+    def walk(p: Process, prefix: str, last: bool, depth: int) -> None:
+        # as ps --forest draws it: " \_ " before a child, " |  " while its
+        # parent has siblings still to come
+        note = f"  (adopted by {p.ppid})" if p.parents else ""
+        rows.append((p, (prefix + " \\_ " if depth else "") + _command(p) + note))
+        below = prefix + ("    " if last else " |  ") if depth else ""
+        children = sorted(kids.get(p.pid, []), key=order)
+        for i, c in enumerate(children):
+            walk(c, below, i == len(children) - 1, depth + 1)
+
+    for r in sorted(roots, key=order):
+        walk(r, "", True, 0)
+
+    cells = []
+    for p, text in rows:
+        parent = procs.get(p.birth_ppid)
+        cont = p.container.label if p.container else ""
+        cells.append((str(p.pid), str(p.vpid), tree_marks(p, parent, host), cont, _end(p), text))
+    heads = ("PID", "VPID", "NAMESPACES", "CONTAINER", "END", "COMMAND")
+    w = [max(len(heads[i]), *(len(c[i]) for c in cells)) if cells else len(heads[i])
+         for i in range(5)]
+    fmt = lambda c: (f"{c[0]:>{w[0]}} {c[1]:>{w[1]}}  {c[2]:<{w[2]}}  {c[3]:<{w[3]}}  "  # noqa: E731
+                     f"{c[4]:<{w[4]}}  {c[5]}").rstrip()
+    return [fmt(heads)] + [fmt(c) for c in cells]
+
+
+def namespace_table(table: ProcessTable, host: Namespaces,
+                    shown: Optional[Set[int]] = None) -> List[str]:
+    """One row per namespace, like lsns: NPROCS counts the processes in it at
+    the end of the trace, PID is the lowest of them (of all seen, if none is
+    left), and the owner is the host or a container."""
+    procs = list(_displayed(table, shown).values()) if shown is not None else list(table)
+    by_ns: Dict[tuple, List[Process]] = {}
+    for p in procs:
+        for kind in NS_KINDS:
+            inode = getattr(p.ns, kind)
+            if inode:
+                by_ns.setdefault((inode, kind), []).append(p)
+    rows = []
+    for (inode, kind), members in sorted(by_ns.items()):
+        alive = [p for p in members if not p.exited]
+        first = min(alive or members, key=lambda p: p.pid)
+        if inode == getattr(host, kind):
+            owner = "host"
+        else:
+            owner = next((p.container.label for p in members if p.container), "-")
+        rows.append((str(inode), kind, str(len(alive)), str(first.pid), _user(first.uid),
+                     owner, _command(first)))
+    heads = ("NS", "TYPE", "NPROCS", "PID", "USER", "CONTAINER", "COMMAND")
+    w = [max(len(heads[i]), *(len(r[i]) for r in rows)) if rows else len(heads[i])
+         for i in range(6)]
+    fmt = lambda r: (f"{r[0]:>{w[0]}} {r[1]:<{w[1]}} {r[2]:>{w[2]}} {r[3]:>{w[3]}} "  # noqa: E731
+                     f"{r[4]:<{w[4]}} {r[5]:<{w[5]}} {r[6]}").rstrip()
+    return [fmt(heads)] + [fmt(r) for r in rows]
