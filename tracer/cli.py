@@ -92,17 +92,6 @@ def filter_options(f: Callable) -> Callable:
     return f
 
 
-def _views(app: App, tree: bool, ns_table: bool, table, host_ns, shown) -> None:
-    from .views import namespace_table, process_tree
-
-    if tree:
-        app.lines(process_tree(table, host_ns, shown))
-    if tree and ns_table:
-        app.out.write("\n")
-    if ns_table:
-        app.lines(namespace_table(table, host_ns, shown))
-
-
 @click.group(cls=_Group, invoke_without_command=True,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--json", "as_json", is_flag=True, help="Print JSON Lines instead of text.")
@@ -164,8 +153,10 @@ def main(ctx: click.Context, as_json: bool, duration: Optional[float], pid: Opti
                        command=command, linger=linger, command_stdout=app.command_stdout(),
                        on_ready=app.ready)
         if tree or ns_table:
-            _views(app, tree, ns_table, result.table, result.header.host_ns,
-                   result.shown_pids if spec.active else None)
+            from . import views
+
+            shown = views.selection(result.table, result.filter, result.shown_pids)
+            app.lines(views.render(tree, ns_table, result.table, result.header.host_ns, shown))
     except CtrtraceError as e:
         _fail(e)
     except BrokenPipeError:

@@ -89,6 +89,25 @@ class EventFilter:
             "container": {"id": c.id, "name": c.name} if c else None,
         })
 
+    def wants_process(self, proc) -> bool:
+        """For the views: a process (seen at start-up or born during the trace)
+        that the filters would keep, whether or not it had shown events."""
+        s = self.spec
+        if self._tracked is not None and proc.pid not in self._tracked:
+            return False
+        if self._comm is not None and proc.comm != self._comm:
+            return False
+        c = proc.container
+        if s.containers_only and c is None:
+            return False
+        if s.container is not None:
+            want = s.container.lstrip("/")
+            if c is None or not (c.id.startswith(want) or c.name == want):
+                return False
+        if s.ns_changes or s.since or s.until:
+            return False  # these select events, not processes
+        return True
+
     def _check(self, d: Dict[str, Any]) -> bool:
         s = self.spec
         t = d["ktime_ns"]

@@ -13,7 +13,7 @@ import json
 import sys
 import zlib
 from dataclasses import dataclass, field
-from typing import IO, Any, Dict, Iterator, Optional, Set, Tuple
+from typing import IO, Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from .errors import CtrtraceError, ExitStatus
 from .events import (
@@ -26,6 +26,11 @@ try:  # much faster parsing where available; the json module is the fallback
     _loads = _orjson.loads
 except ImportError:  # pragma: no cover - exercised where orjson is absent
     _loads = json.loads
+
+try:  # validates a line without building Python objects: the --json fast path
+    import simdjson as _simdjson
+except ImportError:  # pragma: no cover - exercised where pysimdjson is absent
+    _simdjson = None
 
 _EVENT_KEYS = ("ts", "ktime_ns", "pid", "tid", "ppid", "vpid", "comm", "ns")
 
@@ -139,6 +144,63 @@ class TraceReader:
             raise BadLine(lineno, f"{t} event without {', '.join(missing)}")
         return d
 
+    def passthrough(self, keep, write, counts: Dict[str, int]) -> None:
+        """The --json path: each event line is validated and filtered without
+        building Python objects (simdjson's lazy parse) and written as it was
+        recorded; counts[type] is kept up to date.
+
+        One tight loop, as this is where replay spends its time."""
+        if _simdjson is None:
+            for _, line, d in self:
+                if keep(d):
+                    write(line)
+                    counts[d["type"]] += 1
+            return
+        parse = _simdjson.Parser().parse
+        Object, types = _simdjson.Object, EVENT_TYPES
+        batch: List[bytes] = []
+        for lineno, line in self._lines:
+            reason = None
+            if line[-1:] != b"\n" or line.startswith(b"\0cut: "):
+                reason = self._parse_error(lineno, line)
+            else:
+                try:
+                    d = parse(line)
+                    t = d["type"] if isinstance(d, Object) else None
+                    if t in types:
+                        if ("ts" in d and "ktime_ns" in d and "pid" in d and "tid" in d
+                                and "ppid" in d and "vpid" in d and "comm" in d and "ns" in d):
+                            if keep(d):
+                                batch.append(line)
+                                counts[t] += 1
+                        else:
+                            reason = f"{t} event without " + ", ".join(
+                                k for k in _EVENT_KEYS if k not in d)
+                    elif t == "summary":
+                        self.summary, self.summary_line = d.as_dict(), line
+                    else:
+                        reason = f"unknown record type {t!r}"
+                except ValueError as e:
+                    reason = f"corrupt line ({e})"
+                except (KeyError, TypeError) as e:
+                    reason = f"damaged event (no {e})"
+                d = None  # the parser is reused: no reference may outlive the line
+            if reason is not None:
+                if not self.skip_bad:
+                    raise self._error(lineno, reason + " (--skip-bad goes on past bad lines)")
+                self.bad += 1
+            if len(batch) >= 512:
+                write(b"".join(batch))
+                batch.clear()
+        write(b"".join(batch))
+
+    def _parse_error(self, lineno: int, line: bytes) -> str:
+        try:
+            self._parse(lineno, line)
+        except BadLine as b:
+            return b.reason
+        return "bad line"
+
     def close(self) -> None:
         if self._f is not (self.stdin or sys.stdin.buffer):
             self._f.close()
@@ -171,7 +233,7 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     """Replay a recording through the live view's filters and renderers."""
     from .filters import EventFilter
     from .proctable import ProcessTable
-    from .render import TextRenderer, json_line
+    from .render import TextRenderer
 
     reader = TraceReader(path, skip_bad=skip_bad, stdin=app.stdin)
     header = reader.header
@@ -185,21 +247,20 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     shown_pids: Set[int] = set()
     counts = event_counts()
     renderer = TextRenderer(header.host_ns, header.start_ktime_ns)
+    if as_json and not views:
+        return _replay_json(reader, flt, app, counts)
     if not views:
-        out.write(reader.header_line.decode() if as_json else renderer.columns() + "\n")
-    typed = views or not as_json
+        out.write(renderer.columns() + "\n")
     try:
         for lineno, line, d in reader:
-            ev = None
-            if typed:
-                try:
-                    ev = event_from_json(d)
-                except (KeyError, TypeError, ValueError) as e:
-                    if not skip_bad:
-                        raise reader._error(lineno, f"damaged {d['type']} event ({e!r}) "
-                                                    "(--skip-bad goes on past bad lines)")
-                    reader.bad += 1
-                    continue
+            try:
+                ev = event_from_json(d)
+            except (KeyError, TypeError, ValueError) as e:
+                if not skip_bad:
+                    raise reader._error(lineno, f"damaged {d['type']} event ({e!r}) "
+                                                "(--skip-bad goes on past bad lines)")
+                reader.bad += 1
+                continue
             if table is not None:
                 table.apply(ev)
             if flt is not None and not flt.wants(d):
@@ -207,8 +268,6 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
             counts[d["type"]] += 1
             if views:
                 shown_pids.add(d["pid"])
-            elif as_json:
-                out.write(line.decode())
             else:
                 out.write(renderer.line(ev) + "\n")
     finally:
@@ -218,29 +277,49 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     if reader.summary is None:
         app.message(f"{reader.name}: no summary line: the recording did not end cleanly")
     if views:
-        from .views import namespace_table, process_tree
+        from . import views as v
 
         assert table is not None
-        shown = shown_pids if spec.active else None
-        if tree:
-            app.lines(process_tree(table, header.host_ns, shown))
-        if tree and ns_table:
-            out.write("\n")
-        if ns_table:
-            app.lines(namespace_table(table, header.host_ns, shown))
-    elif as_json:
-        if reader.summary is not None and flt is None and not reader.bad:
-            out.write(reader.summary_line.decode())  # unchanged: replay reproduces the file
-        else:
-            obj = summary.to_json()
-            obj["bad_lines"] = reader.bad
-            out.write(json_line(obj) + "\n")
+        app.lines(v.render(tree, ns_table, table, header.host_ns,
+                           v.selection(table, flt, shown_pids)))
     out.flush()
     text = TextRenderer.summary(summary)
     if reader.bad:
         text += f"; {reader.bad} bad lines skipped"
-    if not as_json or views:
-        app.message(text)
-    elif reader.bad:
+    app.message(text)
+    return summary
+
+
+def _replay_json(reader: TraceReader, flt, app, counts: Dict[str, int]) -> Summary:
+    """JSON Lines out: the header and each kept event exactly as recorded."""
+    from .render import json_line
+
+    out = app.out
+    out.flush()
+    buf = getattr(out, "buffer", None)
+    if buf is not None:
+        write = buf.write
+    else:  # a text-only stream
+        def write(line: bytes) -> None:
+            out.write(line.decode())
+    keep = flt.wants if flt is not None else (lambda d: True)
+    try:
+        write(reader.header_line)
+        reader.passthrough(keep, write, counts)
+    finally:
+        reader.close()
+    summary = shown_summary(reader, counts, flt.dropped if flt else 0)
+    if reader.summary is None:
+        app.message(f"{reader.name}: no summary line: the recording did not end cleanly")
+    if reader.summary is not None and flt is None and not reader.bad:
+        write(reader.summary_line)  # unchanged: replay reproduces the file
+    else:
+        obj = summary.to_json()
+        obj["bad_lines"] = reader.bad
+        write((json_line(obj) + "\n").encode())
+    if buf is not None:
+        buf.flush()
+    out.flush()
+    if reader.bad:
         app.message(f"{reader.bad} bad lines skipped")
     return summary

@@ -240,6 +240,7 @@ class RunResult:
     header: Header
     table: ProcessTable
     shown_pids: Set[int]
+    filter: Optional[EventFilter]
     command_status: Optional[int] = None  # exit status of the command run under the trace
     signal: Optional[int] = None          # the signal that ended the trace
 
@@ -323,5 +324,5 @@ def trace(
             if child.poll() is None:
                 child.terminate()
             status = child.wait()
-        return RunResult(summary, header, session.table, shown_pids, status,
+        return RunResult(summary, header, session.table, shown_pids, flt, status,
                          signals[0] if signals else None)

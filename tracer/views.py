@@ -130,3 +130,23 @@ def namespace_table(table: ProcessTable, host: Namespaces,
     fmt = lambda r: (f"{r[0]:>{w[0]}} {r[1]:<{w[1]}} {r[2]:>{w[2]}} {r[3]:>{w[3]}} "  # noqa: E731
                      f"{r[4]:<{w[4]}} {r[5]:<{w[5]}} {r[6]}").rstrip()
     return [fmt(heads)] + [fmt(r) for r in rows]
+
+
+def selection(table: ProcessTable, flt, shown_pids: Set[int]) -> Optional[Set[int]]:
+    """The processes a filtered view shows: those with shown events, and those
+    the filters keep as processes (a container's that had no event)."""
+    if flt is None:
+        return None
+    return shown_pids | {p.pid for p in table if flt.wants_process(p)}
+
+
+def render(tree: bool, ns_table: bool, table: ProcessTable, host: Namespaces,
+           shown: Optional[Set[int]]) -> List[str]:
+    out: List[str] = []
+    if tree:
+        out += process_tree(table, host, shown)
+    if tree and ns_table:
+        out.append("")
+    if ns_table:
+        out += namespace_table(table, host, shown)
+    return out

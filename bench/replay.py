@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Replay throughput and memory on a large synthetic trace.
+
+    python3 bench/replay.py [--events 1000000] [--ctrtrace CMD]
+
+Builds a trace of N events from the real events of tests/data/docker-run.jsonl
+(pids and times shifted so every process is new), then times
+`ctrtrace replay --json`, `--json --container NAME` and the text view into
+/dev/null, each in its own process, and reports events per second and peak
+RSS. The same runs at N/10 events show whether memory stays flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.join(HERE, "..", "tests", "data", "docker-run.jsonl")
+
+
+def synthesize(path: str, n: int) -> None:
+    lines = open(SOURCE).read().splitlines()
+    header = json.loads(lines[0])
+    events = [json.loads(l) for l in lines[1:-1]]
+    span = events[-1]["ktime_ns"] - events[0]["ktime_ns"] + 1_000_000
+    counts = {}
+    with open(path, "w") as f:
+        f.write(json.dumps(header, separators=(",", ":")) + "\n")
+        written, round_ = 0, 0
+        while written < n:
+            shift_pid = 100_000 * (round_ + 1)  # a new family of processes each round
+            for e in events:
+                if written == n:
+                    break
+                d = dict(e)
+                d["pid"] += shift_pid
+                d["tid"] += shift_pid
+                d["ktime_ns"] += round_ * span
+                f.write(json.dumps(d, separators=(",", ":")) + "\n")
+                counts[d["type"]] = counts.get(d["type"], 0) + 1
+                written += 1
+            round_ += 1
+        f.write(json.dumps({"type": "summary", "ts": header["ts"], "events": n, "counts": counts,
+                            "lost": 0, "threads": 0, "filtered_in_kernel": 0,
+                            "filtered_in_userspace": 0, "duration_s": 1.0}, separators=(",", ":")) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--ctrtrace", default=f"{sys.executable} -m tracer")
+    args = ap.parse_args()
+    base = shlex.split(args.ctrtrace)
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (args.events // 10, args.events):
+            path = os.path.join(tmp, f"synthetic-{n}.jsonl")
+            synthesize(path, n)
+            size = os.path.getsize(path) / 1e6
+            for label, extra in (("json", ["--json"]),
+                                 ("json --container", ["--json", "--container", "sleep-container"]),
+                                 ("text", [])):
+                # a fresh interpreter each time, so peak RSS is this run's
+                cmd = ["/usr/bin/env"] + base + ["replay", *extra, path]
+                r = subprocess.run(["/usr/bin/time", "-f", "%e %M"] + cmd,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                secs, kb = r.stderr.strip().splitlines()[-1].split()
+                print(f"{n:>9} events ({size:.0f} MB) replay {label:<17} "
+                      f"{n / float(secs):>10,.0f} events/s  peak RSS {int(kb) / 1024:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
