@@ -154,7 +154,7 @@ class TextRenderer:
         if s.filtered_in_kernel:
             extra.append(f"{s.filtered_in_kernel} filtered in the kernel")
         if s.filtered_in_userspace:
-            extra.append(f"{s.filtered_in_userspace} filtered by container")
+            extra.append(f"{s.filtered_in_userspace} not shown (filters)")
         if extra:
             text += "; " + "; ".join(extra)
         return text

@@ -49,6 +49,10 @@ def tree_marks(p: Process, parent: Optional[Process], host: Namespaces) -> str:
     return " ".join(marks)
 
 
+# As in ps --forest, the children of init and kthreadd are roots of their own.
+_TOP = (0, 1, 2)
+
+
 def _displayed(table: ProcessTable, shown: Optional[Set[int]]) -> Dict[int, Process]:
     if shown is None:
         return {p.pid: p for p in table}
@@ -57,7 +61,7 @@ def _displayed(table: ProcessTable, shown: Optional[Set[int]]) -> Dict[int, Proc
         p = table.get(pid)
         while p is not None and p.pid not in out:
             out[p.pid] = p  # the process and its ancestors, for context
-            p = table.get(p.birth_ppid) if p.birth_ppid != p.pid else None
+            p = table.get(p.birth_ppid) if p.birth_ppid not in _TOP else None
     return out
 
 
@@ -68,7 +72,7 @@ def process_tree(table: ProcessTable, host: Namespaces,
     kids: Dict[int, List[Process]] = {}
     roots: List[Process] = []
     for p in procs.values():
-        if p.birth_ppid in procs and p.birth_ppid != p.pid:
+        if p.birth_ppid in procs and p.birth_ppid not in _TOP:
             kids.setdefault(p.birth_ppid, []).append(p)
         else:
             roots.append(p)
