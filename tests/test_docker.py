@@ -30,6 +30,7 @@ def _ppid_from_proc(pid: int) -> int:
         return next(int(l.split()[1]) for l in f if l.startswith("PPid:"))
 
 
+@pytest.mark.smoke
 def test_docker_run_sleep_container(capture, sleep_container):
     cap = capture()
     cid = docker("run", "--rm", "-d", "--name", NAME, "alpine", "sleep", "900")

@@ -13,6 +13,8 @@ import subprocess
 import pytest
 
 from tracer import layout
+
+pytestmark = pytest.mark.smoke
 from tracer.session import default_object_path
 
 

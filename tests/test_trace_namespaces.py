@@ -6,6 +6,8 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from tracer.events import ExecEvent, SetnsEvent, UnshareEvent
 from tracer.flags import NS_FLAGS
 
@@ -21,6 +23,7 @@ def _spawn_unshared(seconds: str = "30") -> subprocess.Popen:
          "sleep", seconds])
 
 
+@pytest.mark.smoke
 def test_unshare_flags_before_after_and_vpid(capture):
     me = proc_ns(os.getpid())
     cap = capture()
@@ -60,6 +63,7 @@ def test_unshare_flags_before_after_and_vpid(capture):
     assert sleep.ns.pid == sleep.ns.pid_for_children == un.ns.pid_for_children
 
 
+@pytest.mark.smoke
 def test_nsenter_setns_then_exec_in_target_namespaces(capture):
     target = _spawn_unshared()
     try:

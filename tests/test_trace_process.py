@@ -7,12 +7,15 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tracer.events import ExecEvent, ExitEvent, ForkEvent
 from tracer.flags import CLONE_NEW_MASK
 
 from conftest import execs_of, proc_ns
 
 
+@pytest.mark.smoke
 def test_known_child_matches_proc(capture):
     cap = capture()
     child = subprocess.Popen(["sleep", "0.5"])
@@ -46,6 +49,7 @@ def test_known_child_matches_proc(capture):
     assert exits[0].ns == truth
 
 
+@pytest.mark.smoke
 def test_exit_codes_and_signals(capture):
     cap = capture()
     a = subprocess.Popen(["sh", "-c", "exit 7"])
@@ -67,6 +71,7 @@ def test_exit_codes_and_signals(capture):
     assert exit_of(c).signal == signal.SIGKILL
 
 
+@pytest.mark.smoke
 def test_failed_exec_reports_errno_and_argv(capture):
     cap = capture()
     r = subprocess.run(["sh", "-c", "exec /nonexistent/prog one two; exit 9"])
