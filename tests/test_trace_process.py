@@ -130,7 +130,7 @@ time.sleep(1.5)
 
 
 def test_orphans_reaper_is_the_kernels(capture):
-    cap = capture()
+    cap = capture(keep_exited=True)
     # no subreaper of ours: the orphan goes to init (or a subreaper above us)
     r = subprocess.run(["sh", "-c", "sleep 0.5 & echo $!"], capture_output=True, text=True)
     orphan = int(r.stdout)

@@ -136,7 +136,8 @@ def main(ctx: click.Context, as_json: bool, duration: Optional[float], pid: Opti
     spec = FilterSpec(pid=pid, comm=comm, ns_changes=ns_changes, container=container,
                       containers_only=containers_only)
     opts = TraceOptions(threads=threads, ringbuf_bytes=buffer_size << 20, argv=list(sys.argv),
-                        docker_socket=docker_socket, docker=not no_docker)
+                        docker_socket=docker_socket, docker=not no_docker,
+                        keep_exited=tree or ns_table)
     recorder = None
     try:
         if as_json and (tree or ns_table):

@@ -1,9 +1,15 @@
-"""Ring-buffer records (bytes laid out by bpf/ctrtrace.h) -> typed events."""
+"""Ring-buffer records (bytes laid out by bpf/ctrtrace.h) -> typed events.
+
+Each record type decodes with one precompiled struct.Struct, built from the
+ctypes mirror in layout.py (whose layout the tests check against the BTF of
+the object); namespace sets, command names and cgroup names repeat across
+events and are decoded once each.
+"""
 
 from __future__ import annotations
 
-import ctypes
-from typing import Callable, Dict
+import struct
+from typing import Callable, Dict, Tuple
 
 from . import layout as L
 from .errors import CtrtraceError, ExitStatus
@@ -11,12 +17,33 @@ from .events import (
     ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent, SetnsEvent, UnshareEvent,
 )
 
-_HDR_SIZE = ctypes.sizeof(L.CtHeader)
+_HDR = struct.Struct(L.struct_format(L.CtHeader))
+# header + task, then what each type adds
+_EXEC = struct.Struct(L.struct_format(L.CtExecHead))
+_FORK = struct.Struct(L.struct_format(L.CtForkEvent))
+_EXIT = struct.Struct(L.struct_format(L.CtExitEvent))
+_SETNS = struct.Struct(L.struct_format(L.CtSetnsEvent))
+_UNSHARE = struct.Struct(L.struct_format(L.CtUnshareEvent))
+_NS = len(L.NS_NAMES)
 
 
-def _ns(n: L.CtNs) -> Namespaces:
-    return Namespaces(n.mnt, n.uts, n.ipc, n.pid, n.pid_for_children,
-                      n.net, n.cgroup, n.user, n.time, n.time_for_children)
+def _at(cls, name: str) -> int:
+    """Index of a field in the tuple its Struct unpacks (names from the mirror)."""
+    return L.struct_fields(cls).index(name)
+
+
+
+_EXEC_AT = _at(L.CtExecHead, "old_pid")
+_FORK_AT = _at(L.CtForkEvent, "parent_pid")
+_EXIT_AT = _at(L.CtExitEvent, "exit_code")
+_SETNS_BEFORE = _at(L.CtSetnsEvent, "ns_before.mnt")
+_SETNS_AT = _at(L.CtSetnsEvent, "fd")
+_UNSHARE_BEFORE = _at(L.CtUnshareEvent, "ns_before.mnt")
+_UNSHARE_AT = _at(L.CtUnshareEvent, "flags")
+_T = {n: _at(L.CtExecHead, n) for n in (
+    "hdr.flags", "hdr.cpu", "hdr.ktime_ns", "task.pid", "task.tid", "task.ppid", "task.vpid",
+    "task.uid", "task.gid", "task.start_ns", "task.parent_start_ns", "task.cgroup_id",
+    "task.comm", "task.ns.mnt", "task.cgroup_parent", "task.cgroup_leaf")}
 
 
 class Decoder:
@@ -24,8 +51,10 @@ class Decoder:
 
     def __init__(self, wall_offset_ns: int) -> None:
         self.wall_offset_ns = wall_offset_ns
-        self._cgroups: Dict[tuple, str] = {}
-        self._by_type: Dict[int, Callable[[bytes, L.CtHeader], ProcessEvent]] = {
+        self._cgroups: Dict[Tuple[bytes, bytes], str] = {}
+        self._comms: Dict[bytes, str] = {}
+        self._nss: Dict[tuple, Namespaces] = {}
+        self._by_type: Dict[int, Callable[[bytes, int], ProcessEvent]] = {
             L.CT_EVENT_EXEC: self._exec,
             L.CT_EVENT_EXEC_FAILED: self._exec,
             L.CT_EVENT_FORK: self._fork,
@@ -35,34 +64,46 @@ class Decoder:
         }
 
     def decode(self, rec: bytes) -> ProcessEvent:
-        if len(rec) < _HDR_SIZE:
+        if len(rec) < _HDR.size:
             raise CtrtraceError(f"short record from the kernel: {len(rec)} bytes", ExitStatus.BPF)
-        hdr = L.CtHeader.from_buffer_copy(rec)
-        fn = self._by_type.get(hdr.type)
+        rtype = _HDR.unpack_from(rec)[0]
+        fn = self._by_type.get(rtype)
         if fn is None:
-            raise CtrtraceError(f"unknown event type {hdr.type} from the kernel", ExitStatus.BPF)
-        return fn(rec, hdr)
+            raise CtrtraceError(f"unknown event type {rtype} from the kernel", ExitStatus.BPF)
+        return fn(rec, rtype)
 
-    def _common(self, hdr: L.CtHeader, t: L.CtTask) -> dict:
+    @staticmethod
+    def _fields(s: struct.Struct, rec: bytes) -> tuple:
+        if len(rec) < s.size:
+            rec = rec + bytes(s.size - len(rec))
+        return s.unpack_from(rec)
+
+    def _ns(self, values: tuple) -> Namespaces:
+        ns = self._nss.get(values)
+        if ns is None:
+            ns = self._nss[values] = Namespaces(*values)
+        return ns
+
+    def _common(self, f: tuple, t=_T) -> dict:
+        flags, ktime, raw_comm = f[t["hdr.flags"]], f[t["hdr.ktime_ns"]], f[t["task.comm"]]
+        comm = self._comms.get(raw_comm)
+        if comm is None:
+            comm = self._comms[raw_comm] = raw_comm.split(b"\0", 1)[0].decode(errors="replace")
+        ns_at = t["task.ns.mnt"]
         return dict(
-            ktime_ns=hdr.ktime_ns,
-            wall_ns=hdr.ktime_ns + self.wall_offset_ns,
-            cpu=hdr.cpu,
-            pid=t.pid,
-            tid=t.tid,
-            ppid=t.ppid,
-            vpid=t.vpid,
-            comm=t.comm.decode(errors="replace"),
-            uid=t.uid,
-            gid=t.gid,
-            start_ns=t.start_ns,
-            parent_start_ns=t.parent_start_ns,
-            ns=_ns(t.ns),
-            no_nsproxy=bool(hdr.flags & L.CT_F_NO_NSPROXY),
-            cgroup_id=t.cgroup_id,
-            cgroup=self._cgroup(t.cgroup_parent, t.cgroup_leaf),
-            cgroup_v1=bool(hdr.flags & L.CT_F_CGROUP_V1),
-            ns_change=bool(hdr.flags & L.CT_F_NS_CHANGE),
+            ktime_ns=ktime,
+            wall_ns=ktime + self.wall_offset_ns,
+            cpu=f[t["hdr.cpu"]],
+            pid=f[t["task.pid"]], tid=f[t["task.tid"]], ppid=f[t["task.ppid"]],
+            vpid=f[t["task.vpid"]], uid=f[t["task.uid"]], gid=f[t["task.gid"]],
+            start_ns=f[t["task.start_ns"]], parent_start_ns=f[t["task.parent_start_ns"]],
+            comm=comm,
+            ns=self._ns(f[ns_at:ns_at + _NS]),
+            no_nsproxy=bool(flags & L.CT_F_NO_NSPROXY),
+            cgroup_id=f[t["task.cgroup_id"]],
+            cgroup=self._cgroup(f[t["task.cgroup_parent"]], f[t["task.cgroup_leaf"]]),
+            cgroup_v1=bool(flags & L.CT_F_CGROUP_V1),
+            ns_change=bool(flags & L.CT_F_NS_CHANGE),
         )
 
     def _cgroup(self, parent: bytes, leaf: bytes) -> str:
@@ -70,59 +111,60 @@ class Decoder:
         key = (parent, leaf)
         name = self._cgroups.get(key)
         if name is None:
-            p = parent.decode(errors="replace")
-            lf = leaf.decode(errors="replace")
+            p = parent.split(b"\0", 1)[0].decode(errors="replace")
+            lf = leaf.split(b"\0", 1)[0].decode(errors="replace")
             name = self._cgroups[key] = f"{p}/{lf}" if p and p != "/" else "/" + lf.lstrip("/")
         return name
 
-    @staticmethod
-    def _struct(cls, rec: bytes):
-        size = ctypes.sizeof(cls)
-        if len(rec) < size:
-            rec = rec + bytes(size - len(rec))
-        return cls.from_buffer_copy(rec)
-
-    def _exec(self, rec: bytes, hdr: L.CtHeader) -> ExecEvent:
-        e = L.CtExecHead.from_buffer_copy(rec, 0)
-        data = rec[L.EXEC_DATA_OFFSET:]
-        fname = data[:e.filename_len].split(b"\0", 1)[0]
-        raw = data[e.filename_len:e.filename_len + e.args_len]
+    def _exec(self, rec: bytes, rtype: int) -> ExecEvent:
+        f = _EXEC.unpack_from(rec)
+        old_pid, ret, filename_len, args_len = f[_EXEC_AT:_EXEC_AT + 4]
+        data = rec[_EXEC.size:]
+        fname = data[:filename_len].split(b"\0", 1)[0]
         # argv is NUL-separated; a truncated copy may end mid-string
-        args = raw.split(b"\0")
+        args = data[filename_len:filename_len + args_len].split(b"\0")
         if args and args[-1] == b"":
             args.pop()
+        flags = f[_T["hdr.flags"]]
         return ExecEvent(
-            **self._common(hdr, e.task),
+            **self._common(f),
             filename=fname.decode(errors="replace"),
             argv=[a.decode(errors="replace") for a in args],
-            argv_truncated=bool(hdr.flags & L.CT_F_ARGS_TRUNCATED),
-            filename_truncated=bool(hdr.flags & L.CT_F_FILENAME_TRUNCATED),
-            old_pid=e.old_pid,
-            ret=e.ret,
+            argv_truncated=bool(flags & L.CT_F_ARGS_TRUNCATED),
+            filename_truncated=bool(flags & L.CT_F_FILENAME_TRUNCATED),
+            old_pid=old_pid,
+            ret=ret,
         )
 
-    def _fork(self, rec: bytes, hdr: L.CtHeader) -> ForkEvent:
-        e = self._struct(L.CtForkEvent, rec)
-        known = bool(hdr.flags & L.CT_F_CLONE_FLAGS_KNOWN)
+    def _fork(self, rec: bytes, rtype: int) -> ForkEvent:
+        f = self._fields(_FORK, rec)
+        parent_pid, parent_tid, clone_flags = f[_FORK_AT:_FORK_AT + 3]
+        flags = f[_T["hdr.flags"]]
         return ForkEvent(
-            **self._common(hdr, e.task),
-            parent_pid=e.parent_pid,
-            parent_tid=e.parent_tid,
-            clone_flags=e.clone_flags if known else None,
-            thread=bool(hdr.flags & L.CT_F_THREAD),
+            **self._common(f),
+            parent_pid=parent_pid,
+            parent_tid=parent_tid,
+            clone_flags=clone_flags if flags & L.CT_F_CLONE_FLAGS_KNOWN else None,
+            thread=bool(flags & L.CT_F_THREAD),
         )
 
-    def _exit(self, rec: bytes, hdr: L.CtHeader) -> ExitEvent:
-        e = self._struct(L.CtExitEvent, rec)
-        reaper = e.reaper if hdr.flags & L.CT_F_HAD_CHILDREN else None
-        return ExitEvent(**self._common(hdr, e.task), status=e.exit_code, reaper=reaper)
+    def _exit(self, rec: bytes, rtype: int) -> ExitEvent:
+        f = self._fields(_EXIT, rec)
+        status, reaper = f[_EXIT_AT:_EXIT_AT + 2]
+        had_children = f[_T["hdr.flags"]] & L.CT_F_HAD_CHILDREN
+        return ExitEvent(**self._common(f), status=status,
+                         reaper=reaper if had_children else None)
 
-    def _setns(self, rec: bytes, hdr: L.CtHeader) -> SetnsEvent:
-        e = self._struct(L.CtSetnsEvent, rec)
-        return SetnsEvent(**self._common(hdr, e.task), fd=e.fd, nstype=e.nstype,
-                          ret=e.ret, ns_before=_ns(e.ns_before))
+    def _setns(self, rec: bytes, rtype: int) -> SetnsEvent:
+        f = self._fields(_SETNS, rec)
+        before = f[_SETNS_BEFORE:_SETNS_BEFORE + _NS]
+        fd, nstype, ret = f[_SETNS_AT:_SETNS_AT + 3]
+        return SetnsEvent(**self._common(f), fd=fd, nstype=nstype, ret=ret,
+                          ns_before=self._ns(before))
 
-    def _unshare(self, rec: bytes, hdr: L.CtHeader) -> UnshareEvent:
-        e = self._struct(L.CtUnshareEvent, rec)
-        return UnshareEvent(**self._common(hdr, e.task), flags=e.flags, ret=e.ret,
-                            ns_before=_ns(e.ns_before))
+    def _unshare(self, rec: bytes, rtype: int) -> UnshareEvent:
+        f = self._fields(_UNSHARE, rec)
+        before = f[_UNSHARE_BEFORE:_UNSHARE_BEFORE + _NS]
+        uflags, ret = f[_UNSHARE_AT:_UNSHARE_AT + 2]
+        return UnshareEvent(**self._common(f), flags=uflags, ret=ret,
+                            ns_before=self._ns(before))

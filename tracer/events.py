@@ -7,6 +7,7 @@ added, the ones here are never renamed.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
@@ -32,7 +33,8 @@ class Namespaces:
     time_for_children: int = 0
 
     def to_dict(self) -> Dict[str, int]:
-        return {name: getattr(self, name) for name in NS_NAMES}
+        """Shared between calls (the same few sets repeat on every event): do not mutate."""
+        return _ns_dict(self)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Namespaces":
@@ -48,9 +50,20 @@ class Namespaces:
         return out
 
 
+@functools.lru_cache(maxsize=64)
+def _second(sec: int) -> str:
+    return _dt.datetime.fromtimestamp(sec, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
+@functools.lru_cache(maxsize=4096)
+def _ns_dict(ns: "Namespaces") -> Dict[str, int]:
+    return {name: getattr(ns, name) for name in NS_NAMES}
+
+
 def iso_ts(wall_ns: int) -> str:
-    t = _dt.datetime.fromtimestamp(wall_ns // 1_000_000_000, _dt.timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{wall_ns % 1_000_000_000:09d}Z"
+    # events come a few thousand a second: format each second once
+    sec, frac = divmod(wall_ns, 1_000_000_000)
+    return f"{_second(sec)}{frac:09d}Z"
 
 
 def parse_iso_ts(s: str) -> int:

@@ -166,3 +166,42 @@ MIRRORS = {
 }
 
 EXEC_DATA_OFFSET = CtExecEvent.data.offset
+
+
+def struct_format(cls, prefix: str = "=") -> str:
+    """A struct module format for a mirror, nested structs flattened and gaps
+    padded, so records decode with one precompiled Struct.unpack_from."""
+    return struct_layout(cls, prefix)[0]
+
+
+def struct_fields(cls) -> list:
+    """The dotted field names, in the order Struct.unpack_from returns them."""
+    return struct_layout(cls)[1]
+
+
+def struct_layout(cls, prefix: str = "="):
+    codes = {ctypes.c_uint8: "B", ctypes.c_uint16: "H", ctypes.c_uint32: "I",
+             ctypes.c_int32: "i", ctypes.c_uint64: "Q", ctypes.c_int64: "q"}
+    out, names, pos = [], [], 0
+
+    def walk(c, base: int, path: str) -> None:
+        nonlocal pos
+        for name, typ, *_ in c._fields_:
+            off = base + getattr(c, name).offset
+            if off > pos:
+                out.append(f"{off - pos}x")
+                pos = off
+            if isinstance(typ, type) and issubclass(typ, ctypes.Structure):
+                walk(typ, off, f"{path}{name}.")
+                continue
+            names.append(path + name)
+            if getattr(typ, "_type_", None) is ctypes.c_char and hasattr(typ, "_length_"):
+                out.append(f"{typ._length_}s")
+            else:
+                out.append(codes[typ])
+            pos = off + ctypes.sizeof(typ)
+
+    walk(cls, 0, "")
+    if ctypes.sizeof(cls) > pos:
+        out.append(f"{ctypes.sizeof(cls) - pos}x")
+    return prefix + "".join(out), names

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set
 
 import psutil
 
@@ -34,7 +34,7 @@ class Process:
     from_proc: bool = False    # seen at start-up rather than born during the trace
     exited: bool = False
     exit_status: Optional[int] = None  # the wait(2) status word, once exited
-    children: List[int] = field(default_factory=list)
+    children: Set[int] = field(default_factory=set)
     parents: List[int] = field(default_factory=list)  # earlier parents, oldest first (reparenting)
     birth_ppid: int = 0        # the parent it was born to (or had at start-up)
 
@@ -91,7 +91,12 @@ def _vpid(pid: int) -> int:
 
 
 class ProcessTable:
-    def __init__(self) -> None:
+    """keep_exited: remember processes after they exit (the tree and namespace
+    views need them); otherwise an exit forgets the process, so that a long
+    live trace holds only the processes alive now."""
+
+    def __init__(self, keep_exited: bool = True) -> None:
+        self.keep_exited = keep_exited
         self._procs: Dict[int, Process] = {}
 
     def __len__(self) -> int:
@@ -142,12 +147,12 @@ class ProcessTable:
         self._procs[proc.pid] = proc
         parent = self._procs.get(proc.ppid)
         if parent is not None:
-            parent.children.append(proc.pid)
+            parent.children.add(proc.pid)
 
     def _unlink(self, proc: Process) -> None:
         parent = self._procs.get(proc.ppid)
-        if parent is not None and proc.pid in parent.children:
-            parent.children.remove(proc.pid)
+        if parent is not None:
+            parent.children.discard(proc.pid)
 
     def apply(self, ev: ProcessEvent) -> None:
         """Bring the table up to date with one event."""
@@ -193,6 +198,9 @@ class ProcessTable:
                 for child in [self._procs[c] for c in proc.children if c in self._procs]:
                     if not child.exited:
                         self._reparent(child, ev.reaper)
+            if not self.keep_exited:
+                self._unlink(proc)
+                del self._procs[proc.pid]
 
     def _reparent(self, proc: Process, new_ppid: int) -> None:
         self._unlink(proc)
@@ -200,7 +208,7 @@ class ProcessTable:
         proc.ppid = new_ppid
         parent = self._procs.get(new_ppid)
         if parent is not None:
-            parent.children.append(proc.pid)
+            parent.children.add(proc.pid)
 
     def descendants(self, pid: int) -> List[int]:
         """pid and every live descendant known to the table."""

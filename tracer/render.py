@@ -160,8 +160,16 @@ class TextRenderer:
         return text
 
 
-def json_line(obj: Dict) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+try:
+    import orjson as _orjson
+
+    def json_line(obj: Dict) -> str:
+        """One compact JSON object (orjson: the same bytes json.dumps would
+        give with these separators, several times faster)."""
+        return _orjson.dumps(obj).decode()
+except ImportError:  # pragma: no cover - orjson is a dependency; this is the fallback
+    def json_line(obj: Dict) -> str:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 class TextSink:

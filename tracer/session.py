@@ -48,6 +48,7 @@ class TraceOptions:
     argv: List[str] = field(default_factory=list)
     docker_socket: Optional[str] = None  # default: $DOCKER_HOST or /var/run/docker.sock
     docker: bool = True                # ask the Docker engine for names and images
+    keep_exited: bool = False          # the process table remembers exited processes (views)
 
 
 def default_object_path() -> str:
@@ -78,7 +79,7 @@ class Session:
 
     def __init__(self, options: TraceOptions) -> None:
         self.options = options
-        self.table = ProcessTable()
+        self.table = ProcessTable(keep_exited=options.keep_exited)
         self.counts: Dict[str, int] = collections.Counter({t: 0 for t in EVENT_TYPES})
         self._obj: Optional[BpfObject] = None
         self._rb: Optional[RingBuffer] = None

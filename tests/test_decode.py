@@ -1,0 +1,112 @@
+"""The decoder on records built from the ctypes mirror: every field lands where it belongs."""
+
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+
+from tracer import layout as L
+from tracer.decode import Decoder
+from tracer.events import Namespaces
+
+NS = (11, 12, 13, 14, 15, 16, 17, 18, 19, 20)
+BEFORE = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+
+
+def _fill(task: L.CtTask) -> None:
+    task.pid, task.tid, task.ppid, task.vpid, task.uid, task.gid = 100, 101, 50, 1, 1000, 1001
+    task.start_ns, task.parent_start_ns, task.cgroup_id = 7_000, 6_000, 42
+    task.comm = b"runc:[1:CHILD]"
+    for name, v in zip(L.NS_NAMES, NS):
+        setattr(task.ns, name, v)
+    task.cgroup_parent, task.cgroup_leaf = b"docker", b"abc"
+
+
+def _hdr(e, type_: int, flags: int = 0) -> None:
+    e.hdr.type, e.hdr.size, e.hdr.flags, e.hdr.cpu, e.hdr.ktime_ns = type_, ctypes.sizeof(e), flags, 1, 123_456
+
+
+def _common(ev) -> None:
+    assert (ev.pid, ev.tid, ev.ppid, ev.vpid, ev.uid, ev.gid) == (100, 101, 50, 1, 1000, 1001)
+    assert (ev.start_ns, ev.parent_start_ns, ev.cgroup_id) == (7_000, 6_000, 42)
+    assert ev.comm == "runc:[1:CHILD]" and ev.cgroup == "docker/abc"
+    assert ev.ns == Namespaces(*NS) and (ev.ktime_ns, ev.cpu) == (123_456, 1)
+    assert ev.wall_ns == 123_456 + 1_000_000
+
+
+@pytest.fixture
+def dec():
+    return Decoder(1_000_000)
+
+
+def test_exec(dec):
+    e = L.CtExecEvent()
+    _hdr(e, L.CT_EVENT_EXEC, L.CT_F_ARGS_TRUNCATED | L.CT_F_NS_CHANGE)
+    _fill(e.task)
+    path, args = b"/bin/sh\0", b"sh\0-c\0tru"
+    e.old_pid, e.ret, e.filename_len, e.args_len = 99, 0, len(path), len(args)
+    data = path + args
+    ctypes.memmove(ctypes.addressof(e) + L.EXEC_DATA_OFFSET, data, len(data))
+    ev = dec.decode(bytes(e)[:L.EXEC_DATA_OFFSET + len(data)])  # only the used bytes, as sent
+    _common(ev)
+    assert ev.filename == "/bin/sh" and ev.argv == ["sh", "-c", "tru"]
+    assert ev.argv_truncated and ev.ns_change and not ev.filename_truncated
+    assert (ev.old_pid, ev.ret) == (99, 0)
+
+
+def test_fork(dec):
+    e = L.CtForkEvent()
+    _hdr(e, L.CT_EVENT_FORK, L.CT_F_CLONE_FLAGS_KNOWN)
+    _fill(e.task)
+    e.parent_pid, e.parent_tid, e.clone_flags = 60, 61, 0x200000000 | 0x20000
+    ev = dec.decode(bytes(e))
+    _common(ev)
+    assert (ev.parent_pid, ev.parent_tid, ev.clone_flags, ev.thread) == (60, 61, 0x200020000, False)
+    e.hdr.flags = L.CT_F_THREAD
+    ev = dec.decode(bytes(e))
+    assert ev.clone_flags is None and ev.thread
+
+
+def test_exit(dec):
+    e = L.CtExitEvent()
+    _hdr(e, L.CT_EVENT_EXIT, L.CT_F_HAD_CHILDREN)
+    _fill(e.task)
+    e.exit_code, e.reaper = (3 << 8), 77
+    ev = dec.decode(bytes(e))
+    _common(ev)
+    assert (ev.exit_code, ev.signal, ev.reaper) == (3, 0, 77)
+    e.hdr.flags, e.exit_code = 0, 9
+    ev = dec.decode(bytes(e))
+    assert (ev.signal, ev.reaper) == (9, None)
+
+
+def test_setns_and_unshare(dec):
+    s = L.CtSetnsEvent()
+    _hdr(s, L.CT_EVENT_SETNS)
+    _fill(s.task)
+    for name, v in zip(L.NS_NAMES, BEFORE):
+        setattr(s.ns_before, name, v)
+    s.fd, s.nstype, s.ret = 5, 0x40000000, -22
+    ev = dec.decode(bytes(s))
+    _common(ev)
+    assert (ev.fd, ev.nstype, ev.ret, ev.ns_before) == (5, 0x40000000, -22, Namespaces(*BEFORE))
+    u = L.CtUnshareEvent()
+    _hdr(u, L.CT_EVENT_UNSHARE)
+    _fill(u.task)
+    for name, v in zip(L.NS_NAMES, BEFORE):
+        setattr(u.ns_before, name, v)
+    u.flags, u.ret = 0x7E020000, 0
+    ev = dec.decode(bytes(u))
+    _common(ev)
+    assert (ev.flags, ev.ret, ev.ns_before) == (0x7E020000, 0, Namespaces(*BEFORE))
+
+
+def test_bad_records(dec):
+    from tracer.errors import CtrtraceError
+    with pytest.raises(CtrtraceError, match="short record"):
+        dec.decode(b"\x01\x00")
+    e = L.CtExitEvent()
+    _hdr(e, 99)
+    with pytest.raises(CtrtraceError, match="unknown event type 99"):
+        dec.decode(bytes(e))
