@@ -94,6 +94,12 @@ struct ct_exit_event *unused_exit __attribute__((unused));
 struct ct_setns_event *unused_setns __attribute__((unused));
 struct ct_unshare_event *unused_unshare __attribute__((unused));
 
+static __always_inline __u64 rb_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes ?
+	       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
@@ -271,7 +277,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	if (len > sizeof(*e))
 		len = sizeof(*e);
 	fill_header(&e->hdr, CT_EVENT_EXEC, len);
-	if (bpf_ringbuf_output(&events, e, len, 0))
+	if (bpf_ringbuf_output(&events, e, len, rb_flags()))
 		count(CT_CNT_LOST);
 	return 0;
 }
@@ -381,7 +387,7 @@ static __always_inline int exec_exit(long ret)
 	if (size > sizeof(*e))
 		size = sizeof(*e);
 	fill_header(&e->hdr, CT_EVENT_EXEC_FAILED, size);
-	if (bpf_ringbuf_output(&events, e, size, 0))
+	if (bpf_ringbuf_output(&events, e, size, rb_flags()))
 		count(CT_CNT_LOST);
 out:
 	bpf_map_delete_elem(&exec_calls, &tid);
@@ -495,7 +501,7 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	e->parent_tid = ptid;
 	e->clone_flags = clone_flags;
 	fill_header(&e->hdr, CT_EVENT_FORK, sizeof(*e));
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, rb_flags());
 	return 0;
 }
 
@@ -538,7 +544,7 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 		e->reaper = ct_new_reaper(p);
 	}
 	fill_header(&e->hdr, CT_EVENT_EXIT, sizeof(*e));
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, rb_flags());
 	return 0;
 }
 
@@ -598,7 +604,7 @@ int handle_exit_setns(struct trace_event_raw_sys_exit *ctx)
 	if (ctx->ret == 0)
 		e->hdr.flags |= CT_F_NS_CHANGE;
 	fill_header(&e->hdr, CT_EVENT_SETNS, sizeof(*e));
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, rb_flags());
 out:
 	bpf_map_delete_elem(&ns_calls, &tid);
 	return 0;
@@ -632,7 +638,7 @@ int handle_exit_unshare(struct trace_event_raw_sys_exit *ctx)
 	if (ctx->ret == 0)
 		e->hdr.flags |= CT_F_NS_CHANGE;
 	fill_header(&e->hdr, CT_EVENT_UNSHARE, sizeof(*e));
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, rb_flags());
 out:
 	bpf_map_delete_elem(&ns_calls, &tid);
 	return 0;

@@ -142,6 +142,10 @@ struct ct_config {
 	__u8  ns_changes_only;    /* only events that create, enter or differ in namespaces */
 	__u8  emit_threads;       /* also emit fork events for CLONE_THREAD children */
 	char  comm[CT_COMM_LEN];
+	/* Wake the reader only once this much is waiting: one wake-up per event
+	 * costs the traced workload more than the event itself.  The reader
+	 * also drains the buffer on a short timer. */
+	__u64 wakeup_bytes;
 };
 
 #endif /* CTRTRACE_H */

@@ -149,6 +149,7 @@ class CtConfig(ctypes.Structure):
         ("ns_changes_only", c_uint8),
         ("emit_threads", c_uint8),
         ("comm", c_char * CT_COMM_LEN),
+        ("wakeup_bytes", c_uint64),
     ]
 
 

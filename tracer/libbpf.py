@@ -127,10 +127,14 @@ class RingBuffer:
         return 0
 
     def poll(self, timeout_ms: int) -> List[bytes]:
-        """Wait up to timeout_ms for records; return all that are ready."""
+        """Wait up to timeout_ms for a wake-up, then take everything waiting.
+
+        The BPF side wakes the reader only when much is waiting, so a timeout
+        is the usual way out of the wait: the records are there all the same."""
         n = self._lib.dll.ring_buffer__poll(self._rb, timeout_ms)
         if n < 0 and -n != 4:  # EINTR: a signal arrived, the caller decides
             raise CtrtraceError("ring buffer poll failed: " + _errno_text(-n), ExitStatus.BPF)
+        self._lib.dll.ring_buffer__consume(self._rb)
         batch, self._batch = self._batch, []
         return batch
 

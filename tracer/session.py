@@ -35,6 +35,11 @@ from .libbpf import BpfObject, RingBuffer
 from .proctable import ProcessTable
 
 DEFAULT_RINGBUF_BYTES = 8 << 20
+# The kernel wakes the reader when this fraction of the ring buffer is used;
+# otherwise the reader drains it every POLL_MS.  Small enough to leave room
+# for a burst while the reader catches up, large enough to batch.
+WAKEUP_FRACTION = 16
+POLL_MS = 25
 
 
 @dataclass
@@ -104,8 +109,9 @@ class Session:
         system.ensure_tracefs()
 
         obj = self._obj = BpfObject(path)
-        self._configure(obj)
-        obj.set_max_entries("events", _ringbuf_size(opts.ringbuf_bytes))
+        rb_size = _ringbuf_size(opts.ringbuf_bytes)
+        self._configure(obj, rb_size)
+        obj.set_max_entries("events", rb_size)
         obj.load()
         if opts.pid is not None:
             obj.update("tracked", ctypes.c_uint32(opts.pid), ctypes.c_uint8(1))
@@ -145,9 +151,10 @@ class Session:
         )
         return self.header
 
-    def _configure(self, obj: BpfObject) -> None:
+    def _configure(self, obj: BpfObject, rb_size: int) -> None:
         opts = self.options
         cfg = L.CtConfig()
+        cfg.wakeup_bytes = rb_size // WAKEUP_FRACTION
         cfg.ignore_tgid = os.getpid()
         cfg.filter_pid = opts.pid is not None
         cfg.ns_changes_only = opts.ns_changes
@@ -254,7 +261,7 @@ def trace(
     duration: Optional[float] = None,
     command: Optional[Sequence[str]] = None,
     linger: float = 0.5,
-    poll_ms: int = 100,
+    poll_ms: int = POLL_MS,
     command_stdout: Optional[int] = None,
     on_ready: Optional[Callable[[Header], None]] = None,
 ) -> RunResult:
