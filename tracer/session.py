@@ -34,7 +34,7 @@ from .containers import ContainerResolver, DockerClient
 from .libbpf import BpfObject, RingBuffer
 from .proctable import ProcessTable
 
-DEFAULT_RINGBUF_BYTES = 8 << 20
+DEFAULT_RINGBUF_BYTES = 4 << 20  # ~12,000 events of slack; it counts in the RSS once used
 # The kernel wakes the reader when this fraction of the ring buffer is used;
 # otherwise the reader drains it every POLL_MS.  Small enough to leave room
 # for a burst while the reader catches up, large enough to batch.
@@ -70,6 +70,13 @@ def _ringbuf_size(n: int) -> int:
     while size < n:
         size *= 2
     return size
+
+
+def _release_freed_memory() -> None:
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # glibc: hand freed heap back to the system
+    except (AttributeError, OSError):
+        pass
 
 
 class Sink(Protocol):
@@ -113,6 +120,7 @@ class Session:
         self._configure(obj, rb_size)
         obj.set_max_entries("events", rb_size)
         obj.load()
+        _release_freed_memory()  # libbpf parsed the kernel's BTF (megabytes) and freed it
         if opts.pid is not None:
             obj.update("tracked", ctypes.c_uint32(opts.pid), ctypes.c_uint8(1))
         self._rb = RingBuffer(obj.map_fd("events"))
