@@ -31,6 +31,7 @@ class _Lib:
         self.dll = self._open()
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.log: Deque[str] = collections.deque(maxlen=400)
+        self._print_buf: Optional[ctypes.Array] = None
         self._declare()
         # libbpf's messages (verifier log included) are kept to explain a failure.
         self._print_cb = _PRINT_FN(self._on_print)
@@ -87,7 +88,13 @@ class _Lib:
         self.libc.vsnprintf.argtypes = [cp, ctypes.c_size_t, cp, vp]
 
     def _on_print(self, level: int, fmt: bytes, va_list: int) -> int:
-        buf = ctypes.create_string_buffer(1 << 20)
+        # Debug messages come by the hundred (one per relocation): skip them.
+        # The buffer is made once: the verifier's log comes as one message.
+        if level >= LIBBPF_DEBUG:
+            return 0
+        if self._print_buf is None:
+            self._print_buf = ctypes.create_string_buffer(1 << 20)
+        buf = self._print_buf
         self.libc.vsnprintf(buf, len(buf), fmt, va_list)
         for line in buf.value.decode(errors="replace").splitlines():
             self.log.append(line)
