@@ -16,14 +16,13 @@ still resolves.  Without a reachable engine the id alone is shown.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import socket
 import threading
 import urllib.parse
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
 
@@ -72,16 +71,60 @@ def docker_socket_path() -> str:
     return DEFAULT_DOCKER_SOCKET
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+class _Response:
+    """An HTTP/1.1 response read from a unix socket: status, headers, body."""
 
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self._path)
-        self.sock = s
+    def __init__(self, sock: socket.socket) -> None:
+        self._f = sock.makefile("rb")
+        status = self._f.readline().split(None, 2)
+        if len(status) < 2 or not status[0].startswith(b"HTTP/"):
+            raise OSError("not an HTTP response")
+        self.status = int(status[1])
+        self.headers: Dict[str, str] = {}
+        for line in iter(self._f.readline, b"\r\n"):
+            if not line:
+                raise OSError("connection closed in the headers")
+            k, _, v = line.decode("latin-1").partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+        self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
+
+    def chunks(self) -> Iterator[bytes]:
+        if not self.chunked:
+            n = self.headers.get("content-length")
+            yield self._f.read(int(n)) if n is not None else self._f.read()
+            return
+        while True:
+            size = int(self._f.readline().split(b";")[0], 16)
+            if size == 0:
+                return
+            yield self._f.read(size)
+            self._f.readline()  # the CRLF after each chunk
+
+    def body(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def lines(self) -> Iterator[bytes]:
+        """A stream of newline-separated records (the events endpoint)."""
+        pending = b""
+        for chunk in self.chunks():
+            pending += chunk
+            *done, pending = pending.split(b"\n")
+            yield from (d for d in done if d.strip())
+
+
+def _get(path: str, url: str, timeout: Optional[float]) -> Tuple[socket.socket, _Response]:
+    """GET url from the HTTP server on the unix socket at path (the Engine API).
+    Plain HTTP/1.1 on a socket: the standard library's client costs more to
+    import than the few lines it would save."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        s.sendall(f"GET {url} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n".encode())
+        return s, _Response(s)
+    except (OSError, ValueError):
+        s.close()
+        raise OSError("no answer")
 
 
 class DockerClient:
@@ -93,37 +136,37 @@ class DockerClient:
         self.reachable: Optional[bool] = None  # unknown until the first call
 
     def _get(self, url: str):
-        conn = _UnixConnection(self.path, self.timeout)
         try:
-            conn.request("GET", url)
-            resp = conn.getresponse()
-            body = resp.read()
-        except OSError:
+            sock, resp = _get(self.path, url, self.timeout)
+            try:
+                body = resp.body()
+            finally:
+                sock.close()
+        except (OSError, ValueError):
             self.reachable = False
             return None
-        finally:
-            conn.close()
         self.reachable = True
         if resp.status != 200:
             return None
-        return json.loads(body)
+        try:
+            return json.loads(body)
+        except ValueError:
+            return None
 
     def watch(self, on_container: Callable[[str, Dict[str, str]], None]) -> Optional["EventWatch"]:
         """Follow the engine's container events in a thread; None if unreachable."""
-        conn = _UnixConnection(self.path, timeout=None)  # type: ignore[arg-type]
         filters = urllib.parse.quote(json.dumps({"type": ["container"], "event": ["create"]}))
         try:
-            conn.request("GET", f"/events?filters={filters}")
-            resp = conn.getresponse()
+            sock, resp = _get(self.path, f"/events?filters={filters}", self.timeout)
         except OSError:
-            conn.close()
             self.reachable = False
             return None
         if resp.status != 200:
-            conn.close()
+            sock.close()
             return None
+        sock.settimeout(None)  # the stream stays open until we close it
         self.reachable = True
-        return EventWatch(conn, resp, on_container)
+        return EventWatch(sock, resp, on_container)
 
     def inspect(self, cid: str) -> Optional[dict]:
         return self._get(f"/containers/{cid}/json")
@@ -137,15 +180,15 @@ class EventWatch:
     are known from its creation, before its first process runs, so even one
     that is removed at once resolves."""
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse,
+    def __init__(self, sock: socket.socket, resp: _Response,
                  on_container: Callable[[str, Dict[str, str]], None]) -> None:
-        self._conn, self._resp, self._cb = conn, resp, on_container
+        self._sock, self._resp, self._cb = sock, resp, on_container
         self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            for line in iter(self._resp.readline, b""):
+            for line in self._resp.lines():
                 try:
                     ev = json.loads(line)
                 except ValueError:
@@ -153,18 +196,16 @@ class EventWatch:
                 actor = ev.get("Actor") or {}
                 if actor.get("ID"):
                     self._cb(actor["ID"], actor.get("Attributes") or {})
-        except (OSError, ValueError, http.client.HTTPException):
+        except (OSError, ValueError):
             pass  # the engine went away or we closed the stream
 
     def close(self) -> None:
-        sock = self._conn.sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._thread.join(timeout=2)
-        self._conn.close()
+        self._sock.close()
 
 
 def _info(cid: str, data: Optional[dict], runtime: str, source: str) -> Container:

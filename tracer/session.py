@@ -21,7 +21,6 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Set
 
 from . import layout as L
@@ -60,7 +59,7 @@ def default_object_path() -> str:
     env = os.environ.get("CTRTRACE_BPF_OBJECT")
     if env:
         return env
-    return str(resources.files("tracer") / "bpf" / "ctrtrace.bpf.o")
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpf", "ctrtrace.bpf.o")
 
 
 def _ringbuf_size(n: int) -> int:
