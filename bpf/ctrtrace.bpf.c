@@ -178,13 +178,38 @@ static __always_inline bool ns_equal(const struct ct_ns *a, const struct ct_ns *
 	       a->time == b->time && a->time_for_children == b->time_for_children;
 }
 
-static __always_inline bool differs_from_parent(struct task_struct *t, const struct ct_ns *ns)
+static __always_inline struct pid_namespace *own_pid_ns(struct task_struct *t)
 {
-	struct ct_ns pns = {};
+	struct pid *pid = BPF_CORE_READ(t, thread_pid);
+	unsigned int level = BPF_CORE_READ(pid, level);
+	struct upid up = {};
+
+	bpf_core_read(&up, sizeof(up), &pid->numbers[level]);
+	return up.ns;
+}
+
+/*
+ * Do t's namespaces differ from o's?  Tasks that share one nsproxy, user
+ * namespace and pid namespace (nearly every fork) are answered from three
+ * pointers; only the others are compared inode by inode.
+ */
+static __always_inline bool differs_from(struct task_struct *t, const struct ct_ns *ns,
+					 struct task_struct *o)
+{
+	struct ct_ns ons = {};
 	__u16 unused = 0;
 
-	read_ns(BPF_CORE_READ(t, real_parent), &pns, &unused);
-	return !ns_equal(ns, &pns);
+	if (BPF_CORE_READ(t, nsproxy) == BPF_CORE_READ(o, nsproxy) &&
+	    BPF_CORE_READ(t, real_cred, user_ns) == BPF_CORE_READ(o, real_cred, user_ns) &&
+	    own_pid_ns(t) == own_pid_ns(o))
+		return false;
+	read_ns(o, &ons, &unused);
+	return !ns_equal(ns, &ons);
+}
+
+static __always_inline bool differs_from_parent(struct task_struct *t, const struct ct_ns *ns)
+{
+	return differs_from(t, ns, BPF_CORE_READ(t, real_parent));
 }
 
 /*
@@ -483,14 +508,9 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	read_task(child, &e->task, &e->hdr.flags);
 	if (clone_flags & (CT_CLONE_NEW_MASK | CLONE_NEWTIME)) {
 		e->hdr.flags |= CT_F_NS_CHANGE;
-	} else {
-		struct ct_ns pns = {};
-		__u16 unused = 0;
-
+	} else if (differs_from(child, &e->task.ns, parent)) {
 		/* the caller's namespaces: the child starts in them unless told otherwise */
-		read_ns(parent, &pns, &unused);
-		if (!ns_equal(&e->task.ns, &pns))
-			e->hdr.flags |= CT_F_NS_CHANGE;
+		e->hdr.flags |= CT_F_NS_CHANGE;
 	}
 	if (cfg.ns_changes_only && !(e->hdr.flags & CT_F_NS_CHANGE)) {
 		bpf_ringbuf_discard(e, 0);
