@@ -92,11 +92,3 @@ def test_docker_exec_setns_is_attributed_before_the_cgroup():
 def test_host_processes_are_not_attributed():
     pairs = _reattribute("session.jsonl")
     assert all(e.container is None for e, _ in pairs)
-
-
-def test_matches_prefix_and_name():
-    from tracer.events import Container, Namespaces
-    r = ContainerResolver(None, Namespaces())
-    c = Container(id=ID, name="sleep-container")
-    assert r.matches(c, ID[:12]) and r.matches(c, "sleep-container") and r.matches(c, "/sleep-container")
-    assert not r.matches(c, "other") and not r.matches(None, ID[:12])

@@ -333,9 +333,3 @@ class ContainerResolver:
         if found is not None:
             return self._details_for(found[0], found[1], "shim")
         return None
-
-    def matches(self, c: Optional[Container], wanted: str) -> bool:
-        """--container: an id prefix or a name."""
-        if c is None:
-            return False
-        return c.id.startswith(wanted) or c.name == wanted.lstrip("/")
