@@ -11,11 +11,8 @@ import pytest
 
 VAGRANT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "vagrant")
 
-pytestmark = pytest.mark.skipif(shutil.which("vagrant") is None,
-                                reason="vagrant is not installed (.ci/run installs it)")
-
-
 def validate(tmp_path, **env) -> subprocess.CompletedProcess:
+    assert shutil.which("vagrant"), "vagrant is not installed: apt-get install vagrant vagrant-libvirt"
     e = dict(os.environ, VAGRANT_HOME=str(tmp_path / "home"), **env)
     return subprocess.run(["vagrant", "validate"], cwd=VAGRANT_DIR, env=e,
                           capture_output=True, text=True, timeout=300)

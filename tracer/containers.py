@@ -255,9 +255,13 @@ class ContainerResolver:
     # -- per event --------------------------------------------------------------
 
     def attribute_process(self, cgroup: str, mnt: int, pid: int) -> Optional[Container]:
-        """The same decision for a process that existed before the trace."""
-        found = container_from_cgroup(cgroup)
+        """The decision, in order of trust, for a process (seen at start-up or at an event)."""
+        found = self._by_cgroup.get(cgroup, ())
+        if found == ():
+            found = self._by_cgroup[cgroup] = container_from_cgroup(cgroup)
         if found is not None:
+            if mnt and mnt != self.host_mnt:
+                self._by_mnt.setdefault(mnt, found)  # who enters this mount namespace joins it
             return self._details_for(found[0], found[1], "cgroup")
         found = self._by_mnt.get(mnt)
         if found is not None:
@@ -318,18 +322,4 @@ class ContainerResolver:
             shim = shim_container(ev.argv)
             if shim is not None:
                 self._by_pid[ev.pid] = self._shim_key(*shim)
-
-        if ev.cgroup not in self._by_cgroup:
-            self._by_cgroup[ev.cgroup] = container_from_cgroup(ev.cgroup)
-        found = self._by_cgroup[ev.cgroup]
-        if found is not None:
-            if ev.ns.mnt and ev.ns.mnt != self.host_mnt:
-                self._by_mnt.setdefault(ev.ns.mnt, found)
-            return self._details_for(found[0], found[1], "cgroup")
-        found = self._by_mnt.get(ev.ns.mnt)
-        if found is not None:
-            return self._details_for(found[0], found[1], "namespace")
-        found = self._by_pid.get(ev.pid)
-        if found is not None:
-            return self._details_for(found[0], found[1], "shim")
-        return None
+        return self.attribute_process(ev.cgroup, ev.ns.mnt, ev.pid)

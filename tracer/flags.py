@@ -86,11 +86,6 @@ def nstype_name(nstype: int) -> str:
     return "|".join(names)
 
 
-def ns_created(flags: int) -> List[str]:
-    """Namespace names a clone/unshare flag word asks for."""
-    return [name for bit, name in sorted(NS_FLAGS.items()) if flags & bit]
-
-
 def errno_name(err: int) -> str:
     return errno.errorcode.get(abs(err), str(abs(err)))
 

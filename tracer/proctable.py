@@ -220,7 +220,3 @@ class ProcessTable:
             if proc is not None:
                 todo.extend(c for c in proc.children if not self._procs[c].exited)
         return out
-
-    def name(self, pid: int) -> str:
-        proc = self._procs.get(pid)
-        return proc.comm if proc else ""
