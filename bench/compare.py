@@ -2,29 +2,47 @@
 """ctrtrace against the tools people would use instead, side by side, in one run.
 
     sudo python3 bench/compare.py [--execs 10000] [--rounds 5] [--workers 1,2]
-                                  [--tracers noop,ctrtrace,execsnoop,bpftrace] [--static]
+                                  [--tracers noop,ctrtrace,execsnoop,bcc-execsnoop,bpftrace]
+                                  [--static]
 
 Each round, for each tracer: the exec storm (bench/storm.c: fork+exec of a
 copy of /bin/true, N times, with W workers) runs once with no tracer and
 once with the tracer running, back to back. These machines are noisy, so
 what is reported is the median over rounds of traced/untraced exec rates,
-with: execs the tracer reported vs N (loss), the time from its launch until
-it reported a probe exec (ready), and its peak RSS. `noop` is a control
+with: execs the tracer reported vs N (seen), what it said it lost (lost:
+ctrtrace's events, execsnoop's "Lost N events", bcc's "Possibly lost N
+samples", one sample per argument), the time from its launch until it
+reported a probe exec (ready), and its peak RSS. `noop` is a control
 "tracer" that does nothing: its ratio shows the noise. With --static the
 storm vfork+execs a static binary (busybox as `true`), the fastest exec
 there is.
 
-Peers: libbpf-tools' execsnoop (Debian libbpf-tools, the C reference) and a
-bpftrace one-liner on sched_process_exec that reads the same namespace
+Peers: libbpf-tools' execsnoop (Debian libbpf-tools, the C reference); bcc's
+execsnoop (Debian bpfcc-tools) as bench/bcc_execsnoop.py, the same tool on
+the execve tracepoints, since kernels without kprobes can't run bcc's own;
+and a bpftrace one-liner on sched_process_exec that reads the same namespace
 inodes (Debian bpftrace). Their output is line-buffered (stdbuf -oL), as it
 is for a person watching; ctrtrace writes --json to a file.
+
+    apt-get install libbpf-tools bpftrace bpfcc-tools linux-headers-$(uname -r)
+
+bcc compiles its BPF against kernel headers. Where the running kernel has
+none (a kernel Debian doesn't ship), the newest installed headers package is
+used, e.g. linux-headers-6.12-amd64 on Debian 12, through BCC_KERNEL_SOURCE:
+the tracepoints' fields come from the kernel itself and are right, but
+task_struct offsets may not be (bcc's PPID then comes from /proc, or "?").
+
+By default every tracer runs, and a peer that is not installed is skipped
+with a note; one named in --tracers must be there.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -35,6 +53,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TRACERS = "noop,ctrtrace,execsnoop,bcc-execsnoop,bpftrace"
+BCC_PYTHON = "/usr/bin/python3"  # Debian's, which has python3-bpfcc's module
 
 BPFTRACE = r"""tracepoint:sched:sched_process_exec
 {
@@ -52,25 +72,30 @@ class Tracer:
     def __init__(self, name, argv, env=None):
         self.name, self.argv, self.env = name, argv, env
         self.proc = None
-        self.out_path = None
+        self.out_path = self.err_path = None
 
     def start(self, workdir):
         self.out_path = os.path.join(workdir, f"{self.name}.out")
-        out = open(self.out_path, "wb")
-        self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.DEVNULL,
-                                     env=self.env, start_new_session=True)
-        out.close()
+        self.err_path = os.path.join(workdir, f"{self.name}.err")
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.t0 = time.monotonic()
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err,
+                                         env=self.env, start_new_session=True)
 
     def output(self) -> bytes:
         with open(self.out_path, "rb") as f:
             return f.read()
 
+    def errors(self) -> str:
+        with open(self.err_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
     def wait_ready(self, probe_bin, timeout=30.0) -> float:
         """Run a probe (a copy of /bin/true of its own name) until the tracer reports it."""
         while time.monotonic() - self.t0 < timeout:
             if self.proc.poll() is not None:
-                raise SystemExit(f"{self.name} exited early ({self.proc.returncode})")
+                last = (self.errors().strip().splitlines() or [""])[-1]
+                raise SystemExit(f"{self.name} exited early ({self.proc.returncode}): {last}")
             subprocess.run([probe_bin])
             time.sleep(0.002)
             if self.name == "noop" or os.path.basename(probe_bin).encode() in self.output():
@@ -99,33 +124,103 @@ class Tracer:
             key = b'"filename":' + json.dumps(storm_bin).encode()
             return sum(1 for l in data if b'"type":"exec"' in l and key in l)
         path = storm_bin.encode()
-        if self.name == "execsnoop":  # PCOMM PID PPID RET ARGS: ARGS starts with the path
+        if self.name in ("execsnoop", "bcc-execsnoop"):
+            # PCOMM PID PPID RET ARGS: ARGS starts with the path
             return sum(1 for l in data if l.split()[3:5] == [b"0", path])
         return sum(1 for l in data if l.split()[2:3] == [path])  # bpftrace: pid ppid filename ...
 
     def lost(self) -> str:
-        if self.name != "ctrtrace":
+        if self.name == "ctrtrace":
+            last = self.output().splitlines()[-1]
+            return str(json.loads(last)["lost"])
+        said = {"execsnoop": r"Lost (\d+) events", "bcc-execsnoop": r"Possibly lost (\d+) samples"}
+        if self.name not in said:
             return "-"
-        last = self.output().splitlines()[-1]
-        return str(json.loads(last)["lost"])
+        return str(sum(int(n) for n in re.findall(said[self.name], self.errors())))
 
 
-def make_tracers(names, ctrtrace_cmd, workdir):
+def _version_key(path):
+    return [int(n) for n in re.findall(r"\d+", os.path.basename(path))]
+
+
+def bcc_headers():
+    """Kernel headers for bcc: (extra environment, extra arguments, note), or None.
+
+    bcc finds the running kernel's own, in /lib/modules/$(uname -r). Failing
+    that, the newest kernel whose headers are installed (a Debian headers
+    package fills /lib/modules/VER/build, and source when it splits them into
+    -common and -ARCH: bcc combines the two only for the running kernel, so
+    bench/bcc_execsnoop.py takes the second as --kbuild)."""
+    release = os.uname().release
+    if os.path.isdir(f"/lib/modules/{release}/build"):
+        return {}, [], None
+    found = []
+    for d in glob.glob("/lib/modules/*"):
+        build, source = os.path.realpath(d + "/build"), os.path.realpath(d + "/source")
+        if os.path.isfile(build + "/include/linux/kconfig.h"):
+            found.append((_version_key(d), d, build, None))
+        elif (os.path.isfile(source + "/include/linux/kconfig.h")
+              and os.path.isdir(build + "/include/generated")):
+            found.append((_version_key(d), d, source, build))
+    if not found:
+        return None
+    _, d, source, kbuild = max(found)
+    note = (f"bcc-execsnoop: no headers for {release}, using {os.path.basename(d)}'s "
+            "(the PPID column may come from /proc)")
+    return {"BCC_KERNEL_SOURCE": source}, (["--kbuild", kbuild] if kbuild else []), note
+
+
+def bcc_tracer():
+    """bench/bcc_execsnoop.py, or why it can't run here."""
+    if subprocess.run([BCC_PYTHON, "-c", "import bcc"], capture_output=True).returncode != 0:
+        return ("bcc-execsnoop: needs bcc for /usr/bin/python3 and kernel headers "
+                "(apt install bpfcc-tools linux-headers-$(uname -r))")
+    headers = bcc_headers()
+    if headers is None:
+        return ("bcc-execsnoop: needs kernel headers (apt install linux-headers-$(uname -r), "
+                "or for a kernel Debian doesn't ship the nearest: apt-cache search linux-headers)")
+    env, extra, note = headers
+    if note:
+        print(note, flush=True)
+    script = os.path.join(HERE, "bcc_execsnoop.py")
+    return Tracer("bcc-execsnoop", ["stdbuf", "-oL", BCC_PYTHON, script, *extra],
+                  env={**os.environ, **env})
+
+
+def make_tracers(names, ctrtrace_cmd, workdir, skip_missing):
+    """The tracers named; a peer that is not installed stops the run, or is
+    skipped with a note (returned) when skip_missing."""
     bt = os.path.join(workdir, "ns.bt")
     with open(bt, "w") as f:
         f.write(BPFTRACE)
+
+    def need(path, name, package):
+        def make():
+            if shutil.which(path) is None:
+                return f"{name}: needs {path} (apt install {package})"
+            return Tracer(name, ["stdbuf", "-oL", path] + ([bt] if name == "bpftrace" else []))
+        return make
+
     known = {
         "noop": lambda: Tracer("noop", ["sleep", "3600"]),
         "ctrtrace": lambda: Tracer("ctrtrace", shlex.split(ctrtrace_cmd) + ["--json"]),
-        "execsnoop": lambda: Tracer("execsnoop", ["stdbuf", "-oL", "/usr/sbin/execsnoop"]),
-        "bpftrace": lambda: Tracer("bpftrace", ["stdbuf", "-oL", "bpftrace", bt]),
+        "execsnoop": need("/usr/sbin/execsnoop", "execsnoop", "libbpf-tools"),
+        "bcc-execsnoop": bcc_tracer,
+        "bpftrace": need("bpftrace", "bpftrace", "bpftrace"),
     }
-    out = []
+    out, skipped = [], []
     for n in names:
         if n not in known:
             raise SystemExit(f"unknown tracer {n!r}: one of {', '.join(known)}")
-        out.append(known[n]())
-    return out
+        t = known[n]()
+        if isinstance(t, str):  # what is missing
+            if not skip_missing:
+                raise SystemExit(t)
+            print(f"skipped {t}", flush=True)
+            skipped.append(t)
+        else:
+            out.append(t)
+    return out, skipped
 
 
 def storm(storm_exe, n, workers, target, vfork, args=()):
@@ -141,7 +236,8 @@ def main() -> None:
     ap.add_argument("--execs", type=int, default=10000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--workers", default="1,2")
-    ap.add_argument("--tracers", default="noop,ctrtrace,execsnoop,bpftrace")
+    ap.add_argument("--tracers", help=f"comma-separated (default {TRACERS}: "
+                    "those not installed are skipped, with a note)")
     ap.add_argument("--static", action="store_true", help="vfork+exec a static binary")
     ap.add_argument("--ctrtrace", default="ctrtrace")
     ap.add_argument("--json-out", metavar="FILE", help="also write the results as JSON")
@@ -161,7 +257,10 @@ def main() -> None:
             shutil.copy("/bin/true", target)
         probe = os.path.join(workdir, "ready-probe")
         shutil.copy("/bin/true", probe)
-        tracers = make_tracers(args.tracers.split(","), args.ctrtrace, workdir)
+        named = args.tracers is not None
+        tracers, skipped = make_tracers((args.tracers or TRACERS).split(","), args.ctrtrace,
+                                        workdir, skip_missing=not named)
+        args.tracers = ",".join(t.name for t in tracers)
         results = {}
         try:
             run_rounds(args, tracers, storm_exe, target, probe, workdir, results)
@@ -169,7 +268,7 @@ def main() -> None:
             for t in tracers:  # none is left running, whatever happened
                 if t.proc is not None and t.proc.poll() is None:
                     t.stop()
-        report(args, results)
+        report(args, results, skipped)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -189,14 +288,14 @@ def run_rounds(args, tracers, storm_exe, target, probe, workdir, results):
                 res = results.setdefault((t.name, w), [])
                 res.append({"untraced": base, "traced": traced, "ratio": traced / base,
                             "ready_s": ready, "rss_mb": rss, "seen": seen, "lost": t.lost()})
-                print(f"round {r + 1} {t.name:<10} w={w} untraced {base:7.0f}/s traced "
+                print(f"round {r + 1} {t.name:<13} w={w} untraced {base:7.0f}/s traced "
                       f"{traced:7.0f}/s ratio {traced / base:.3f} ready {ready * 1000:5.0f} ms "
                       f"rss {rss:5.1f} MB seen {seen}/{args.execs} lost {t.lost()}", flush=True)
 
 
-def report(args, results):
+def report(args, results, skipped):
     print()
-    print(f"{'tracer':<10} {'workers':>7} {'rate untraced':>13} {'ratio':>6} "
+    print(f"{'tracer':<13} {'workers':>7} {'rate untraced':>13} {'ratio':>6} "
           f"{'seen/expected':>14} {'lost':>5} {'ready':>8} {'peak RSS':>9}")
     table = []
     for (name, w), rs in results.items():
@@ -210,12 +309,14 @@ def report(args, results):
             "rss_mb": max(x["rss_mb"] for x in rs),
         }
         table.append(row)
-        print(f"{name:<10} {w:>7} {row['untraced']:>11.0f}/s {row['ratio']:>6.2f} "
+        print(f"{name:<13} {w:>7} {row['untraced']:>11.0f}/s {row['ratio']:>6.2f} "
               f"{row['seen_min']:>7}/{args.execs:<6} {row['lost']:>5} {row['ready_ms']:>6.0f}ms "
               f"{row['rss_mb']:>7.1f}MB")
+    for note in skipped:
+        print(f"skipped {note}")
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"args": vars(args), "rows": table}, f, indent=1)
+            json.dump({"args": vars(args), "rows": table, "skipped": skipped}, f, indent=1)
 
 
 if __name__ == "__main__":

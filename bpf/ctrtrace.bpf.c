@@ -3,9 +3,13 @@
  * ctrtrace: process lifecycle and namespace changes, read in the kernel at
  * the moment each event happens.
  *
- * Tracepoints only (kprobes may be compiled out): tp_btf for exec, fork and
- * exit, and the syscall tracepoints for what only the syscall boundary knows
- * (clone flags, failed execs, setns/unshare arguments and results).
+ * Tracepoints only (kprobes may be compiled out): raw tracepoints for exec,
+ * fork and exit, and the syscall tracepoints for what only the syscall
+ * boundary knows (clone flags, failed execs, setns/unshare arguments and
+ * results).  Raw rather than tp_btf: every task field is read with
+ * BPF_CORE_READ anyway, and a tp_btf attach point makes libbpf parse the
+ * kernel's whole BTF at every start (~8 ms here), which the cached CO-RE
+ * subset (tracer/corebtf.py) otherwise avoids.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -248,7 +252,7 @@ static __always_inline void fill_header(struct ct_header *h, __u16 type, __u16 s
 
 /* ---- exec ---------------------------------------------------------------- */
 
-SEC("tp_btf/sched_process_exec")
+SEC("raw_tp/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	__u32 key = 0, tid = old_pid;
@@ -468,7 +472,7 @@ int handle_enter_vfork(struct trace_event_raw_sys_enter *ctx)
 	return clone_enter(CLONE_VFORK | CLONE_VM | SIGCHLD);
 }
 
-SEC("tp_btf/sched_process_fork")
+SEC("raw_tp/sched_process_fork")
 int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 {
 	__u32 ptid = BPF_CORE_READ(parent, pid);
@@ -527,7 +531,7 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 
 /* ---- exit ---------------------------------------------------------------- */
 
-SEC("tp_btf/sched_process_exit")
+SEC("raw_tp/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *p)
 {
 	struct ct_exit_event *e;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import subprocess
 import textwrap
@@ -11,7 +12,7 @@ import time
 from click.testing import CliRunner
 
 import tracer.libbpf
-import tracer.system
+import tracer.loader
 from tracer.cli import main
 from tracer.events import EVENT_TYPES
 from tracer.layout import NS_NAMES
@@ -142,24 +143,24 @@ def _one_line_error(r, status: int, text: str) -> None:
 
 
 def test_not_root(monkeypatch):
-    monkeypatch.setattr(tracer.system, "effective_caps", lambda: 0)
+    monkeypatch.setattr(tracer.loader, "effective_caps", lambda: 0)
     _one_line_error(run(["-d", "0"]), 3, "needs root")
 
 
 def test_no_btf(monkeypatch):
-    monkeypatch.setattr(tracer.system, "BTF_PATH", "/nonexistent/vmlinux")
+    monkeypatch.setattr(tracer.loader, "BTF_PATH", "/nonexistent/vmlinux")
     _one_line_error(run(["-d", "0"]), 4, "no BTF")
 
 
 def test_no_tracefs(monkeypatch):
-    monkeypatch.setattr(tracer.system, "TRACEFS_PATHS", ("/nonexistent/tracing",))
+    monkeypatch.setattr(tracer.loader, "TRACEFS_PATHS", ("/nonexistent/tracing",))
     _one_line_error(run(["-d", "0"]), 4, "tracefs is not mounted")
 
 
 def test_no_libbpf(monkeypatch):
     monkeypatch.setattr(tracer.libbpf, "_lib", None)
     monkeypatch.setattr(tracer.libbpf, "_SONAMES", ("libbpf-not-here.so.9",))
-    monkeypatch.setattr(tracer.libbpf.ctypes.util, "find_library", lambda name: None)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     _one_line_error(run(["-d", "0"]), 4, "libbpf is not installed")
 
 

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import gc
 import os
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import IO, Callable, List, Optional
+from typing import IO, TYPE_CHECKING, Callable, List, Optional
 
 import click
 
 from .errors import CtrtraceError, ExitStatus
-from .events import Header, ProcessEvent, Summary
-from .filters import FilterSpec
-from .render import JsonSink, TextRenderer, TextSink
-from .session import DEFAULT_RINGBUF_BYTES, TraceOptions, trace
+# Only what it takes to start loading the BPF programs is imported here; the
+# rest is imported while they load (see main).
+from .loader import DEFAULT_RINGBUF_BYTES, LoadConfig, ProgramLoader
+from .options import TraceOptions, kernel_filtered
+
+if TYPE_CHECKING:
+    from .events import Header, ProcessEvent, Summary
+    from .render import TextSink
 
 
 @dataclass
@@ -25,15 +28,28 @@ class App:
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     err: IO[str] = field(default_factory=lambda: sys.stderr)
     stdin: Optional[IO[bytes]] = None
+    preloaded: Optional[ProgramLoader] = None  # started by tracer.entry before parsing
+
+    def loader_for(self, config: LoadConfig) -> ProgramLoader:
+        """The preloaded programs if they were loaded for config, else a new load."""
+        pre, self.preloaded = self.preloaded, None
+        if pre is not None:
+            if pre.options == config:
+                return pre
+            pre.close()
+        return ProgramLoader(config)
 
     def command_stdout(self) -> int:
         """Where a traced command's output goes: stderr, so that stdout carries events only."""
         try:
             return self.err.fileno()
         except (AttributeError, OSError, ValueError):
+            import subprocess
+
             return subprocess.DEVNULL
 
     def ready(self, h: Header) -> None:
+        collect_garbage()
         where = "PID 1" if h.host_ns_pid == 1 else f"PID {h.host_ns_pid} (PID 1 unreadable)"
         self.message(f"tracing on {h.hostname} ({h.kernel}); host namespaces from {where}; "
                      "Ctrl-C to stop")
@@ -59,6 +75,15 @@ class _Group(click.Group):
             ctx.meta["ctrtrace.command"] = args[i + 1:]
             args = args[:i]
         return super().parse_args(ctx, args)
+
+
+def collect_garbage() -> None:
+    """Garbage collection back on after start-up (tracer.entry turns it off);
+    what start-up made is frozen out of later collections, which then walk
+    only what the trace itself makes."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _fail(e: CtrtraceError) -> None:
@@ -130,29 +155,44 @@ def main(ctx: click.Context, as_json: bool, duration: Optional[float], pid: Opti
     if ctx.obj is None:
         ctx.obj = App()
     if ctx.invoked_subcommand is not None:
+        collect_garbage()
         return
     app: App = ctx.obj
     command = ctx.meta.get("ctrtrace.command") or None
-    spec = FilterSpec(pid=pid, comm=comm, ns_changes=ns_changes, container=container,
-                      containers_only=containers_only)
-    opts = TraceOptions(threads=threads, ringbuf_bytes=buffer_size << 20, argv=list(sys.argv),
-                        docker_socket=docker_socket, docker=not no_docker,
-                        keep_exited=tree or ns_table)
     recorder = None
     try:
         if as_json and (tree or ns_table):
             raise CtrtraceError("--tree and --ns print text: record with -w and replay with "
                                 "--tree instead of --json", ExitStatus.USAGE)
-        if command and shutil.which(command[0]) is None:
-            raise CtrtraceError(f"cannot run {command[0]}: command not found", ExitStatus.USAGE)
-        if write:
-            from .record import Recorder
+        if command:
+            import shutil
 
-            recorder = Recorder(write)
-        view = JsonSink(app.out) if as_json else _LazyTextSink(app)
-        result = trace(opts, view, spec=spec, recorder=recorder, duration=duration,
-                       command=command, linger=linger, command_stdout=app.command_stdout(),
-                       on_ready=app.ready)
+            if shutil.which(command[0]) is None:
+                raise CtrtraceError(f"cannot run {command[0]}: command not found",
+                                    ExitStatus.USAGE)
+        opts = kernel_filtered(
+            TraceOptions(threads=threads, ringbuf_bytes=buffer_size << 20, argv=list(sys.argv),
+                         docker_socket=docker_socket, docker=not no_docker,
+                         keep_exited=tree or ns_table),
+            pid, comm, ns_changes, recording=bool(write))
+        loader = app.loader_for(opts.load_config())  # loads on its own thread
+        try:
+            from .filters import FilterSpec
+            from .render import JsonSink
+            from .session import trace
+
+            spec = FilterSpec(pid=pid, comm=comm, ns_changes=ns_changes, container=container,
+                              containers_only=containers_only)
+            if write:
+                from .record import Recorder
+
+                recorder = Recorder(write)
+            view = JsonSink(app.out) if as_json else _LazyTextSink(app)
+            result = trace(opts, view, spec=spec, recorder=recorder, duration=duration,
+                           command=command, linger=linger, command_stdout=app.command_stdout(),
+                           on_ready=app.ready, loader=loader)
+        finally:
+            loader.close()  # a no-op once the session has the programs
         if tree or ns_table:
             from . import views
 
@@ -162,6 +202,8 @@ def main(ctx: click.Context, as_json: bool, duration: Optional[float], pid: Opti
         _fail(e)
     except BrokenPipeError:
         _quiet_broken_pipe()
+    except KeyboardInterrupt:  # before the trace began: nothing to summarise
+        sys.exit(130)
     finally:
         if recorder is not None:
             recorder.close()
@@ -180,6 +222,8 @@ class _LazyTextSink:
         self.sink: Optional[TextSink] = None
 
     def header(self, h: Header) -> None:
+        from .render import TextRenderer, TextSink
+
         self.sink = TextSink(TextRenderer(h.host_ns, h.start_ktime_ns), self.app.out, self.app.err)
         self.sink.header(h)
 
@@ -212,6 +256,7 @@ def replay(app: App, file: str, as_json: bool, pid: Optional[int], comm: Optiona
     Needs no root and no BPF. The filters are the live command's; --tree and
     --ns show the process tree and the namespace table instead of events.
     """
+    from .filters import FilterSpec
     from .replay import run_replay
 
     spec = FilterSpec(pid=pid, comm=comm, ns_changes=ns_changes, container=container,

@@ -21,10 +21,17 @@ import os
 import re
 import socket
 import threading
-import urllib.parse
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
+
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def _quote(text: str) -> str:
+    """Percent-encoding for a query value (urllib.parse costs 5 ms to import)."""
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in text.encode())
 
 DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
 
@@ -155,7 +162,7 @@ class DockerClient:
 
     def watch(self, on_container: Callable[[str, Dict[str, str]], None]) -> Optional["EventWatch"]:
         """Follow the engine's container events in a thread; None if unreachable."""
-        filters = urllib.parse.quote(json.dumps({"type": ["container"], "event": ["create"]}))
+        filters = _quote(json.dumps({"type": ["container"], "event": ["create"]}))
         try:
             sock, resp = _get(self.path, f"/events?filters={filters}", self.timeout)
         except OSError:

@@ -339,6 +339,7 @@ class Header:
     host_ns_pid: int = 1     # where host_ns was read (2 if PID 1 was not readable)
     docker_socket: Optional[str] = None
     docker_reachable: bool = False
+    core_btf: str = ""       # what CO-RE relocated against: "subset" (cached) or "kernel"
     # the processes alive at start, from /proc: replay can name every parent
     processes: List[Dict[str, Any]] = field(default_factory=list)
     argv: List[str] = field(default_factory=list)
@@ -346,7 +347,7 @@ class Header:
     version: int = FORMAT_VERSION
 
     def to_json(self) -> Dict[str, Any]:
-        return {
+        d = {
             "type": "header",
             "format": self.format,
             "version": self.version,
@@ -364,6 +365,9 @@ class Header:
             "docker_reachable": self.docker_reachable,
             "processes": self.processes,
         }
+        if self.core_btf:  # recordings made before it was recorded lack it
+            d["core_btf"] = self.core_btf
+        return d
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "Header":
@@ -378,6 +382,7 @@ class Header:
             host_ns_pid=int(d.get("host_ns_pid", 1)),
             docker_socket=d.get("docker_socket"),
             docker_reachable=bool(d.get("docker_reachable", False)),
+            core_btf=str(d.get("core_btf", "")),
             processes=list(d.get("processes", [])),
             argv=list(d.get("argv", [])),
             format=str(d["format"]),

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import ctypes.util
 import os
-from typing import Deque, Iterator, List, Optional
+from typing import Deque, Dict, Iterator, List, Optional
 
 from .errors import CtrtraceError, ExitStatus
 
@@ -22,6 +21,21 @@ _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes
 SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
+
+
+class _OpenOpts(ctypes.Structure):
+    """struct bpf_object_open_opts up to btf_custom_path (libbpf >= 0.5); libbpf
+    reads no further than sz, so later fields keep their defaults."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("object_name", ctypes.c_char_p),
+        ("relaxed_maps", ctypes.c_bool),
+        ("pin_root_path", ctypes.c_char_p),
+        ("_attach_prog_fd", ctypes.c_uint32),  # removed from libbpf, kept as padding
+        ("kconfig", ctypes.c_char_p),
+        ("btf_custom_path", ctypes.c_char_p),
+    ]
 
 
 class _Lib:
@@ -39,15 +53,20 @@ class _Lib:
 
     @staticmethod
     def _open() -> ctypes.CDLL:
-        names = list(_SONAMES)
-        found = ctypes.util.find_library("bpf")
-        if found:
-            names.append(found)
-        for name in names:
+        for name in _SONAMES:
             try:
                 return ctypes.CDLL(name, use_errno=True)
             except OSError:
                 continue
+        # find_library runs ldconfig (or a compiler): only when the usual names fail
+        from ctypes.util import find_library
+
+        found = find_library("bpf")
+        if found:
+            try:
+                return ctypes.CDLL(found, use_errno=True)
+            except OSError:
+                pass
         raise CtrtraceError(
             "libbpf is not installed (libbpf.so.1 not found): install it, "
             "e.g. 'apt-get install libbpf1'",
@@ -70,6 +89,8 @@ class _Lib:
             "bpf_map__set_max_entries": (ci, [vp, ctypes.c_uint32]),
             "bpf_map__initial_value": (vp, [vp, ctypes.POINTER(ctypes.c_size_t)]),
             "bpf_program__name": (cp, [vp]),
+            "bpf_program__insns": (vp, [vp]),
+            "bpf_program__insn_cnt": (ctypes.c_size_t, [vp]),
             "bpf_program__attach": (vp, [vp]),
             "bpf_link__destroy": (ci, [vp]),
             "ring_buffer__new": (vp, [ci, SAMPLE_FN, vp, vp]),
@@ -160,11 +181,15 @@ class RingBuffer:
 class BpfObject:
     """An opened CO-RE object: configure it, load it, attach its programs."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, btf_custom_path: Optional[str] = None) -> None:
+        """btf_custom_path: the BTF to relocate against instead of the kernel's."""
         self._lib = lib()
         self.path = path
         self._links: List[int] = []
-        self._obj = self._lib.dll.bpf_object__open_file(path.encode(), None)
+        opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts))
+        if btf_custom_path:
+            opts.btf_custom_path = btf_custom_path.encode()
+        self._obj = self._lib.dll.bpf_object__open_file(path.encode(), ctypes.byref(opts))
         if not self._obj:
             err = ctypes.get_errno()
             raise CtrtraceError(
@@ -202,8 +227,18 @@ class BpfObject:
 
     # -- load and attach -----------------------------------------------------
 
-    def load(self) -> None:
+    def load(self, quiet: bool = False) -> bool:
+        """Load into the kernel; raises with libbpf's last messages on failure.
+
+        quiet: no messages at all (no Python callback runs during the load),
+        and False instead of an error: the caller loads again to learn why."""
         self._lib.log.clear()
+        if quiet:
+            self._lib.dll.libbpf_set_print(_PRINT_FN())
+            try:
+                return self._lib.dll.bpf_object__load(self._obj) == 0
+            finally:
+                self._lib.dll.libbpf_set_print(self._lib._print_cb)
         err = self._lib.dll.bpf_object__load(self._obj)
         if err:
             tail = [l for l in self._lib.log if l.strip()][-12:]
@@ -212,6 +247,7 @@ class BpfObject:
                 f"the kernel refused the BPF programs: {_errno_text(-err)}{detail}",
                 ExitStatus.BPF,
             )
+        return True
 
     def attach_all(self) -> None:
         p = self._lib.dll.bpf_object__next_program(self._obj, None)
@@ -227,6 +263,17 @@ class BpfObject:
             p = self._lib.dll.bpf_object__next_program(self._obj, p)
 
     # -- after load ----------------------------------------------------------
+
+    def program_insns(self) -> Dict[str, bytes]:
+        """Each program's instructions as libbpf relocated them (8 bytes each)."""
+        out = {}
+        p = self._lib.dll.bpf_object__next_program(self._obj, None)
+        while p:
+            n = self._lib.dll.bpf_program__insn_cnt(p)
+            insns = self._lib.dll.bpf_program__insns(p)
+            out[self._lib.dll.bpf_program__name(p).decode()] = ctypes.string_at(insns, n * 8)
+            p = self._lib.dll.bpf_object__next_program(self._obj, p)
+        return out
 
     def map_fd(self, name: str) -> int:
         return self._lib.dll.bpf_map__fd(self.map(name))

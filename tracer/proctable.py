@@ -11,8 +11,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Set
 
-import psutil
-
 from .events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
 from .system import read_ns
 
@@ -54,22 +52,22 @@ class Process:
                    container=Container.from_json(d.get("container")), from_proc=True)
 
 
-def _start_ns_from_stat(pid: int) -> int:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    # comm may hold spaces and parentheses: split after the last ')'
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return int(fields[19]) * 1_000_000_000 // _CLK_TCK
+def _slurp(path: str) -> bytes:
+    # os.open/os.read: a third of the cost of open().read() for these small files
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, 65536)
+        while len(data) >= 65536 and (more := os.read(fd, 65536)):
+            data += more  # a long command line
+        return data
+    finally:
+        os.close(fd)
 
 
-def _cgroup(pid: int) -> str:
+def _cgroup(text: bytes) -> str:
     """The same "parent/leaf" naming the kernel side reports: the v2 placement
     when there is one below the root, else the v1 memory hierarchy's."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            lines = [l.rstrip("\n").split(":", 2) for l in f]
-    except OSError:
-        return ""
+    lines = [l.split(":", 2) for l in text.decode(errors="replace").splitlines()]
     paths = {l[1]: l[2] for l in lines if len(l) == 3}
     path = paths.get("", "/")
     if path == "/":
@@ -78,16 +76,34 @@ def _cgroup(pid: int) -> str:
     return "/".join(parts[-2:]) if len(parts) > 1 else "/" + "".join(parts)
 
 
-def _vpid(pid: int) -> int:
-    """The pid in the process's own pid namespace (last NSpid entry)."""
+def read_process(pid: int) -> Optional[Process]:
+    """A live process as /proc shows it; None if it is gone (or half gone)."""
+    base = f"/proc/{pid}/"
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("NSpid:"):
-                    return int(line.split()[-1])
+        stat = _slurp(base + "stat")
+        status = _slurp(base + "status")
+        cmdline = _slurp(base + "cmdline")
+        cgroup = _slurp(base + "cgroup")
     except OSError:
-        pass
-    return pid
+        return None
+    try:
+        # comm may hold spaces and parentheses: it ends at the last ')'
+        close = stat.rindex(b")")
+        comm = stat[stat.index(b"(") + 1:close].decode(errors="replace")
+        fields = stat[close + 2:].split()
+        ppid, start_ticks = int(fields[1]), int(fields[19])
+    except (ValueError, IndexError):
+        return None
+    uid, vpid = 0, pid
+    for line in status.splitlines():
+        if line.startswith(b"Uid:"):
+            uid = int(line.split()[1])  # the real uid
+        elif line.startswith(b"NSpid:"):
+            vpid = int(line.split()[-1])  # in its own pid namespace
+    argv = [a.decode(errors="replace") for a in cmdline.split(b"\0")[:-1]] if cmdline else []
+    return Process(pid=pid, ppid=ppid, comm=comm, argv=argv,
+                   start_ns=start_ticks * 1_000_000_000 // _CLK_TCK, ns=read_ns(pid),
+                   vpid=vpid, uid=uid, cgroup=_cgroup(cgroup), from_proc=True)
 
 
 class ProcessTable:
@@ -113,25 +129,11 @@ class ProcessTable:
 
     def seed_from_proc(self) -> None:
         """Every process alive now, as /proc shows it."""
-        for p in psutil.process_iter(["pid", "ppid", "name", "cmdline", "uids"]):
-            info = p.info
-            pid = info["pid"]
-            try:
-                start = _start_ns_from_stat(pid)
-            except (OSError, ValueError, IndexError):
-                continue  # gone already
-            self._add(Process(
-                pid=pid,
-                ppid=info["ppid"] or 0,
-                comm=info["name"] or "",
-                argv=list(info["cmdline"] or []),
-                start_ns=start,
-                ns=read_ns(pid),
-                vpid=_vpid(pid),
-                uid=info["uids"].real if info["uids"] else 0,
-                cgroup=_cgroup(pid),
-                from_proc=True,
-            ))
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                proc = read_process(int(name))
+                if proc is not None:
+                    self._add(proc)
 
     def seed_from_snapshot(self, processes: Iterable[Dict[str, Any]]) -> None:
         """The processes a recording's header lists."""

@@ -18,57 +18,29 @@ import ctypes
 import dataclasses
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Set
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Set
 
 from . import layout as L
 from . import system
+from .containers import ContainerResolver, DockerClient
 from .decode import Decoder
 from .errors import CtrtraceError, ExitStatus
 from .events import EVENT_TYPES, Header, ProcessEvent, Summary
 from .filters import EventFilter, FilterSpec
-from .containers import ContainerResolver, DockerClient
 from .libbpf import BpfObject, RingBuffer
+from .loader import DEFAULT_RINGBUF_BYTES, ProgramLoader, default_object_path
+from .options import TraceOptions, kernel_filtered
 from .proctable import ProcessTable
 
-DEFAULT_RINGBUF_BYTES = 4 << 20  # ~12,000 events of slack; it counts in the RSS once used
-# The kernel wakes the reader when this fraction of the ring buffer is used;
-# otherwise the reader drains it every POLL_MS.  Small enough to leave room
-# for a burst while the reader catches up, large enough to batch.
-WAKEUP_FRACTION = 16
-POLL_MS = 25
+if TYPE_CHECKING:
+    import subprocess
 
+__all__ = ["DEFAULT_RINGBUF_BYTES", "POLL_MS", "RunResult", "Session", "TraceOptions",
+           "default_object_path", "kernel_filtered", "trace"]
 
-@dataclass
-class TraceOptions:
-    pid: Optional[int] = None          # that process and its descendants
-    comm: Optional[str] = None         # tasks whose comm is exactly this
-    ns_changes: bool = False           # only namespace creation, entry, or difference
-    threads: bool = False              # also emit CLONE_THREAD children
-    ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES
-    bpf_object: Optional[str] = None   # default: the one installed with the package
-    argv: List[str] = field(default_factory=list)
-    docker_socket: Optional[str] = None  # default: $DOCKER_HOST or /var/run/docker.sock
-    docker: bool = True                # ask the Docker engine for names and images
-    keep_exited: bool = False          # the process table remembers exited processes (views)
-
-
-def default_object_path() -> str:
-    env = os.environ.get("CTRTRACE_BPF_OBJECT")
-    if env:
-        return env
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpf", "ctrtrace.bpf.o")
-
-
-def _ringbuf_size(n: int) -> int:
-    """Ring buffers must be a power-of-two number of pages."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    size = page
-    while size < n:
-        size *= 2
-    return size
+POLL_MS = 25  # how often the reader drains the ring buffer when the kernel does not wake it
 
 
 def _release_freed_memory() -> None:
@@ -88,8 +60,11 @@ class Sink(Protocol):
 class Session:
     """One loaded set of BPF programs and the state that interprets their events."""
 
-    def __init__(self, options: TraceOptions) -> None:
+    def __init__(self, options: TraceOptions, loader: Optional[ProgramLoader] = None) -> None:
+        """loader: one already started with options.load_config() (see loader.py)."""
         self.options = options
+        self._loader = loader
+        self.core_btf = ""
         self.table = ProcessTable(keep_exited=options.keep_exited)
         self.counts: Dict[str, int] = collections.Counter({t: 0 for t in EVENT_TYPES})
         self._obj: Optional[BpfObject] = None
@@ -103,22 +78,12 @@ class Session:
 
     def open(self) -> Header:
         opts = self.options
-        system.check_privileges()
-        system.check_btf()
-        if opts.pid is not None and not os.path.exists(f"/proc/{opts.pid}"):
-            raise CtrtraceError(f"no process with pid {opts.pid}", ExitStatus.USAGE)
-        path = opts.bpf_object or default_object_path()
-        if not os.path.exists(path):
-            raise CtrtraceError(
-                f"the BPF object is missing ({path}): reinstall ctrtrace, or build it "
-                "with 'make -C bpf'", ExitStatus.ENVIRONMENT)
-        system.ensure_tracefs()
-
-        obj = self._obj = BpfObject(path)
-        rb_size = _ringbuf_size(opts.ringbuf_bytes)
-        self._configure(obj, rb_size)
-        obj.set_max_entries("events", rb_size)
-        obj.load()
+        loader = self._loader or ProgramLoader(opts.load_config())
+        try:
+            obj = self._obj = loader.result()
+        finally:
+            loader.close()  # unloads nothing once the object is taken
+        self.core_btf = loader.core_btf.source
         _release_freed_memory()  # libbpf parsed the kernel's BTF (megabytes) and freed it
         if opts.pid is not None:
             obj.update("tracked", ctypes.c_uint32(opts.pid), ctypes.c_uint8(1))
@@ -154,30 +119,10 @@ class Session:
             argv=list(opts.argv),
             docker_socket=client.path if client else None,
             docker_reachable=bool(client and client.reachable),
+            core_btf=self.core_btf,
             processes=[p.to_json() for p in self.table],
         )
         return self.header
-
-    def _configure(self, obj: BpfObject, rb_size: int) -> None:
-        opts = self.options
-        cfg = L.CtConfig()
-        cfg.wakeup_bytes = rb_size // WAKEUP_FRACTION
-        cfg.ignore_tgid = os.getpid()
-        cfg.filter_pid = opts.pid is not None
-        cfg.ns_changes_only = opts.ns_changes
-        cfg.emit_threads = opts.threads
-        if opts.comm:
-            comm = opts.comm.encode()
-            if len(comm) >= L.CT_COMM_LEN:
-                # the kernel keeps 15 bytes of a command name
-                comm = comm[:L.CT_COMM_LEN - 1]
-            cfg.filter_comm = 1
-            cfg.comm = comm
-        rodata = obj.rodata()
-        if len(rodata) < ctypes.sizeof(cfg):
-            raise CtrtraceError("the BPF object's .rodata is smaller than its config",
-                                ExitStatus.BPF)
-        ctypes.memmove(rodata, ctypes.byref(cfg), ctypes.sizeof(cfg))
 
     # -- events -------------------------------------------------------------
 
@@ -271,17 +216,21 @@ def trace(
     poll_ms: int = POLL_MS,
     command_stdout: Optional[int] = None,
     on_ready: Optional[Callable[[Header], None]] = None,
+    loader: Optional[ProgramLoader] = None,
 ) -> RunResult:
     """Trace until Ctrl-C/SIGTERM, the duration, or the command's exit (plus linger).
 
     The view gets the events the filters keep.  A recorder gets every event,
     so that replay can filter anything: with one, the filters run here rather
     than in the kernel (the same rules, from the same kernel facts).
+    loader: one started early with options = kernel_filtered(options, spec,
+    recording) (the command does, to load while it imports the rest).
     """
     spec = spec or FilterSpec()
-    if recorder is None:
-        options.pid, options.comm, options.ns_changes = spec.pid, spec.comm, spec.ns_changes
-    with Session(options) as session, _stop_on_signals() as signals:
+    if loader is None:
+        options = kernel_filtered(options, spec.pid, spec.comm, spec.ns_changes,
+                                  recording=recorder is not None)
+    with Session(options, loader) as session, _stop_on_signals() as signals:
         header = session.header
         assert header is not None
         flt = EventFilter(spec, header) if spec.active else None
@@ -309,10 +258,13 @@ def trace(
         t0 = time.monotonic()
         child: Optional[subprocess.Popen] = None
         if command:
+            import subprocess  # only with a command to run
+
             try:
                 child = subprocess.Popen(list(command), stdout=command_stdout)
             except OSError as e:
                 raise CtrtraceError(f"cannot run {command[0]}: {e.strerror}", ExitStatus.USAGE)
+        deliver(session.drain())  # what came while the session was set up, at once
         deadline = t0 + duration if duration is not None else None
         child_done_at: Optional[float] = None
         while not signals:

@@ -1,87 +1,16 @@
-"""What the host must offer before the BPF programs can load, and facts about it.
+"""Facts about the host: its namespaces, name, kernel and clocks.
 
-Each check raises CtrtraceError with one line saying what is wrong and what
-to do, so the command never ends in a traceback.
+(What it must offer before the BPF programs can load is checked in loader.py.)
 """
 
 from __future__ import annotations
 
 import os
-import platform
-import socket
-import subprocess
 import time
 from typing import Dict
 
-from .errors import CtrtraceError, ExitStatus
 from .events import Namespaces
 from .layout import NS_NAMES
-
-BTF_PATH = "/sys/kernel/btf/vmlinux"
-TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-
-CAP_SYS_ADMIN = 21
-CAP_PERFMON = 38
-CAP_BPF = 39
-
-
-def effective_caps(status_path: str = "/proc/self/status") -> int:
-    with open(status_path) as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    return 0
-
-
-def check_privileges(caps: int | None = None) -> None:
-    caps = effective_caps() if caps is None else caps
-
-    def has(bit: int) -> bool:
-        return bool(caps & (1 << bit))
-
-    if has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON)):
-        return
-    raise CtrtraceError(
-        "tracing needs root (or CAP_BPF and CAP_PERFMON): run it with sudo; "
-        "'ctrtrace replay FILE' needs no privileges",
-        ExitStatus.PERMISSION,
-    )
-
-
-def check_btf(path: str | None = None) -> None:
-    path = path or BTF_PATH
-    if not os.path.exists(path):
-        raise CtrtraceError(
-            f"this kernel has no BTF ({path} is missing): ctrtrace needs a kernel "
-            "built with CONFIG_DEBUG_INFO_BTF=y (standard on current distributions)",
-            ExitStatus.ENVIRONMENT,
-        )
-
-
-def _tracefs_mounted(path: str) -> bool:
-    return os.path.isdir(os.path.join(path, "events"))
-
-
-def ensure_tracefs() -> str:
-    """The syscall tracepoints are attached through tracefs; mount it if absent."""
-    for path in TRACEFS_PATHS:
-        if _tracefs_mounted(path):
-            return path
-    target = TRACEFS_PATHS[0]
-    err = ""
-    try:
-        r = subprocess.run(["mount", "-t", "tracefs", "tracefs", target],
-                           capture_output=True, text=True, timeout=10)
-        err = r.stderr.strip()
-    except (OSError, subprocess.SubprocessError) as e:
-        err = str(e)
-    if _tracefs_mounted(target):
-        return target
-    raise CtrtraceError(
-        f"tracefs is not mounted and mounting it failed ({err or 'unknown error'}): "
-        f"run 'mount -t tracefs tracefs {target}'",
-        ExitStatus.ENVIRONMENT,
-    )
 
 
 def read_ns(pid: int | str) -> Namespaces:
@@ -123,8 +52,8 @@ def wall_offset_ns() -> int:
 
 
 def hostname() -> str:
-    return socket.gethostname()
+    return os.uname().nodename
 
 
 def kernel_release() -> str:
-    return platform.release()
+    return os.uname().release

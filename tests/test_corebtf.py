@@ -1,0 +1,94 @@
+"""The cached CO-RE subset of the kernel's BTF: the same relocations, never stale."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+from tracer import corebtf, loader
+from tracer.loader import LoadConfig, ProgramLoader, default_object_path
+
+pytestmark = pytest.mark.bpf
+
+BPF_LD_IMM64 = 0x18
+BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE = 1, 2
+
+
+def _without_map_fds(insns: bytes) -> bytes:
+    """Map references are file descriptors, which differ between two loads."""
+    out = bytearray(insns)
+    for off in range(0, len(out) - 15, 8):
+        code, regs = out[off], out[off + 1]
+        if code == BPF_LD_IMM64 and (regs >> 4) in (BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE):
+            out[off + 4:off + 8] = b"\0\0\0\0"
+    return bytes(out)
+
+
+def _relocated(btf: corebtf.CoreBtf):
+    obj = loader._open(default_object_path(), LoadConfig(), btf)
+    try:
+        obj.load()
+        return {name: _without_map_fds(code) for name, code in obj.program_insns().items()}
+    finally:
+        obj.close()
+
+
+def test_the_subset_relocates_exactly_as_the_kernel_btf(tmp_path):
+    subset = corebtf.for_object(default_object_path(), str(tmp_path / "cache"))
+    assert subset.source == "subset", subset
+    assert os.path.getsize(subset.path) < os.path.getsize(corebtf.KERNEL_BTF) // 100
+    with_subset = _relocated(subset)
+    with_kernel = _relocated(corebtf.CoreBtf(None, "kernel"))
+    assert with_subset.keys() == with_kernel.keys() and len(with_kernel) >= 15
+    for name in with_kernel:
+        assert with_subset[name] == with_kernel[name], name
+
+
+def test_the_key_names_this_kernel_and_this_object(tmp_path):
+    cache = tmp_path / "cache"
+    first = corebtf.for_object(default_object_path(), str(cache))
+    assert corebtf.for_object(default_object_path(), str(cache)) == first  # cached
+    other = tmp_path / "other.bpf.o"
+    other.write_bytes(open(default_object_path(), "rb").read() + b"\0")
+    assert corebtf.for_object(str(other), str(cache)).path != first.path
+    with open(corebtf.KERNEL_NOTES, "rb") as f:
+        bid = corebtf.build_id(f.read())
+    if bid:  # the kernel's GNU build id when it has one, else a CRC of its BTF
+        assert bid in first.path
+
+
+def test_build_id_from_elf_notes():
+    def note(name: bytes, ntype: int, desc: bytes) -> bytes:
+        pad = lambda b: b + b"\0" * (-len(b) % 4)  # noqa: E731
+        return struct.pack("<III", len(name), len(desc), ntype) + pad(name) + pad(desc)
+
+    notes = note(b"Xen\0", 6, b"abcde") + note(b"GNU\0", 3, bytes(range(20)))
+    assert corebtf.build_id(notes) == bytes(range(20)).hex()
+    assert corebtf.build_id(note(b"Linux\0", 3, b"1234")) is None
+    assert corebtf.build_id(notes[:-4]) is None  # cut short
+
+
+def test_an_unsafe_or_disabled_cache_falls_back_to_the_kernel_btf(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    got = corebtf.for_object(default_object_path(), str(shared))
+    assert got.path is None and "not a private directory" in got.source
+    monkeypatch.setenv("CTRTRACE_CACHE_DIR", "")
+    assert corebtf.for_object(default_object_path()).path is None
+
+
+def test_a_damaged_subset_is_refused_and_the_kernel_btf_used(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    good = corebtf.for_object(default_object_path(), str(cache))
+    with open(good.path, "wb") as f:
+        f.write(b"\x9f\xeb\x01\x00 not BTF")
+    monkeypatch.setenv("CTRTRACE_CACHE_DIR", str(cache))
+    ld = ProgramLoader(LoadConfig())
+    obj = ld.result()
+    try:
+        assert ld.core_btf.path is None and "refused" in ld.core_btf.source
+    finally:
+        obj.close()

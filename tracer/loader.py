@@ -1,0 +1,226 @@
+"""Getting the BPF programs into the kernel: the host's prerequisites, then
+libbpf on a thread of its own.
+
+Loading is libbpf and the verifier, in C with the GIL released, so it runs
+while the rest of ctrtrace is imported and the session is set up: the
+command starts a ProgramLoader as soon as its options are parsed and the
+Session takes the loaded object from it.  The checks that need no loading
+(privileges, BTF, tracefs, the object file) run first, on the caller's
+thread, so that their one-line errors come at once.
+
+This module is imported before everything else on the way to tracing:
+keep its imports light.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from typing import NamedTuple, Optional
+
+from . import corebtf
+from . import layout as L
+from .errors import CtrtraceError, ExitStatus
+from .libbpf import BpfObject
+
+DEFAULT_RINGBUF_BYTES = 4 << 20  # ~12,000 events of slack; it counts in the RSS once used
+# The kernel wakes the reader when this fraction of the ring buffer is used;
+# otherwise the reader drains it every POLL_MS (session.py).  Small enough to
+# leave room for a burst while the reader catches up, large enough to batch.
+WAKEUP_FRACTION = 16
+
+BTF_PATH = corebtf.KERNEL_BTF
+TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
+CAP_BPF = 39
+
+
+class LoadConfig(NamedTuple):
+    """What decides the loaded programs: rodata tunables, the ring buffer size, the object."""
+
+    pid: Optional[int] = None          # that process and its descendants
+    comm: Optional[str] = None         # tasks whose comm is exactly this
+    ns_changes: bool = False           # only namespace creation, entry, or difference
+    threads: bool = False              # also emit CLONE_THREAD children
+    ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES
+    bpf_object: Optional[str] = None   # default: the one installed with the package
+
+
+def default_object_path() -> str:
+    env = os.environ.get("CTRTRACE_BPF_OBJECT")
+    if env:
+        return env
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpf", "ctrtrace.bpf.o")
+
+
+def ringbuf_size(n: int) -> int:
+    """Ring buffers must be a power-of-two number of pages."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    size = page
+    while size < n:
+        size *= 2
+    return size
+
+
+# -- what the host must offer ---------------------------------------------------
+
+def effective_caps(status_path: str = "/proc/self/status") -> int:
+    with open(status_path) as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def check_privileges(caps: int | None = None) -> None:
+    caps = effective_caps() if caps is None else caps
+
+    def has(bit: int) -> bool:
+        return bool(caps & (1 << bit))
+
+    if has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON)):
+        return
+    raise CtrtraceError(
+        "tracing needs root (or CAP_BPF and CAP_PERFMON): run it with sudo; "
+        "'ctrtrace replay FILE' needs no privileges",
+        ExitStatus.PERMISSION,
+    )
+
+
+def check_btf(path: str | None = None) -> None:
+    path = path or BTF_PATH
+    if not os.path.exists(path):
+        raise CtrtraceError(
+            f"this kernel has no BTF ({path} is missing): ctrtrace needs a kernel "
+            "built with CONFIG_DEBUG_INFO_BTF=y (standard on current distributions)",
+            ExitStatus.ENVIRONMENT,
+        )
+
+
+def _tracefs_mounted(path: str) -> bool:
+    return os.path.isdir(os.path.join(path, "events"))
+
+
+def ensure_tracefs() -> str:
+    """The syscall tracepoints are attached through tracefs; mount it if absent."""
+    for path in TRACEFS_PATHS:
+        if _tracefs_mounted(path):
+            return path
+    import subprocess  # rarely needed: not worth its import time on every start
+
+    target = TRACEFS_PATHS[0]
+    err = ""
+    try:
+        r = subprocess.run(["mount", "-t", "tracefs", "tracefs", target],
+                           capture_output=True, text=True, timeout=10)
+        err = r.stderr.strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        err = str(e)
+    if _tracefs_mounted(target):
+        return target
+    raise CtrtraceError(
+        f"tracefs is not mounted and mounting it failed ({err or 'unknown error'}): "
+        f"run 'mount -t tracefs tracefs {target}'",
+        ExitStatus.ENVIRONMENT,
+    )
+
+
+# -- loading --------------------------------------------------------------------
+
+def config_for(options: LoadConfig, rb_size: int) -> L.CtConfig:
+    """The rodata tunables: fixed at load, so the verifier prunes what is off."""
+    cfg = L.CtConfig()
+    cfg.wakeup_bytes = rb_size // WAKEUP_FRACTION
+    cfg.ignore_tgid = os.getpid()
+    cfg.filter_pid = options.pid is not None
+    cfg.ns_changes_only = options.ns_changes
+    cfg.emit_threads = options.threads
+    if options.comm:
+        comm = options.comm.encode()
+        if len(comm) >= L.CT_COMM_LEN:
+            # the kernel keeps 15 bytes of a command name
+            comm = comm[:L.CT_COMM_LEN - 1]
+        cfg.filter_comm = 1
+        cfg.comm = comm
+    return cfg
+
+
+def _open(path: str, options: LoadConfig, btf: corebtf.CoreBtf) -> BpfObject:
+    """The object opened and configured, ready to load."""
+    obj = BpfObject(path, btf.path)
+    try:
+        rb_size = ringbuf_size(options.ringbuf_bytes)
+        cfg = config_for(options, rb_size)
+        rodata = obj.rodata()
+        if len(rodata) < ctypes.sizeof(cfg):
+            raise CtrtraceError("the BPF object's .rodata is smaller than its config",
+                                ExitStatus.BPF)
+        ctypes.memmove(rodata, ctypes.byref(cfg), ctypes.sizeof(cfg))
+        obj.set_max_entries("events", rb_size)
+    except BaseException:
+        obj.close()
+        raise
+    return obj
+
+
+class ProgramLoader:
+    """Checks the host and opens the object now; loads it on a thread; result() waits."""
+
+    def __init__(self, options: LoadConfig) -> None:
+        self.options = options
+        check_privileges()
+        check_btf()
+        if options.pid is not None and not os.path.exists(f"/proc/{options.pid}"):
+            raise CtrtraceError(f"no process with pid {options.pid}", ExitStatus.USAGE)
+        self.path = options.bpf_object or default_object_path()
+        if not os.path.exists(self.path):
+            raise CtrtraceError(
+                f"the BPF object is missing ({self.path}): reinstall ctrtrace, or build it "
+                "with 'make -C bpf'", ExitStatus.ENVIRONMENT)
+        ensure_tracefs()
+        # Everything but the load itself happens here: the thread then makes a
+        # single long C call and needs the GIL (which the importing main thread
+        # holds, handing it over every 5 ms at best) only once, at its end.
+        self.core_btf = corebtf.for_object(self.path)
+        self._obj: Optional[BpfObject] = _open(self.path, options, self.core_btf)
+        self._loaded = False
+        self._taken = False
+        self._thread = threading.Thread(target=self._run, name="ctrtrace-load", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self._obj is not None
+        # quiet: libbpf's hundreds of debug messages would each need the GIL
+        self._loaded = self._obj.load(quiet=True)
+
+    def _load_again(self) -> None:
+        """The load failed: retry without the subset, then with libbpf's messages,
+        which explain a refusal (the verifier's log)."""
+        assert self._obj is not None
+        self._obj.close()
+        self._obj = None
+        if self.core_btf.path is not None:
+            # never worse than without the subset: the kernel's own BTF decides
+            self.core_btf = corebtf.CoreBtf(None, "kernel (the subset was refused)")
+        self._obj = _open(self.path, self.options, self.core_btf)
+        self._obj.load()
+
+    def result(self) -> BpfObject:
+        """The loaded object (the caller owns it from now on), or the load's error."""
+        self._thread.join()
+        if not self._loaded:
+            self._load_again()
+            self._loaded = True
+        assert self._obj is not None
+        self._taken = True
+        return self._obj
+
+    def close(self) -> None:
+        """Unload what nobody took (an error or Ctrl-C came first)."""
+        self._thread.join()
+        if self._obj is not None and not self._taken:
+            self._obj.close()
+            self._obj = None

@@ -1,0 +1,41 @@
+"""What a trace is asked to do: the library's options, and the command's.
+
+Separate from session.py so that the command can build them, and start
+loading the BPF programs, before the rest of ctrtrace is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from .loader import DEFAULT_RINGBUF_BYTES, LoadConfig
+
+
+@dataclass
+class TraceOptions:
+    pid: Optional[int] = None          # that process and its descendants
+    comm: Optional[str] = None         # tasks whose comm is exactly this
+    ns_changes: bool = False           # only namespace creation, entry, or difference
+    threads: bool = False              # also emit CLONE_THREAD children
+    ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES
+    bpf_object: Optional[str] = None   # default: the one installed with the package
+    argv: List[str] = field(default_factory=list)
+    docker_socket: Optional[str] = None  # default: $DOCKER_HOST or /var/run/docker.sock
+    docker: bool = True                # ask the Docker engine for names and images
+    keep_exited: bool = False          # the process table remembers exited processes (views)
+
+    def load_config(self) -> LoadConfig:
+        return LoadConfig(pid=self.pid, comm=self.comm, ns_changes=self.ns_changes,
+                          threads=self.threads, ringbuf_bytes=self.ringbuf_bytes,
+                          bpf_object=self.bpf_object)
+
+
+def kernel_filtered(options: TraceOptions, pid: Optional[int], comm: Optional[str],
+                    ns_changes: bool, recording: bool) -> TraceOptions:
+    """The view's pid/comm/ns-changes filters run in the kernel, so that what is
+    not shown is not even sent -- unless a recording needs every event."""
+    if recording:
+        return options
+    return dataclasses.replace(options, pid=pid, comm=comm, ns_changes=ns_changes)
