@@ -51,7 +51,8 @@ class Namespaces:
 
 
 @functools.lru_cache(maxsize=64)
-def _second(sec: int) -> str:
+def iso_second(sec: int) -> str:
+    """The whole-second part of a timestamp, up to its '.'."""
     return _dt.datetime.fromtimestamp(sec, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
@@ -63,7 +64,7 @@ def _ns_dict(ns: "Namespaces") -> Dict[str, int]:
 def iso_ts(wall_ns: int) -> str:
     # events come a few thousand a second: format each second once
     sec, frac = divmod(wall_ns, 1_000_000_000)
-    return f"{_second(sec)}{frac:09d}Z"
+    return f"{iso_second(sec)}{frac:09d}Z"
 
 
 def parse_iso_ts(s: str) -> int:

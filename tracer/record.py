@@ -17,7 +17,7 @@ from typing import IO, Optional
 
 from .errors import CtrtraceError, ExitStatus
 from .events import Header, ProcessEvent, Summary
-from .render import json_line
+from .jsonlines import EventLines, json_bytes
 
 
 def open_private(path: str) -> IO[bytes]:
@@ -40,17 +40,19 @@ class Recorder:
         if path.endswith(".gz"):
             self._gz = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6)
             out = self._gz  # type: ignore[assignment]
-        self._out = io.TextIOWrapper(out, encoding="utf-8", newline="\n", write_through=False)
+        # buffered: a batch goes down in few writes, and each flush() ends it
+        self._out = io.BufferedWriter(out, buffer_size=1 << 16)  # type: ignore[arg-type]
+        self._lines = EventLines()
 
     def _write(self, obj) -> None:
-        self._out.write(json_line(obj) + "\n")
+        self._out.write(json_bytes(obj) + b"\n")
 
     def header(self, h: Header) -> None:
         self._write(h.to_json())
         self.flush()
 
     def event(self, ev: ProcessEvent) -> None:
-        self._write(ev.to_json())
+        self._out.write(self._lines.line(ev))
 
     def flush(self) -> None:
         self._out.flush()

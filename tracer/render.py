@@ -6,10 +6,9 @@ view printed.
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass
-from typing import IO, Dict, List
+from typing import IO, Dict, List, Optional
 
 from .events import (
     ExecEvent, ExitEvent, ForkEvent, Header, Namespaces, ProcessEvent, SetnsEvent,
@@ -18,6 +17,7 @@ from .events import (
 from .flags import (
     clone_flag_names, errno_name, nstype_name, signal_name, unshare_flag_names,
 )
+from .jsonlines import EventLines, json_bytes
 from .layout import NS_NAMES
 
 # Short names in the marks column; the *_for_children ones get a trailing '>'
@@ -160,16 +160,9 @@ class TextRenderer:
         return text
 
 
-try:
-    import orjson as _orjson
-
-    def json_line(obj: Dict) -> str:
-        """One compact JSON object (orjson: the same bytes json.dumps would
-        give with these separators, several times faster)."""
-        return _orjson.dumps(obj).decode()
-except ImportError:  # pragma: no cover - orjson is a dependency; this is the fallback
-    def json_line(obj: Dict) -> str:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+def json_line(obj: Dict) -> str:
+    """One compact JSON object, as text."""
+    return json_bytes(obj).decode()
 
 
 class TextSink:
@@ -193,20 +186,35 @@ class TextSink:
 
 
 class JsonSink:
-    """JSON Lines on the output: header, events, summary."""
+    """JSON Lines on the output: header, events, summary.
+
+    Lines are bytes (jsonlines.py), collected per batch and written to the
+    stream's binary buffer at each flush: no str round trip per event."""
 
     def __init__(self, out: IO[str]) -> None:
         self.out = out
+        self._bin: Optional[IO[bytes]] = getattr(out, "buffer", None)
+        self._lines = EventLines()
+        self._batch: List[bytes] = []
 
     def header(self, h: Header) -> None:
-        self.out.write(json_line(h.to_json()) + "\n")
+        self._batch.append(json_bytes(h.to_json()) + b"\n")
 
     def event(self, ev: ProcessEvent) -> None:
-        self.out.write(json_line(ev.to_json()) + "\n")
+        self._batch.append(self._lines.line(ev))
 
     def flush(self) -> None:
+        if self._batch:
+            data = b"".join(self._batch)
+            self._batch.clear()
+            self.out.flush()  # whatever the text layer holds goes first
+            if self._bin is not None:
+                self._bin.write(data)
+                self._bin.flush()
+            else:  # a text-only stream
+                self.out.write(data.decode())
         self.out.flush()
 
     def summary(self, s: Summary) -> None:
-        self.out.write(json_line(s.to_json()) + "\n")
-        self.out.flush()
+        self._batch.append(json_bytes(s.to_json()) + b"\n")
+        self.flush()

@@ -292,7 +292,7 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
 
 def _replay_json(reader: TraceReader, flt, app, counts: Dict[str, int]) -> Summary:
     """JSON Lines out: the header and each kept event exactly as recorded."""
-    from .render import json_line
+    from .jsonlines import json_bytes
 
     out = app.out
     out.flush()
@@ -316,7 +316,7 @@ def _replay_json(reader: TraceReader, flt, app, counts: Dict[str, int]) -> Summa
     else:
         obj = summary.to_json()
         obj["bad_lines"] = reader.bad
-        write((json_line(obj) + "\n").encode())
+        write(json_bytes(obj) + b"\n")
     if buf is not None:
         buf.flush()
     out.flush()
