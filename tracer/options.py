@@ -27,9 +27,8 @@ class TraceOptions:
     keep_exited: bool = False          # the process table remembers exited processes (views)
 
     def load_config(self) -> LoadConfig:
-        return LoadConfig(pid=self.pid, comm=self.comm, ns_changes=self.ns_changes,
-                          threads=self.threads, ringbuf_bytes=self.ringbuf_bytes,
-                          bpf_object=self.bpf_object)
+        """The part that decides the loaded programs (same names as here)."""
+        return LoadConfig(**{name: getattr(self, name) for name in LoadConfig._fields})
 
 
 def kernel_filtered(options: TraceOptions, pid: Optional[int], comm: Optional[str],
