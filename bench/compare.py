@@ -12,7 +12,10 @@ what is reported is the median over rounds of traced/untraced exec rates,
 with: execs the tracer reported vs N (seen), what it said it lost (lost:
 ctrtrace's events, execsnoop's "Lost N events", bcc's "Possibly lost N
 samples", one sample per argument), the time from its launch until it
-reported a probe exec (ready), and its peak RSS. `noop` is a control
+reported a probe exec (ready), its peak RSS, and the CPU time its process
+used during the traced storm: per exec (CPU/exec), and as lines written per
+CPU-second (lines/CPU-s: for ctrtrace, events decoded and written as JSON;
+its capacity if it had a CPU to itself). `noop` is a control
 "tracer" that does nothing: its ratio shows the noise. With --static the
 storm vfork+execs a static binary (busybox as `true`), the fastest exec
 there is.
@@ -101,6 +104,20 @@ class Tracer:
             if self.name == "noop" or os.path.basename(probe_bin).encode() in self.output():
                 return time.monotonic() - self.t0
         raise SystemExit(f"{self.name} did not become ready in {timeout} s")
+
+    def cpu_s(self) -> float:
+        """CPU time (user + system) the tracer's process has used so far."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+
+    def events(self) -> int:
+        """Lines (events) the tracer wrote, header and summary aside for ctrtrace."""
+        n = self.output().count(b"\n")
+        return n - 2 if self.name == "ctrtrace" else n
 
     def peak_rss_mb(self) -> float:
         try:
@@ -280,23 +297,31 @@ def run_rounds(args, tracers, storm_exe, target, probe, workdir, results):
                 base = storm(storm_exe, args.execs, w, target, args.static)
                 t.start(workdir)
                 ready = t.wait_ready(probe)
+                time.sleep(0.2)  # start-up over: what follows is the storm's cost
+                cpu0, events0 = t.cpu_s(), t.events()
                 traced = storm(storm_exe, args.execs, w, target, args.static)
                 time.sleep(0.3)  # let the tracer write what it has
+                cpu = t.cpu_s() - cpu0
+                events = t.events() - events0
                 rss = t.peak_rss_mb()
                 t.stop()
                 seen = t.seen(target) if t.name != "noop" else args.execs
                 res = results.setdefault((t.name, w), [])
                 res.append({"untraced": base, "traced": traced, "ratio": traced / base,
-                            "ready_s": ready, "rss_mb": rss, "seen": seen, "lost": t.lost()})
+                            "ready_s": ready, "rss_mb": rss, "seen": seen, "lost": t.lost(),
+                            "cpu_us_per_exec": 1e6 * cpu / args.execs,
+                            "events_per_cpu_s": events / cpu if cpu > 0 else float("nan")})
                 print(f"round {r + 1} {t.name:<13} w={w} untraced {base:7.0f}/s traced "
                       f"{traced:7.0f}/s ratio {traced / base:.3f} ready {ready * 1000:5.0f} ms "
-                      f"rss {rss:5.1f} MB seen {seen}/{args.execs} lost {t.lost()}", flush=True)
+                      f"rss {rss:5.1f} MB seen {seen}/{args.execs} lost {t.lost()} "
+                      f"cpu {1e6 * cpu / args.execs:5.1f} us/exec", flush=True)
 
 
 def report(args, results, skipped):
     print()
     print(f"{'tracer':<13} {'workers':>7} {'rate untraced':>13} {'ratio':>6} "
-          f"{'seen/expected':>14} {'lost':>5} {'ready':>8} {'peak RSS':>9}")
+          f"{'seen/expected':>14} {'lost':>5} {'ready':>8} {'peak RSS':>9} {'CPU/exec':>9} "
+          f"{'lines/CPU-s':>11}")
     table = []
     for (name, w), rs in results.items():
         row = {
@@ -307,11 +332,14 @@ def report(args, results, skipped):
             "lost": ",".join(sorted({x["lost"] for x in rs})),
             "ready_ms": 1000 * statistics.median(x["ready_s"] for x in rs),
             "rss_mb": max(x["rss_mb"] for x in rs),
+            "cpu_us_per_exec": statistics.median(x["cpu_us_per_exec"] for x in rs),
+            "events_per_cpu_s": statistics.median(x["events_per_cpu_s"] for x in rs),
         }
         table.append(row)
         print(f"{name:<13} {w:>7} {row['untraced']:>11.0f}/s {row['ratio']:>6.2f} "
               f"{row['seen_min']:>7}/{args.execs:<6} {row['lost']:>5} {row['ready_ms']:>6.0f}ms "
-              f"{row['rss_mb']:>7.1f}MB")
+              f"{row['rss_mb']:>7.1f}MB {row['cpu_us_per_exec']:>7.1f}us "
+              f"{row['events_per_cpu_s']:>11.0f}")
     for note in skipped:
         print(f"skipped {note}")
     if args.json_out:

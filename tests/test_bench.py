@@ -37,3 +37,8 @@ def test_startup_burst_driver():
 def test_replay_driver():
     out = _run(os.path.join(BENCH, "replay.py"), "--events", "20000", "--ctrtrace", CTRTRACE)
     assert out.count("events/s") == 6
+
+
+def test_ready_driver():
+    out = _run(os.path.join(BENCH, "ready.py"), "--launches", "1", "--ctrtrace", CTRTRACE)
+    assert [l.split()[0] for l in out.splitlines()] == ["warm", "off", "cold"]
