@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from typing import IO, Dict, List, Optional
+from typing import IO, List, Optional
 
 from .events import (
     ExecEvent, ExitEvent, ForkEvent, Header, Namespaces, ProcessEvent, SetnsEvent,
@@ -158,11 +158,6 @@ class TextRenderer:
         if extra:
             text += "; " + "; ".join(extra)
         return text
-
-
-def json_line(obj: Dict) -> str:
-    """One compact JSON object, as text."""
-    return json_bytes(obj).decode()
 
 
 class TextSink:
