@@ -110,3 +110,47 @@ def test_bad_records(dec):
     _hdr(e, 99)
     with pytest.raises(CtrtraceError, match="unknown event type 99"):
         dec.decode(bytes(e))
+
+
+def _records():
+    ex = L.CtExecEvent()
+    _hdr(ex, L.CT_EVENT_EXEC)
+    fk, xt, sn, un = L.CtForkEvent(), L.CtExitEvent(), L.CtSetnsEvent(), L.CtUnshareEvent()
+    for e, t in ((fk, L.CT_EVENT_FORK), (xt, L.CT_EVENT_EXIT), (sn, L.CT_EVENT_SETNS),
+                 (un, L.CT_EVENT_UNSHARE)):
+        _hdr(e, t)
+    for e in (ex, fk, xt, sn, un):
+        _fill(e.task)
+    return [bytes(ex)[:L.EXEC_DATA_OFFSET], bytes(fk), bytes(xt), bytes(sn), bytes(un)]
+
+
+def test_every_field_set(dec):
+    """Events are filled in place, not through __init__: a field added to an
+    event class and forgotten here would be unset (AttributeError) or keep
+    its default silently; both fail this."""
+    import dataclasses
+
+    for rec in _records():
+        ev = dec.decode(rec)
+        for f in dataclasses.fields(ev):
+            getattr(ev, f.name)  # raises if never assigned
+        cls = type(ev)
+        assert ev == cls(**{f.name: getattr(ev, f.name) for f in dataclasses.fields(ev)})
+
+
+def test_identity_cache_keeps_events_apart(dec):
+    """comm, namespaces and cgroup come from a cache keyed by their raw bytes:
+    a difference in any one of them is a different entry."""
+    e = L.CtForkEvent()
+    _hdr(e, L.CT_EVENT_FORK)
+    _fill(e.task)
+    first = dec.decode(bytes(e))
+    e.task.ns.time_for_children = 999
+    e.task.cgroup_leaf = b"other"
+    second = dec.decode(bytes(e))
+    e.task.comm = b"sh"
+    third = dec.decode(bytes(e))
+    assert first.ns.time_for_children == NS[-1] and second.ns.time_for_children == 999
+    assert (first.cgroup, second.cgroup, third.cgroup) == ("docker/abc", "docker/other", "docker/other")
+    assert (second.comm, third.comm) == ("runc:[1:CHILD]", "sh")
+    assert dec.decode(bytes(e)).ns is third.ns  # repeated sets are shared, not rebuilt

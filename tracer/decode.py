@@ -1,14 +1,23 @@
 """Ring-buffer records (bytes laid out by bpf/ctrtrace.h) -> typed events.
 
-Each record type decodes with one precompiled struct.Struct, built from the
-ctypes mirror in layout.py (whose layout the tests check against the BTF of
-the object); namespace sets, command names and cgroup names repeat across
-events and are decoded once each.
+This runs once per event, thousands of times a second under an exec storm,
+on the CPUs the traced workload needs, so it does as little as it can:
+
+- each record type unpacks with one precompiled struct.Struct, built from
+  the ctypes mirror in layout.py (whose layout the tests check against the
+  BTF of the object);
+- a task's command name, namespace set and cgroup names are contiguous in
+  the record and repeat from event to event: the raw bytes of that span
+  are the key to a cache of their decoded form;
+- events are filled in place (object.__new__ plus slot assignments): the
+  dataclass __init__ with keyword arguments cost three times as much.
+  tests/test_decode.py checks that every field of every event is set.
 """
 
 from __future__ import annotations
 
 import struct
+import sys
 from typing import Callable, Dict, Tuple
 
 from . import layout as L
@@ -26,11 +35,30 @@ _SETNS = struct.Struct(L.struct_format(L.CtSetnsEvent))
 _UNSHARE = struct.Struct(L.struct_format(L.CtUnshareEvent))
 _NS = len(L.NS_NAMES)
 
+# Every record starts with the header and the task, whose numbers come
+# first; _task() assigns them by position, in this order.
+_NUMBERS = ("hdr.type", "hdr.size", "hdr.flags", "hdr.cpu", "hdr.ktime_ns",
+            "task.pid", "task.tid", "task.ppid", "task.vpid", "task.uid", "task.gid",
+            "task.start_ns", "task.parent_start_ns", "task.cgroup_id")
+for _mirror in (L.CtExecHead, L.CtForkEvent, L.CtExitEvent, L.CtSetnsEvent, L.CtUnshareEvent):
+    if tuple(L.struct_fields(_mirror)[:len(_NUMBERS)]) != _NUMBERS:
+        raise ImportError(f"decode.py expects {_NUMBERS} first in {_mirror.__name__}")
+
+# comm, ns and the cgroup names: one contiguous span of the task
+_TASK_AT = L.CtExecHead.task.offset
+_IDENT_START = _TASK_AT + L.CtTask.comm.offset
+_IDENT_END = _TASK_AT + L.CtTask.cgroup_leaf.offset + L.CT_CGROUP_NAME_LEN
+_COMM_LEN = L.CT_COMM_LEN
+_NS_AT = L.CtTask.ns.offset - L.CtTask.comm.offset
+_NS_FMT = struct.Struct(L.struct_format(L.CtNs))
+_CGP_AT = L.CtTask.cgroup_parent.offset - L.CtTask.comm.offset
+_CGL_AT = L.CtTask.cgroup_leaf.offset - L.CtTask.comm.offset
+_IDENT_CACHE_MAX = 4096  # distinct (comm, ns, cgroup) sets: a few hundred in practice
+
 
 def _at(cls, name: str) -> int:
     """Index of a field in the tuple its Struct unpacks (names from the mirror)."""
     return L.struct_fields(cls).index(name)
-
 
 
 _EXEC_AT = _at(L.CtExecHead, "old_pid")
@@ -40,10 +68,14 @@ _SETNS_BEFORE = _at(L.CtSetnsEvent, "ns_before.mnt")
 _SETNS_AT = _at(L.CtSetnsEvent, "fd")
 _UNSHARE_BEFORE = _at(L.CtUnshareEvent, "ns_before.mnt")
 _UNSHARE_AT = _at(L.CtUnshareEvent, "flags")
-_T = {n: _at(L.CtExecHead, n) for n in (
-    "hdr.flags", "hdr.cpu", "hdr.ktime_ns", "task.pid", "task.tid", "task.ppid", "task.vpid",
-    "task.uid", "task.gid", "task.start_ns", "task.parent_start_ns", "task.cgroup_id",
-    "task.comm", "task.ns.mnt", "task.cgroup_parent", "task.cgroup_leaf")}
+
+_new = object.__new__
+# hdr.type without a struct call: its two bytes, in the kernel's (native) order
+_TYPE_LO, _TYPE_HI = (0, 1) if sys.byteorder == "little" else (1, 0)
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
 class Decoder:
@@ -51,10 +83,9 @@ class Decoder:
 
     def __init__(self, wall_offset_ns: int) -> None:
         self.wall_offset_ns = wall_offset_ns
-        self._cgroups: Dict[Tuple[bytes, bytes], str] = {}
-        self._comms: Dict[bytes, str] = {}
+        self._idents: Dict[bytes, Tuple[str, Namespaces, str]] = {}
         self._nss: Dict[tuple, Namespaces] = {}
-        self._by_type: Dict[int, Callable[[bytes, int], ProcessEvent]] = {
+        self._by_type: Dict[int, Callable[[bytes], ProcessEvent]] = {
             L.CT_EVENT_EXEC: self._exec,
             L.CT_EVENT_EXEC_FAILED: self._exec,
             L.CT_EVENT_FORK: self._fork,
@@ -66,11 +97,11 @@ class Decoder:
     def decode(self, rec: bytes) -> ProcessEvent:
         if len(rec) < _HDR.size:
             raise CtrtraceError(f"short record from the kernel: {len(rec)} bytes", ExitStatus.BPF)
-        rtype = _HDR.unpack_from(rec)[0]
-        fn = self._by_type.get(rtype)
+        fn = self._by_type.get(rec[_TYPE_LO] | rec[_TYPE_HI] << 8)  # hdr.type
         if fn is None:
+            rtype = _HDR.unpack_from(rec)[0]
             raise CtrtraceError(f"unknown event type {rtype} from the kernel", ExitStatus.BPF)
-        return fn(rec, rtype)
+        return fn(rec)
 
     @staticmethod
     def _fields(s: struct.Struct, rec: bytes) -> tuple:
@@ -81,90 +112,81 @@ class Decoder:
     def _ns(self, values: tuple) -> Namespaces:
         ns = self._nss.get(values)
         if ns is None:
+            if len(self._nss) >= _IDENT_CACHE_MAX:
+                self._nss.clear()
             ns = self._nss[values] = Namespaces(*values)
         return ns
 
-    def _common(self, f: tuple, t=_T) -> dict:
-        flags, ktime, raw_comm = f[t["hdr.flags"]], f[t["hdr.ktime_ns"]], f[t["task.comm"]]
-        comm = self._comms.get(raw_comm)
-        if comm is None:
-            comm = self._comms[raw_comm] = raw_comm.split(b"\0", 1)[0].decode(errors="replace")
-        ns_at = t["task.ns.mnt"]
-        return dict(
-            ktime_ns=ktime,
-            wall_ns=ktime + self.wall_offset_ns,
-            cpu=f[t["hdr.cpu"]],
-            pid=f[t["task.pid"]], tid=f[t["task.tid"]], ppid=f[t["task.ppid"]],
-            vpid=f[t["task.vpid"]], uid=f[t["task.uid"]], gid=f[t["task.gid"]],
-            start_ns=f[t["task.start_ns"]], parent_start_ns=f[t["task.parent_start_ns"]],
-            comm=comm,
-            ns=self._ns(f[ns_at:ns_at + _NS]),
-            no_nsproxy=bool(flags & L.CT_F_NO_NSPROXY),
-            cgroup_id=f[t["task.cgroup_id"]],
-            cgroup=self._cgroup(f[t["task.cgroup_parent"]], f[t["task.cgroup_leaf"]]),
-            cgroup_v1=bool(flags & L.CT_F_CGROUP_V1),
-            ns_change=bool(flags & L.CT_F_NS_CHANGE),
-        )
+    def _ident(self, raw: bytes) -> Tuple[str, Namespaces, str]:
+        """comm, namespaces and cgroup from their span of the record."""
+        found = self._idents.get(raw)
+        if found is None:
+            if len(self._idents) >= _IDENT_CACHE_MAX:
+                self._idents.clear()
+            parent, leaf = _cstr(raw[_CGP_AT:_CGL_AT]), _cstr(raw[_CGL_AT:])
+            cgroup = f"{parent}/{leaf}" if parent and parent != "/" else "/" + leaf.lstrip("/")
+            found = self._idents[raw] = (
+                _cstr(raw[:_COMM_LEN]), self._ns(_NS_FMT.unpack_from(raw, _NS_AT)), cgroup)
+        return found
 
-    def _cgroup(self, parent: bytes, leaf: bytes) -> str:
-        # a handful of cgroups cover a whole trace: decode each pair once
-        key = (parent, leaf)
-        name = self._cgroups.get(key)
-        if name is None:
-            p = parent.split(b"\0", 1)[0].decode(errors="replace")
-            lf = leaf.split(b"\0", 1)[0].decode(errors="replace")
-            name = self._cgroups[key] = f"{p}/{lf}" if p and p != "/" else "/" + lf.lstrip("/")
-        return name
+    def _task(self, ev: ProcessEvent, f: tuple, rec: bytes) -> int:
+        """Fills what every event has; returns the header's flags."""
+        (_, _, flags, ev.cpu, ktime, ev.pid, ev.tid, ev.ppid, ev.vpid, ev.uid, ev.gid,
+         ev.start_ns, ev.parent_start_ns, ev.cgroup_id) = f[:14]
+        ev.ktime_ns = ktime
+        ev.wall_ns = ktime + self.wall_offset_ns
+        ev.comm, ev.ns, ev.cgroup = self._ident(rec[_IDENT_START:_IDENT_END])
+        ev.no_nsproxy = bool(flags & L.CT_F_NO_NSPROXY)
+        ev.cgroup_v1 = bool(flags & L.CT_F_CGROUP_V1)
+        ev.ns_change = bool(flags & L.CT_F_NS_CHANGE)
+        ev.container = None
+        return flags
 
-    def _exec(self, rec: bytes, rtype: int) -> ExecEvent:
+    def _exec(self, rec: bytes) -> ExecEvent:
         f = _EXEC.unpack_from(rec)
-        old_pid, ret, filename_len, args_len = f[_EXEC_AT:_EXEC_AT + 4]
+        ev = _new(ExecEvent)
+        flags = self._task(ev, f, rec)
+        ev.old_pid, ev.ret, filename_len, args_len = f[_EXEC_AT:_EXEC_AT + 4]
         data = rec[_EXEC.size:]
-        fname = data[:filename_len].split(b"\0", 1)[0]
+        ev.filename = _cstr(data[:filename_len])
         # argv is NUL-separated; a truncated copy may end mid-string
         args = data[filename_len:filename_len + args_len].split(b"\0")
         if args and args[-1] == b"":
             args.pop()
-        flags = f[_T["hdr.flags"]]
-        return ExecEvent(
-            **self._common(f),
-            filename=fname.decode(errors="replace"),
-            argv=[a.decode(errors="replace") for a in args],
-            argv_truncated=bool(flags & L.CT_F_ARGS_TRUNCATED),
-            filename_truncated=bool(flags & L.CT_F_FILENAME_TRUNCATED),
-            old_pid=old_pid,
-            ret=ret,
-        )
+        ev.argv = [a.decode(errors="replace") for a in args]
+        ev.argv_truncated = bool(flags & L.CT_F_ARGS_TRUNCATED)
+        ev.filename_truncated = bool(flags & L.CT_F_FILENAME_TRUNCATED)
+        return ev
 
-    def _fork(self, rec: bytes, rtype: int) -> ForkEvent:
+    def _fork(self, rec: bytes) -> ForkEvent:
         f = self._fields(_FORK, rec)
-        parent_pid, parent_tid, clone_flags = f[_FORK_AT:_FORK_AT + 3]
-        flags = f[_T["hdr.flags"]]
-        return ForkEvent(
-            **self._common(f),
-            parent_pid=parent_pid,
-            parent_tid=parent_tid,
-            clone_flags=clone_flags if flags & L.CT_F_CLONE_FLAGS_KNOWN else None,
-            thread=bool(flags & L.CT_F_THREAD),
-        )
+        ev = _new(ForkEvent)
+        flags = self._task(ev, f, rec)
+        ev.parent_pid, ev.parent_tid, clone_flags = f[_FORK_AT:_FORK_AT + 3]
+        ev.clone_flags = clone_flags if flags & L.CT_F_CLONE_FLAGS_KNOWN else None
+        ev.thread = bool(flags & L.CT_F_THREAD)
+        return ev
 
-    def _exit(self, rec: bytes, rtype: int) -> ExitEvent:
+    def _exit(self, rec: bytes) -> ExitEvent:
         f = self._fields(_EXIT, rec)
-        status, reaper = f[_EXIT_AT:_EXIT_AT + 2]
-        had_children = f[_T["hdr.flags"]] & L.CT_F_HAD_CHILDREN
-        return ExitEvent(**self._common(f), status=status,
-                         reaper=reaper if had_children else None)
+        ev = _new(ExitEvent)
+        flags = self._task(ev, f, rec)
+        ev.status, reaper = f[_EXIT_AT:_EXIT_AT + 2]
+        ev.reaper = reaper if flags & L.CT_F_HAD_CHILDREN else None
+        return ev
 
-    def _setns(self, rec: bytes, rtype: int) -> SetnsEvent:
+    def _setns(self, rec: bytes) -> SetnsEvent:
         f = self._fields(_SETNS, rec)
-        before = f[_SETNS_BEFORE:_SETNS_BEFORE + _NS]
-        fd, nstype, ret = f[_SETNS_AT:_SETNS_AT + 3]
-        return SetnsEvent(**self._common(f), fd=fd, nstype=nstype, ret=ret,
-                          ns_before=self._ns(before))
+        ev = _new(SetnsEvent)
+        self._task(ev, f, rec)
+        ev.ns_before = self._ns(f[_SETNS_BEFORE:_SETNS_BEFORE + _NS])
+        ev.fd, ev.nstype, ev.ret = f[_SETNS_AT:_SETNS_AT + 3]
+        return ev
 
-    def _unshare(self, rec: bytes, rtype: int) -> UnshareEvent:
+    def _unshare(self, rec: bytes) -> UnshareEvent:
         f = self._fields(_UNSHARE, rec)
-        before = f[_UNSHARE_BEFORE:_UNSHARE_BEFORE + _NS]
-        uflags, ret = f[_UNSHARE_AT:_UNSHARE_AT + 2]
-        return UnshareEvent(**self._common(f), flags=uflags, ret=ret,
-                            ns_before=self._ns(before))
+        ev = _new(UnshareEvent)
+        self._task(ev, f, rec)
+        ev.ns_before = self._ns(f[_UNSHARE_BEFORE:_UNSHARE_BEFORE + _NS])
+        ev.flags, ev.ret = f[_UNSHARE_AT:_UNSHARE_AT + 2]
+        return ev

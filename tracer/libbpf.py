@@ -87,6 +87,7 @@ class _Lib:
             "bpf_map__name": (cp, [vp]),
             "bpf_map__fd": (ci, [vp]),
             "bpf_map__set_max_entries": (ci, [vp, ctypes.c_uint32]),
+            "bpf_map__max_entries": (ctypes.c_uint32, [vp]),
             "bpf_map__initial_value": (vp, [vp, ctypes.POINTER(ctypes.c_size_t)]),
             "bpf_program__name": (cp, [vp]),
             "bpf_program__insns": (vp, [vp]),
@@ -277,6 +278,10 @@ class BpfObject:
 
     def map_fd(self, name: str) -> int:
         return self._lib.dll.bpf_map__fd(self.map(name))
+
+    def max_entries(self, name: str) -> int:
+        """A map's size: for a ring buffer, the bytes of its data area."""
+        return self._lib.dll.bpf_map__max_entries(self.map(name))
 
     def update(self, name: str, key: ctypes._SimpleCData, value: ctypes._SimpleCData) -> None:
         err = self._lib.dll.bpf_map_update_elem(

@@ -29,10 +29,11 @@ from .decode import Decoder
 from .errors import CtrtraceError, ExitStatus
 from .events import EVENT_TYPES, Header, ProcessEvent, Summary
 from .filters import EventFilter, FilterSpec
-from .libbpf import BpfObject, RingBuffer
+from .libbpf import BpfObject
 from .loader import DEFAULT_RINGBUF_BYTES, ProgramLoader, default_object_path
 from .options import TraceOptions, kernel_filtered
 from .proctable import ProcessTable
+from .ringbuf import RecordReader, open_reader
 
 if TYPE_CHECKING:
     import subprocess
@@ -68,7 +69,7 @@ class Session:
         self.table = ProcessTable(keep_exited=options.keep_exited)
         self.counts: Dict[str, int] = collections.Counter({t: 0 for t in EVENT_TYPES})
         self._obj: Optional[BpfObject] = None
-        self._rb: Optional[RingBuffer] = None
+        self._rb: Optional[RecordReader] = None
         self.header: Optional[Header] = None
         self._decoder: Optional[Decoder] = None
         self._start_mono = 0.0
@@ -87,7 +88,7 @@ class Session:
         _release_freed_memory()  # libbpf parsed the kernel's BTF (megabytes) and freed it
         if opts.pid is not None:
             obj.update("tracked", ctypes.c_uint32(opts.pid), ctypes.c_uint8(1))
-        self._rb = RingBuffer(obj.map_fd("events"))
+        self._rb = open_reader(obj.map_fd("events"), obj.max_entries("events"))
         offset = system.wall_offset_ns()
         self._decoder = Decoder(offset)
         obj.attach_all()
