@@ -117,6 +117,8 @@ static __always_inline void read_ns(struct task_struct *t, struct ct_ns *ns, __u
 	struct nsproxy *nsp = BPF_CORE_READ(t, nsproxy);
 	__u32 nr;
 
+	/* records are not zeroed on reserve: 0 = unknown, never a stale value */
+	__builtin_memset(ns, 0, sizeof(*ns));
 	ct_pid_at_level(BPF_CORE_READ(t, thread_pid), &nr, &ns->pid);
 	ns->user = BPF_CORE_READ(t, real_cred, user_ns, ns.inum);
 	if (!nsp) {
@@ -139,8 +141,11 @@ static __always_inline void read_cgroup(struct task_struct *t, struct ct_task *o
 	bool v1;
 
 	out->cgroup_id = 0;
-	out->cgroup_leaf[0] = 0;
-	out->cgroup_parent[0] = 0;
+	/* whole buffers, not just [0]: the bytes after a name's NUL are part of
+	 * the record too, and equal names must give equal records (the decoder
+	 * caches names by their raw bytes) */
+	__builtin_memset(out->cgroup_leaf, 0, sizeof(out->cgroup_leaf));
+	__builtin_memset(out->cgroup_parent, 0, sizeof(out->cgroup_parent));
 	kn = ct_cgroup_kn(t, &v1);
 	if (!kn)
 		return;
@@ -169,6 +174,7 @@ static __always_inline void read_task(struct task_struct *t, struct ct_task *out
 	out->parent_start_ns = BPF_CORE_READ(parent, group_leader, start_time);
 	/* the tgid as seen in the process's own pid namespace */
 	ct_pid_at_level(BPF_CORE_READ(leader, thread_pid), &out->vpid, &pid_ns);
+	__builtin_memset(out->comm, 0, sizeof(out->comm));  /* as the cgroup names */
 	BPF_CORE_READ_STR_INTO(&out->comm, t, comm);
 	read_ns(t, &out->ns, flags);
 	read_cgroup(t, out, flags);

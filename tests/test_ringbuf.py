@@ -124,3 +124,33 @@ def test_direct_reader_live(capture):
     child.wait()
     cap.finish()
     assert [e.type for e in cap.of(child.pid)] == ["fork", "exec", "exit"]
+
+
+def test_records_carry_no_stale_bytes(capture):
+    """The kernel does not zero reserved records: the BPF side must, past
+    every name's NUL (equal names, equal bytes) and for namespaces it could
+    not read (0 = unknown)."""
+    import time
+
+    from tracer import layout as L
+
+    cap = capture()
+    rb = cap.session._rb
+    for i in range(20):
+        subprocess.run(["/bin/sh", "-c", f"exec /bin/true {'x' * i}"])
+    time.sleep(0.2)
+    records = rb.drain()
+    assert len(records) >= 60
+    task = L.CtExecHead.task.offset
+    spans = {name: (task + getattr(L.CtTask, name).offset, getattr(L.CtTask, name).size)
+             for name in ("comm", "cgroup_parent", "cgroup_leaf")}
+    for rec in records:
+        for name, (at, size) in spans.items():
+            raw = rec[at:at + size]
+            tail = raw.split(b"\0", 1)[1] if b"\0" in raw else b""
+            assert tail.strip(b"\0") == b"", (name, raw)
+        flags = struct.unpack_from("=H", rec, L.CtHeader.flags.offset)[0]
+        if flags & L.CT_F_NO_NSPROXY:
+            ns = struct.unpack_from("=10I", rec, task + L.CtTask.ns.offset)
+            read = {"pid", "user"}  # what is read without an nsproxy
+            assert all(v == 0 for n, v in zip(L.NS_NAMES, ns) if n not in read), ns

@@ -173,7 +173,7 @@ def main(ctx: click.Context, as_json: bool, duration: Optional[float], pid: Opti
         opts = kernel_filtered(
             TraceOptions(threads=threads, ringbuf_bytes=buffer_size << 20, argv=list(sys.argv),
                          docker_socket=docker_socket, docker=not no_docker,
-                         keep_exited=tree or ns_table),
+                         keep_exited=tree or ns_table, process_table=tree or ns_table),
             pid, comm, ns_changes, recording=bool(write))
         loader = app.loader_for(opts.load_config())  # loads on its own thread
         try:

@@ -26,25 +26,9 @@ from .events import (
     ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent, SetnsEvent, UnshareEvent,
 )
 
-_HDR = struct.Struct(L.struct_format(L.CtHeader))
-# header + task, then what each type adds
-_EXEC = struct.Struct(L.struct_format(L.CtExecHead))
-_FORK = struct.Struct(L.struct_format(L.CtForkEvent))
-_EXIT = struct.Struct(L.struct_format(L.CtExitEvent))
-_SETNS = struct.Struct(L.struct_format(L.CtSetnsEvent))
-_UNSHARE = struct.Struct(L.struct_format(L.CtUnshareEvent))
-_NS = len(L.NS_NAMES)
-
-# Every record starts with the header and the task, whose numbers come
-# first; _task() assigns them by position, in this order.
-_NUMBERS = ("hdr.type", "hdr.size", "hdr.flags", "hdr.cpu", "hdr.ktime_ns",
-            "task.pid", "task.tid", "task.ppid", "task.vpid", "task.uid", "task.gid",
-            "task.start_ns", "task.parent_start_ns", "task.cgroup_id")
-for _mirror in (L.CtExecHead, L.CtForkEvent, L.CtExitEvent, L.CtSetnsEvent, L.CtUnshareEvent):
-    if tuple(L.struct_fields(_mirror)[:len(_NUMBERS)]) != _NUMBERS:
-        raise ImportError(f"decode.py expects {_NUMBERS} first in {_mirror.__name__}")
-
-# comm, ns and the cgroup names: one contiguous span of the task
+# comm, ns and the cgroup names: one contiguous span of the task, decoded
+# through a cache keyed by its raw bytes, so the Structs leave it out
+_IDENT = ("task.comm", "task.ns", "task.cgroup_parent", "task.cgroup_leaf")
 _TASK_AT = L.CtExecHead.task.offset
 _IDENT_START = _TASK_AT + L.CtTask.comm.offset
 _IDENT_END = _TASK_AT + L.CtTask.cgroup_leaf.offset + L.CT_CGROUP_NAME_LEN
@@ -56,10 +40,32 @@ _CGL_AT = L.CtTask.cgroup_leaf.offset - L.CtTask.comm.offset
 _IDENT_CACHE_MAX = 4096  # distinct (comm, ns, cgroup) sets: a few hundred in practice
 
 
+def _struct(cls) -> struct.Struct:
+    return struct.Struct(L.struct_format(cls, skip=_IDENT))
+
+
 def _at(cls, name: str) -> int:
     """Index of a field in the tuple its Struct unpacks (names from the mirror)."""
-    return L.struct_fields(cls).index(name)
+    return L.struct_fields(cls, skip=_IDENT).index(name)
 
+
+_HDR = struct.Struct(L.struct_format(L.CtHeader))
+# header + task, then what each type adds
+_EXEC = _struct(L.CtExecHead)
+_FORK = _struct(L.CtForkEvent)
+_EXIT = _struct(L.CtExitEvent)
+_SETNS = _struct(L.CtSetnsEvent)
+_UNSHARE = _struct(L.CtUnshareEvent)
+_NS = len(L.NS_NAMES)
+
+# Every record starts with the header and the task, whose numbers come
+# first; _task() assigns them by position, in this order.
+_NUMBERS = ("hdr.type", "hdr.size", "hdr.flags", "hdr.cpu", "hdr.ktime_ns",
+            "task.pid", "task.tid", "task.ppid", "task.vpid", "task.uid", "task.gid",
+            "task.start_ns", "task.parent_start_ns", "task.cgroup_id")
+for _mirror in (L.CtExecHead, L.CtForkEvent, L.CtExitEvent, L.CtSetnsEvent, L.CtUnshareEvent):
+    if tuple(L.struct_fields(_mirror, skip=_IDENT)[:len(_NUMBERS)]) != _NUMBERS:
+        raise ImportError(f"decode.py expects {_NUMBERS} first in {_mirror.__name__}")
 
 _EXEC_AT = _at(L.CtExecHead, "old_pid")
 _FORK_AT = _at(L.CtForkEvent, "parent_pid")
@@ -159,7 +165,7 @@ class Decoder:
         return ev
 
     def _fork(self, rec: bytes) -> ForkEvent:
-        f = self._fields(_FORK, rec)
+        f = _FORK.unpack_from(rec) if len(rec) >= _FORK.size else self._fields(_FORK, rec)
         ev = _new(ForkEvent)
         flags = self._task(ev, f, rec)
         ev.parent_pid, ev.parent_tid, clone_flags = f[_FORK_AT:_FORK_AT + 3]
@@ -168,7 +174,7 @@ class Decoder:
         return ev
 
     def _exit(self, rec: bytes) -> ExitEvent:
-        f = self._fields(_EXIT, rec)
+        f = _EXIT.unpack_from(rec) if len(rec) >= _EXIT.size else self._fields(_EXIT, rec)
         ev = _new(ExitEvent)
         flags = self._task(ev, f, rec)
         ev.status, reaper = f[_EXIT_AT:_EXIT_AT + 2]
@@ -176,7 +182,7 @@ class Decoder:
         return ev
 
     def _setns(self, rec: bytes) -> SetnsEvent:
-        f = self._fields(_SETNS, rec)
+        f = _SETNS.unpack_from(rec) if len(rec) >= _SETNS.size else self._fields(_SETNS, rec)
         ev = _new(SetnsEvent)
         self._task(ev, f, rec)
         ev.ns_before = self._ns(f[_SETNS_BEFORE:_SETNS_BEFORE + _NS])
@@ -184,7 +190,7 @@ class Decoder:
         return ev
 
     def _unshare(self, rec: bytes) -> UnshareEvent:
-        f = self._fields(_UNSHARE, rec)
+        f = _UNSHARE.unpack_from(rec) if len(rec) >= _UNSHARE.size else self._fields(_UNSHARE, rec)
         ev = _new(UnshareEvent)
         self._task(ev, f, rec)
         ev.ns_before = self._ns(f[_UNSHARE_BEFORE:_UNSHARE_BEFORE + _NS])

@@ -12,8 +12,7 @@ the same bytes for every event of the recorded traces and of a live one.
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .events import (
     Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent, SetnsEvent,
@@ -34,66 +33,85 @@ except ImportError:  # pragma: no cover - orjson is a dependency; this is the fa
 
 _BOOL = {False: b"false", True: b"true"}
 
-_COMMON = (b'{"type":"%s","ts":"%s%09dZ","ktime_ns":%d,"cpu":%d,"pid":%d,"tid":%d,"ppid":%d,'
+# after '{"type":"<type>","ts":"' (one prefix per event class)
+_COMMON = (b'%s%09dZ","ktime_ns":%d,"cpu":%d,"pid":%d,"tid":%d,"ppid":%d,'
            b'"vpid":%d,"comm":%s,"uid":%d,"gid":%d,"start_ns":%d,"parent_start_ns":%d,"ns":%s,'
            b'"cgroup_id":%d,"cgroup":%s,"ns_change":%s,"container":%s')
-
-
-@functools.lru_cache(maxsize=64)
-def _second(sec: int) -> bytes:
-    return iso_second(sec).encode()
+_CACHE_MAX = 4096  # entries per cache: a trace repeats a few hundred at most
 
 
 class EventLines:
     """Renders events; the repeating pieces are cached per renderer."""
 
     def __init__(self) -> None:
-        self._ns: Dict[Namespaces, bytes] = {}
-        self._names: Dict[str, bytes] = {}  # command and cgroup names: a few hundred at most
-        self._containers: Dict[Container, bytes] = {}
-        self._extra: Dict[type, Callable[[Any], bytes]] = {
-            ExecEvent: self._exec, ForkEvent: self._fork, ExitEvent: self._exit,
-            SetnsEvent: self._setns, UnshareEvent: self._unshare,
+        # Namespace sets and containers are frozen dataclasses whose hash is
+        # Python code, ~0.5 us a lookup; the decoder shares one object per
+        # distinct value, so these caches are keyed by id() instead, each
+        # entry holding its object (alive, so its id is not reused).
+        self._ns: Dict[int, Tuple[Namespaces, bytes]] = {}
+        self._containers: Dict[int, Tuple[Optional[Container], bytes]] = {id(None): (None, b"null")}
+        self._names: Dict[str, bytes] = {}  # command and cgroup names
+        self._seconds: Dict[int, bytes] = {}
+        self._by_class: Dict[type, Tuple[bytes, Callable[[Any], bytes]]] = {
+            cls: (b'{"type":"%s","ts":"' % cls.type.encode(), extra) for cls, extra in (
+                (ExecEvent, self._exec), (ForkEvent, self._fork), (ExitEvent, self._exit),
+                (SetnsEvent, self._setns), (UnshareEvent, self._unshare))
         }
 
     def _nsj(self, ns: Namespaces) -> bytes:
-        b = self._ns.get(ns)
-        if b is None:
-            if len(self._ns) > 4096:
-                self._ns.clear()
-            b = self._ns[ns] = json_bytes(ns.to_dict())
+        hit = self._ns.get(id(ns))
+        if hit is not None and hit[0] is ns:
+            return hit[1]
+        if len(self._ns) >= _CACHE_MAX:
+            self._ns.clear()
+        b = json_bytes(ns.to_dict())
+        self._ns[id(ns)] = (ns, b)
+        return b
+
+    def _container(self, c: Optional[Container]) -> bytes:
+        hit = self._containers.get(id(c))
+        if hit is not None and hit[0] is c:
+            return hit[1]
+        assert c is not None
+        if len(self._containers) >= _CACHE_MAX:
+            self._containers.clear()
+            self._containers[id(None)] = (None, b"null")
+        b = json_bytes(c.to_json())
+        self._containers[id(c)] = (c, b)
         return b
 
     def _name(self, s: str) -> bytes:
         b = self._names.get(s)
         if b is None:
-            if len(self._names) > 4096:
+            if len(self._names) >= _CACHE_MAX:
                 self._names.clear()
             b = self._names[s] = json_bytes(s)
         return b
 
-    def _container(self, c: Optional[Container]) -> bytes:
-        if c is None:
-            return b"null"
-        b = self._containers.get(c)
+    def _second(self, sec: int) -> bytes:
+        b = self._seconds.get(sec)
         if b is None:
-            if len(self._containers) > 1024:
-                self._containers.clear()
-            b = self._containers[c] = json_bytes(c.to_json())
+            if len(self._seconds) >= _CACHE_MAX:
+                self._seconds.clear()
+            b = self._seconds[sec] = iso_second(sec).encode()
         return b
 
     def line(self, ev: ProcessEvent) -> bytes:
+        # One %-format over cached pieces: this runs for every event, live.
+        prefix, extra = self._by_class[type(ev)]
         sec, frac = divmod(ev.wall_ns, 1_000_000_000)
-        head = _COMMON % (
-            ev.type.encode(), _second(sec), frac, ev.ktime_ns, ev.cpu, ev.pid, ev.tid, ev.ppid,
-            ev.vpid, self._name(ev.comm), ev.uid, ev.gid, ev.start_ns, ev.parent_start_ns,
-            self._nsj(ev.ns), ev.cgroup_id, self._name(ev.cgroup), _BOOL[ev.ns_change],
+        names = self._names
+        head = prefix + _COMMON % (
+            self._seconds.get(sec) or self._second(sec), frac, ev.ktime_ns, ev.cpu, ev.pid,
+            ev.tid, ev.ppid, ev.vpid, names.get(ev.comm) or self._name(ev.comm), ev.uid, ev.gid,
+            ev.start_ns, ev.parent_start_ns, self._nsj(ev.ns), ev.cgroup_id,
+            names.get(ev.cgroup) or self._name(ev.cgroup), _BOOL[ev.ns_change],
             self._container(ev.container))
         if ev.cgroup_v1:
             head += b',"cgroup_v1":true'
         if ev.no_nsproxy:
             head += b',"no_nsproxy":true'
-        return head + self._extra[type(ev)](ev) + b"}\n"
+        return head + extra(ev) + b"}\n"
 
     @staticmethod
     def _exec(ev: ExecEvent) -> bytes:

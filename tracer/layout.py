@@ -8,6 +8,7 @@ object, so an edit on one side only fails the tests.
 from __future__ import annotations
 
 import ctypes
+from typing import Collection
 
 from ctypes import c_char, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
 
@@ -169,18 +170,19 @@ MIRRORS = {
 EXEC_DATA_OFFSET = CtExecEvent.data.offset
 
 
-def struct_format(cls, prefix: str = "=") -> str:
+def struct_format(cls, prefix: str = "=", skip: Collection[str] = ()) -> str:
     """A struct module format for a mirror, nested structs flattened and gaps
-    padded, so records decode with one precompiled Struct.unpack_from."""
-    return struct_layout(cls, prefix)[0]
+    padded, so records decode with one precompiled Struct.unpack_from.
+    skip: dotted names of fields (or nested structs) left out, as padding."""
+    return struct_layout(cls, prefix, skip)[0]
 
 
-def struct_fields(cls) -> list:
+def struct_fields(cls, skip: Collection[str] = ()) -> list:
     """The dotted field names, in the order Struct.unpack_from returns them."""
-    return struct_layout(cls)[1]
+    return struct_layout(cls, skip=skip)[1]
 
 
-def struct_layout(cls, prefix: str = "="):
+def struct_layout(cls, prefix: str = "=", skip: Collection[str] = ()):
     codes = {ctypes.c_uint8: "B", ctypes.c_uint16: "H", ctypes.c_uint32: "I",
              ctypes.c_int32: "i", ctypes.c_uint64: "Q", ctypes.c_int64: "q"}
     out, names, pos = [], [], 0
@@ -188,6 +190,8 @@ def struct_layout(cls, prefix: str = "="):
     def walk(c, base: int, path: str) -> None:
         nonlocal pos
         for name, typ, *_ in c._fields_:
+            if path + name in skip:
+                continue  # the next field's offset pads over it
             off = base + getattr(c, name).offset
             if off > pos:
                 out.append(f"{off - pos}x")

@@ -25,6 +25,9 @@ class TraceOptions:
     docker_socket: Optional[str] = None  # default: $DOCKER_HOST or /var/run/docker.sock
     docker: bool = True                # ask the Docker engine for names and images
     keep_exited: bool = False          # the process table remembers exited processes (views)
+    # keep the process table up to date at every event (the tree and namespace
+    # views read it at the end); off, it holds the processes seen at start-up
+    process_table: bool = True
 
     def load_config(self) -> LoadConfig:
         """The part that decides the loaded programs (same names as here)."""

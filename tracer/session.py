@@ -51,6 +51,10 @@ def _release_freed_memory() -> None:
         pass
 
 
+def _no_table(ev: ProcessEvent) -> None:
+    """Nothing reads the process table (TraceOptions.process_table)."""
+
+
 class Sink(Protocol):
     def header(self, h: Header) -> None: ...
     def event(self, ev: ProcessEvent) -> None: ...
@@ -130,7 +134,8 @@ class Session:
     def _decode(self, records: List[bytes]) -> List[ProcessEvent]:
         assert self._decoder is not None and self.resolver is not None
         out = []
-        decode, apply, counts = self._decoder.decode, self.table.apply, self.counts
+        decode, counts = self._decoder.decode, self.counts
+        apply = self.table.apply if self.options.process_table else _no_table
         attribute = self.resolver.attribute
         for rec in records:
             ev = decode(rec)
@@ -199,7 +204,7 @@ def _stop_on_signals() -> Iterator[List[int]]:
 class RunResult:
     summary: Summary                      # of what the view showed
     header: Header
-    table: ProcessTable
+    table: ProcessTable                   # kept up to date with TraceOptions.process_table
     shown_pids: Set[int]
     filter: Optional[EventFilter]
     command_status: Optional[int] = None  # exit status of the command run under the trace
@@ -239,15 +244,23 @@ def trace(
         shown = collections.Counter({t: 0 for t in EVENT_TYPES})
 
         def deliver(events: List[ProcessEvent]) -> None:
-            for ev in events:
-                if recorder is not None:
-                    recorder.event(ev)
-                if flt is None or flt.wants_event(ev):
-                    view.event(ev)
-                    shown[ev.type] += 1
-                    shown_pids.add(ev.pid)
+            # per event, live: the loops are kept to what each case needs
             if recorder is not None:
+                record = recorder.event
+                for ev in events:
+                    record(ev)
                 recorder.flush()
+            if flt is None:  # everything is shown: the session's counts are the view's
+                show = view.event
+                for ev in events:
+                    show(ev)
+                shown_pids.update([ev.pid for ev in events])
+            else:
+                for ev in events:
+                    if flt.wants_event(ev):
+                        view.event(ev)
+                        shown[ev.type] += 1
+                        shown_pids.add(ev.pid)
             view.flush()
 
         if recorder is not None:
@@ -284,7 +297,7 @@ def trace(
         full = session.summary()
         if recorder is not None:
             recorder.summary(full)
-        summary = dataclasses.replace(full, counts=dict(shown),
+        summary = dataclasses.replace(full, counts=dict(shown) if flt else dict(full.counts),
                                       filtered_in_userspace=flt.dropped if flt else 0)
         view.summary(summary)
         status = None
