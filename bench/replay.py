@@ -17,7 +17,6 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,7 +53,9 @@ def synthesize(path: str, n: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--ctrtrace", default=f"{sys.executable} -m tracer")
+    # the installed command, with its dependencies (a bare python3 may lack
+    # pysimdjson and orjson, and measure the fallbacks)
+    ap.add_argument("--ctrtrace", default="ctrtrace")
     args = ap.parse_args()
     base = shlex.split(args.ctrtrace)
     with tempfile.TemporaryDirectory() as tmp:

@@ -104,26 +104,26 @@ def test_bad_size_refused(ring):
         RingPages(ring.fd, SIZE + PAGE)
 
 
+def _sees_a_child(cap) -> None:
+    child = subprocess.Popen(["/bin/true"])
+    cap.wait_for(lambda e: e.type == "exec" and e.pid == child.pid)
+    child.wait()
+    cap.finish()
+    assert [e.type for e in cap.of(child.pid)] == ["fork", "exec", "exit"]
+
+
 def test_libbpf_reader_where_not_direct(capture, monkeypatch):
     """Other machines read through libbpf: the same events arrive."""
     monkeypatch.setattr(ringbuf, "DIRECT_MACHINES", ())
     cap = capture()
     assert type(cap.session._rb).__name__ == "RingBuffer"
-    child = subprocess.Popen(["/bin/true"])
-    cap.wait_for(lambda e: e.type == "exec" and e.pid == child.pid)
-    child.wait()
-    cap.finish()
-    assert [e.type for e in cap.of(child.pid)] == ["fork", "exec", "exit"]
+    _sees_a_child(cap)
 
 
 def test_direct_reader_live(capture):
     cap = capture()
     assert type(cap.session._rb) is ringbuf.MappedRingBuffer
-    child = subprocess.Popen(["/bin/true"])
-    cap.wait_for(lambda e: e.type == "exec" and e.pid == child.pid)
-    child.wait()
-    cap.finish()
-    assert [e.type for e in cap.of(child.pid)] == ["fork", "exec", "exit"]
+    _sees_a_child(cap)
 
 
 def test_records_carry_no_stale_bytes(capture):
