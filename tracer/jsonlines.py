@@ -40,6 +40,14 @@ _COMMON = (b'%s%09dZ","ktime_ns":%d,"cpu":%d,"pid":%d,"tid":%d,"ppid":%d,'
 _CACHE_MAX = 4096  # entries per cache: a trace repeats a few hundred at most
 
 
+def _keep(cache: Dict[Any, Any], key: Any, value: Any) -> Any:
+    """cache[key] = value, emptying the cache first when it is full."""
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 class EventLines:
     """Renders events; the repeating pieces are cached per renderer."""
 
@@ -49,7 +57,7 @@ class EventLines:
         # distinct value, so these caches are keyed by id() instead, each
         # entry holding its object (alive, so its id is not reused).
         self._ns: Dict[int, Tuple[Namespaces, bytes]] = {}
-        self._containers: Dict[int, Tuple[Optional[Container], bytes]] = {id(None): (None, b"null")}
+        self._containers: Dict[int, Tuple[Container, bytes]] = {}
         self._names: Dict[str, bytes] = {}  # command and cgroup names
         self._seconds: Dict[int, bytes] = {}
         self._by_class: Dict[type, Tuple[bytes, Callable[[Any], bytes]]] = {
@@ -62,50 +70,31 @@ class EventLines:
         hit = self._ns.get(id(ns))
         if hit is not None and hit[0] is ns:
             return hit[1]
-        if len(self._ns) >= _CACHE_MAX:
-            self._ns.clear()
-        b = json_bytes(ns.to_dict())
-        self._ns[id(ns)] = (ns, b)
-        return b
+        return _keep(self._ns, id(ns), (ns, json_bytes(ns.to_dict())))[1]
 
     def _container(self, c: Optional[Container]) -> bytes:
+        if c is None:
+            return b"null"
         hit = self._containers.get(id(c))
         if hit is not None and hit[0] is c:
             return hit[1]
-        assert c is not None
-        if len(self._containers) >= _CACHE_MAX:
-            self._containers.clear()
-            self._containers[id(None)] = (None, b"null")
-        b = json_bytes(c.to_json())
-        self._containers[id(c)] = (c, b)
-        return b
+        return _keep(self._containers, id(c), (c, json_bytes(c.to_json())))[1]
 
     def _name(self, s: str) -> bytes:
-        b = self._names.get(s)
-        if b is None:
-            if len(self._names) >= _CACHE_MAX:
-                self._names.clear()
-            b = self._names[s] = json_bytes(s)
-        return b
+        return self._names.get(s) or _keep(self._names, s, json_bytes(s))
 
     def _second(self, sec: int) -> bytes:
-        b = self._seconds.get(sec)
-        if b is None:
-            if len(self._seconds) >= _CACHE_MAX:
-                self._seconds.clear()
-            b = self._seconds[sec] = iso_second(sec).encode()
-        return b
+        return self._seconds.get(sec) or _keep(self._seconds, sec, iso_second(sec).encode())
 
     def line(self, ev: ProcessEvent) -> bytes:
         # One %-format over cached pieces: this runs for every event, live.
         prefix, extra = self._by_class[type(ev)]
         sec, frac = divmod(ev.wall_ns, 1_000_000_000)
-        names = self._names
         head = prefix + _COMMON % (
-            self._seconds.get(sec) or self._second(sec), frac, ev.ktime_ns, ev.cpu, ev.pid,
-            ev.tid, ev.ppid, ev.vpid, names.get(ev.comm) or self._name(ev.comm), ev.uid, ev.gid,
+            self._second(sec), frac, ev.ktime_ns, ev.cpu, ev.pid,
+            ev.tid, ev.ppid, ev.vpid, self._name(ev.comm), ev.uid, ev.gid,
             ev.start_ns, ev.parent_start_ns, self._nsj(ev.ns), ev.cgroup_id,
-            names.get(ev.cgroup) or self._name(ev.cgroup), _BOOL[ev.ns_change],
+            self._name(ev.cgroup), _BOOL[ev.ns_change],
             self._container(ev.container))
         if ev.cgroup_v1:
             head += b',"cgroup_v1":true'
