@@ -98,10 +98,14 @@ struct ct_exit_event *unused_exit __attribute__((unused));
 struct ct_setns_event *unused_setns __attribute__((unused));
 struct ct_unshare_event *unused_unshare __attribute__((unused));
 
+/* Flags 0 leave the wake-up to the kernel, which wakes the reader only for
+ * the first record it has not yet seen: a lone event is read at once, and
+ * while the reader is behind (it waits a little between drains, to batch)
+ * nothing more is signalled.  A buffer filling up wakes it regardless. */
 static __always_inline __u64 rb_flags(void)
 {
 	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes ?
-	       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	       BPF_RB_FORCE_WAKEUP : 0;
 }
 
 static __always_inline void count(__u32 idx)

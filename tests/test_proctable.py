@@ -1,4 +1,4 @@
-"""The process table, fed with recorded events (no kernel needed)."""
+"""The process table, fed with recorded events; its start-up reads of /proc."""
 
 from __future__ import annotations
 
@@ -54,3 +54,44 @@ def test_shim_double_fork_reparents_to_the_reaper():
     shim = [p for p in t if p.parents == [first["pid"]]]
     assert len(shim) == 1 and shim[0].ppid == first["reaper"]
     assert shim[0].argv[0].endswith("containerd-shim-runc-v2")
+
+
+# -- start-up: the processes that already exist, from /proc ----------------------
+
+def test_status_fields():
+    from tracer.proctable import _status_field
+
+    status = b"Name:\tbash\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t4242\t7\n"
+    assert _status_field(status, b"\nUid:", 0, -1) == 1000
+    assert _status_field(status, b"\nNSpid:", -1, -1) == 7
+    assert _status_field(status, b"\nGid:", 0, -1) == -1          # absent
+    assert _status_field(b"Name:\tx\nUid:\n", b"\nUid:", 0, -1) == -1  # empty
+
+
+def test_proc_reads_match_stat_and_status():
+    """read_ns reads the links' text; it must give the inodes stat() gives
+    (what lsns shows); read_process the real uid and the innermost pid."""
+    import os
+
+    from tracer.layout import NS_NAMES
+    from tracer.proctable import read_process
+    from tracer.system import read_ns
+
+    checked = 0
+    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            truth = [os.stat(f"/proc/{pid}/ns/{n}").st_ino for n in NS_NAMES]
+            with open(f"/proc/{pid}/status") as f:
+                status = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+        except OSError:
+            continue  # gone, or not ours to read
+        ns = read_ns(pid)
+        proc = read_process(pid)
+        if proc is None:
+            continue
+        assert [getattr(ns, n) for n in NS_NAMES] == truth, pid
+        assert proc.uid == int(status["Uid"].split()[0])
+        assert proc.vpid == int(status["NSpid"].split()[-1])
+        checked += 1
+    assert checked >= 10
+    assert read_ns(2 ** 22 + 1).mnt == 0  # no such process: 0 = unknown

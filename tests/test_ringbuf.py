@@ -154,3 +154,21 @@ def test_records_carry_no_stale_bytes(capture):
             ns = struct.unpack_from("=10I", rec, task + L.CtTask.ns.offset)
             read = {"pid", "user"}  # what is read without an nsproxy
             assert all(v == 0 for n, v in zip(L.NS_NAMES, ns) if n not in read), ns
+
+
+def test_a_lone_event_wakes_the_reader(capture):
+    """The kernel wakes a waiting reader for the first record after a drain
+    (rb_flags): one command's events end a long wait at once, they do not
+    wait for the buffer to fill or for the timeout."""
+    import time
+
+    cap = capture()
+    session = cap.session
+    session.drain()
+    child = subprocess.Popen(["/bin/true"])
+    t0 = time.monotonic()
+    events = session.poll(20_000)
+    waited = time.monotonic() - t0
+    child.wait()
+    assert events
+    assert waited < 10, waited

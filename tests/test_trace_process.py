@@ -154,3 +154,24 @@ def test_orphans_reaper_is_the_kernels(capture):
     # a process without children names no reaper
     sleeper_exit = [e for e in cap.events if isinstance(e, ExitEvent) and e.pid == orphan]
     assert not sleeper_exit or sleeper_exit[0].reaper is None
+
+
+def test_capture_starts_when_the_programs_load(tmp_path):
+    """The loader attaches the programs as soon as they load: what runs before
+    the session opens waits in the ring buffer and comes as its first events."""
+    import shutil
+
+    from tracer.loader import LoadConfig, ProgramLoader
+    from tracer.session import Session, TraceOptions
+
+    probe = tmp_path / "before-open"
+    shutil.copy("/bin/true", probe)
+    loader = ProgramLoader(LoadConfig())
+    loader.result()  # loaded and attached; the session takes it below
+    subprocess.run([str(probe)], check=True)
+    with Session(TraceOptions(), loader) as s:
+        events = s.drain()
+        header = s.header
+    ex = [e for e in events if e.type == "exec" and e.filename == str(probe)]
+    assert len(ex) == 1
+    assert header.start_ktime_ns <= min(e.ktime_ns for e in events)

@@ -6,8 +6,8 @@ added, the ones here are never renamed.
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
+import time as _time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
@@ -53,7 +53,7 @@ class Namespaces:
 @functools.lru_cache(maxsize=64)
 def iso_second(sec: int) -> str:
     """The whole-second part of a timestamp, up to its '.'."""
-    return _dt.datetime.fromtimestamp(sec, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+    return _time.strftime("%Y-%m-%dT%H:%M:%S.", _time.gmtime(sec))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -69,6 +69,8 @@ def iso_ts(wall_ns: int) -> str:
 
 def parse_iso_ts(s: str) -> int:
     """Inverse of iso_ts (nanoseconds since the epoch)."""
+    import datetime as _dt  # replay and --since/--until only
+
     head, _, frac = s.rstrip("Z").partition(".")
     t = _dt.datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=_dt.timezone.utc)
     return int(t.timestamp()) * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
@@ -100,7 +102,9 @@ class Container:
         return self.name or self.id[:12]
 
 
-@dataclass(slots=True, kw_only=True)
+# Only the subclasses are made, and each generates __init__, __repr__ and
+# __eq__ over all the fields: the base's own would be compiled for nothing.
+@dataclass(slots=True, kw_only=True, init=False, repr=False, eq=False)
 class ProcessEvent:
     """Fields every process event has, read from the task at the event."""
 
@@ -184,6 +188,8 @@ class ProcessEvent:
 
 @dataclass(slots=True, kw_only=True)
 class ExecEvent(ProcessEvent):
+    """A program replaced the task's image (execve/execveat; failed ones too, with ret)."""
+
     type: ClassVar[str] = "exec"
 
     filename: str
@@ -221,6 +227,8 @@ class ExecEvent(ProcessEvent):
 
 @dataclass(slots=True, kw_only=True)
 class ForkEvent(ProcessEvent):
+    """A task was created (fork, vfork, clone, clone3; threads only with --threads)."""
+
     type: ClassVar[str] = "fork"
 
     parent_pid: int
@@ -252,6 +260,8 @@ class ForkEvent(ProcessEvent):
 
 @dataclass(slots=True, kw_only=True)
 class ExitEvent(ProcessEvent):
+    """A process ended (its last thread exited)."""
+
     type: ClassVar[str] = "exit"
 
     status: int  # the wait(2) status word
@@ -288,6 +298,8 @@ class ExitEvent(ProcessEvent):
 
 @dataclass(slots=True, kw_only=True)
 class SetnsEvent(ProcessEvent):
+    """setns(2): the task entered another namespace (ns_before: where it was)."""
+
     type: ClassVar[str] = "setns"
 
     fd: int
@@ -307,6 +319,8 @@ class SetnsEvent(ProcessEvent):
 
 @dataclass(slots=True, kw_only=True)
 class UnshareEvent(ProcessEvent):
+    """unshare(2): the task moved into new namespaces (ns_before: where it was)."""
+
     type: ClassVar[str] = "unshare"
 
     flags: int

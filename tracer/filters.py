@@ -8,7 +8,6 @@ itself (bpf/ctrtrace.bpf.c, same rules) when nothing is being recorded.
 
 from __future__ import annotations
 
-import datetime as _dt
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Optional, Set
@@ -20,6 +19,8 @@ from .layout import CT_COMM_LEN
 
 @dataclass
 class FilterSpec:
+    """The filters a view asks for, as given on the command line."""
+
     pid: Optional[int] = None          # that process and its descendants
     comm: Optional[str] = None
     ns_changes: bool = False
@@ -49,6 +50,8 @@ def _time_bound(text: str, header: Header) -> int:
     try:
         wall = parse_iso_ts(text if text.endswith("Z") else text + "Z")
     except ValueError:
+        import datetime as _dt
+
         try:
             t = _dt.datetime.fromisoformat(text)
         except ValueError:

@@ -1,35 +1,37 @@
-"""Events as JSON Lines, fast: the bytes orjson gives for ev.to_json(), plus "\\n".
+"""Events as JSON Lines, fast: the bytes json_bytes() gives for ev.to_json(), plus "\\n".
 
 The live stream and recordings write one line per event, thousands a
 second under an exec storm, on the CPUs the traced workload needs.
 Building the to_json() dict and serialising it cost ~6 us an event; here a
 line is one %-format of numbers around pieces that repeat and are
 serialised once each -- the namespace set, command name, cgroup, container,
-the second of the timestamp -- about a third of that.  to_json() stays the
-definition of the contract: tests/test_jsonlines.py checks that both give
+argv, the second of the timestamp -- about a third of that.  to_json() stays
+the definition of the contract: tests/test_jsonlines.py checks that both give
 the same bytes for every event of the recorded traces and of a live one.
+
+The standard library's C encoder serialises: with the caches it is as fast
+here as orjson, which would add ~5 ms (it imports uuid and platform) to the
+start of every trace.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from json import JSONEncoder
+from json.encoder import encode_basestring as _json_str
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .events import (
     Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent, SetnsEvent,
     UnshareEvent, iso_second,
 )
 
-try:
-    import orjson as _orjson
+_encode = JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
-    def json_bytes(obj: Any) -> bytes:
-        """Compact JSON (orjson: the bytes json.dumps gives with these separators)."""
-        return _orjson.dumps(obj)
-except ImportError:  # pragma: no cover - orjson is a dependency; this is the fallback
-    import json as _json
 
-    def json_bytes(obj: Any) -> bytes:
-        return _json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+def json_bytes(obj: Any) -> bytes:
+    """Compact JSON in UTF-8: json.dumps(obj, separators=(",", ":"), ensure_ascii=False)."""
+    return _encode(obj).encode()
+
 
 _BOOL = {False: b"false", True: b"true"}
 
@@ -58,7 +60,8 @@ class EventLines:
         # entry holding its object (alive, so its id is not reused).
         self._ns: Dict[int, Tuple[Namespaces, bytes]] = {}
         self._containers: Dict[int, Tuple[Container, bytes]] = {}
-        self._names: Dict[str, bytes] = {}  # command and cgroup names
+        self._names: Dict[str, bytes] = {}  # command, cgroup and file names
+        self._argvs: Dict[Tuple[str, ...], bytes] = {}
         self._seconds: Dict[int, bytes] = {}
         self._by_class: Dict[type, Tuple[bytes, Callable[[Any], bytes]]] = {
             cls: (b'{"type":"%s","ts":"' % cls.type.encode(), extra) for cls, extra in (
@@ -83,6 +86,15 @@ class EventLines:
     def _name(self, s: str) -> bytes:
         return self._names.get(s) or _keep(self._names, s, json_bytes(s))
 
+    def _argv(self, argv: List[str]) -> bytes:
+        key = tuple(argv)
+        hit = self._argvs.get(key)
+        if hit is None:
+            # json_bytes(argv), without the encoder's generic machinery
+            hit = _keep(self._argvs, key,
+                        b"[%s]" % b",".join([_json_str(a).encode() for a in argv]))
+        return hit
+
     def _second(self, sec: int) -> bytes:
         return self._seconds.get(sec) or _keep(self._seconds, sec, iso_second(sec).encode())
 
@@ -102,10 +114,9 @@ class EventLines:
             head += b',"no_nsproxy":true'
         return head + extra(ev) + b"}\n"
 
-    @staticmethod
-    def _exec(ev: ExecEvent) -> bytes:
+    def _exec(self, ev: ExecEvent) -> bytes:
         out = b',"filename":%s,"argv":%s,"argv_truncated":%s,"ret":%d' % (
-            json_bytes(ev.filename), json_bytes(ev.argv), _BOOL[ev.argv_truncated], ev.ret)
+            self._name(ev.filename), self._argv(ev.argv), _BOOL[ev.argv_truncated], ev.ret)
         if ev.filename_truncated:
             out += b',"filename_truncated":true'
         if ev.old_pid != ev.tid:

@@ -4,9 +4,12 @@ libbpf on a thread of its own.
 Loading is libbpf and the verifier, in C with the GIL released, so it runs
 while the rest of ctrtrace is imported and the session is set up: the
 command starts a ProgramLoader as soon as its options are parsed and the
-Session takes the loaded object from it.  The checks that need no loading
-(privileges, BTF, tracefs, the object file) run first, on the caller's
-thread, so that their one-line errors come at once.
+Session takes the loaded object from it.  The thread also attaches the
+programs as soon as they are loaded, so that events are captured (and wait
+in the ring buffer) from then on, not from when the session is ready to
+read them.  The checks that need no loading (privileges, BTF, tracefs, the
+object file) run first, on the caller's thread, so that their one-line
+errors come at once.
 
 This module is imported before everything else on the way to tracing:
 keep its imports light.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 from typing import NamedTuple, Optional
 
 from . import corebtf
@@ -25,9 +29,9 @@ from .errors import CtrtraceError, ExitStatus
 from .libbpf import BpfObject
 
 DEFAULT_RINGBUF_BYTES = 4 << 20  # ~12,000 events of slack; it counts in the RSS once used
-# The kernel wakes the reader when this fraction of the ring buffer is used;
-# otherwise the reader drains it every POLL_MS (session.py).  Small enough to
-# leave room for a burst while the reader catches up, large enough to batch.
+# The kernel wakes the reader, even between its batches (session.BATCH_MS),
+# once this fraction of the ring buffer is used: room is left for a burst
+# while the reader catches up.
 WAKEUP_FRACTION = 16
 
 BTF_PATH = corebtf.KERNEL_BTF
@@ -167,7 +171,8 @@ def _open(path: str, options: LoadConfig, btf: corebtf.CoreBtf) -> BpfObject:
 
 
 class ProgramLoader:
-    """Checks the host and opens the object now; loads it on a thread; result() waits."""
+    """Checks the host and opens the object now; loads and attaches it on a
+    thread; result() waits."""
 
     def __init__(self, options: LoadConfig) -> None:
         self.options = options
@@ -188,6 +193,8 @@ class ProgramLoader:
         self._obj: Optional[BpfObject] = _open(self.path, options, self.core_btf)
         self._loaded = False
         self._taken = False
+        self.start_ktime_ns = 0  # CLOCK_MONOTONIC just before the first program was attached
+        self._error: Optional[CtrtraceError] = None
         self._thread = threading.Thread(target=self._run, name="ctrtrace-load", daemon=True)
         self._thread.start()
 
@@ -195,6 +202,19 @@ class ProgramLoader:
         assert self._obj is not None
         # quiet: libbpf's hundreds of debug messages would each need the GIL
         self._loaded = self._obj.load(quiet=True)
+        if self._loaded:
+            try:
+                self._attach()
+            except CtrtraceError as e:
+                self._error = e
+
+    def _attach(self) -> None:
+        assert self._obj is not None
+        if self.options.pid is not None:
+            # before attaching: the process's own events must pass the filter
+            self._obj.update("tracked", ctypes.c_uint32(self.options.pid), ctypes.c_uint8(1))
+        self.start_ktime_ns = time.monotonic_ns()  # what bpf_ktime_get_ns reads
+        self._obj.attach_all()
 
     def _load_again(self) -> None:
         """The load failed: retry without the subset, then with libbpf's messages,
@@ -209,11 +229,15 @@ class ProgramLoader:
         self._obj.load()
 
     def result(self) -> BpfObject:
-        """The loaded object (the caller owns it from now on), or the load's error."""
+        """The loaded, attached object (the caller owns it from now on), or the
+        error that stopped it."""
         self._thread.join()
+        if self._error is not None:
+            raise self._error
         if not self._loaded:
             self._load_again()
             self._loaded = True
+            self._attach()
         assert self._obj is not None
         self._taken = True
         return self._obj

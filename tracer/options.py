@@ -15,6 +15,8 @@ from .loader import DEFAULT_RINGBUF_BYTES, LoadConfig
 
 @dataclass
 class TraceOptions:
+    """What a Session loads and how it interprets the events (the library's options)."""
+
     pid: Optional[int] = None          # that process and its descendants
     comm: Optional[str] = None         # tasks whose comm is exactly this
     ns_changes: bool = False           # only namespace creation, entry, or difference

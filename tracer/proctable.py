@@ -19,6 +19,8 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 @dataclass(slots=True)
 class Process:
+    """One process as the table knows it: from /proc at start-up, then from events."""
+
     pid: int
     ppid: int
     comm: str
@@ -76,6 +78,18 @@ def _cgroup(text: bytes) -> str:
     return "/".join(parts[-2:]) if len(parts) > 1 else "/" + "".join(parts)
 
 
+def _status_field(status: bytes, key: bytes, index: int, default: int) -> int:
+    """One number of a /proc/PID/status line ("\\nUid:" -> its index-th value)."""
+    at = status.find(key)
+    if at < 0:
+        return default
+    end = status.find(b"\n", at + 1)
+    try:
+        return int(status[at + len(key):end if end >= 0 else None].split()[index])
+    except (ValueError, IndexError):
+        return default
+
+
 def read_process(pid: int) -> Optional[Process]:
     """A live process as /proc shows it; None if it is gone (or half gone)."""
     base = f"/proc/{pid}/"
@@ -94,12 +108,8 @@ def read_process(pid: int) -> Optional[Process]:
         ppid, start_ticks = int(fields[1]), int(fields[19])
     except (ValueError, IndexError):
         return None
-    uid, vpid = 0, pid
-    for line in status.splitlines():
-        if line.startswith(b"Uid:"):
-            uid = int(line.split()[1])  # the real uid
-        elif line.startswith(b"NSpid:"):
-            vpid = int(line.split()[-1])  # in its own pid namespace
+    uid = _status_field(status, b"\nUid:", 0, 0)  # the real uid
+    vpid = _status_field(status, b"\nNSpid:", -1, pid)  # in its own pid namespace
     argv = [a.decode(errors="replace") for a in cmdline.split(b"\0")[:-1]] if cmdline else []
     return Process(pid=pid, ppid=ppid, comm=comm, argv=argv,
                    start_ns=start_ticks * 1_000_000_000 // _CLK_TCK, ns=read_ns(pid),

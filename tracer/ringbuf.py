@@ -116,10 +116,7 @@ class MappedRingBuffer(RingPages):
                                 ExitStatus.BPF) from None
 
     def poll(self, timeout_ms: int) -> List[bytes]:
-        """Wait up to timeout_ms for a wake-up, then take everything waiting.
-
-        The BPF side wakes the reader only when much is waiting, so a timeout
-        is the usual way out of the wait: the records are there all the same."""
+        """Wait up to timeout_ms for a wake-up, then take everything waiting."""
         assert self._epoll is not None
         try:
             self._epoll.poll(timeout_ms / 1000)

@@ -19,7 +19,7 @@ import dataclasses
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Set
 
 from . import layout as L
@@ -41,7 +41,15 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_RINGBUF_BYTES", "POLL_MS", "RunResult", "Session", "TraceOptions",
            "default_object_path", "kernel_filtered", "trace"]
 
-POLL_MS = 25  # how often the reader drains the ring buffer when the kernel does not wake it
+POLL_MS = 25  # the longest wait for events: the loop checks signals, the deadline, a command
+# The kernel wakes the reader for the first record after a drain (rb_flags in
+# the BPF program).  Before it waits again, the reader lets records gather for
+# BATCH_MS_PER_RECORD per record it has just read, up to BATCH_MS: a lone
+# event is read within a few ms, and under load (more than one record per
+# BATCH_MS_PER_RECORD) the batches grow until drains are BATCH_MS apart,
+# instead of a wake-up per record.
+BATCH_MS_PER_RECORD = 2
+BATCH_MS = 10
 
 
 def _release_freed_memory() -> None:
@@ -77,6 +85,7 @@ class Session:
         self.header: Optional[Header] = None
         self._decoder: Optional[Decoder] = None
         self._start_mono = 0.0
+        self._next_poll = 0.0
         self.resolver: Optional[ContainerResolver] = None
 
     # -- set-up -------------------------------------------------------------
@@ -90,14 +99,11 @@ class Session:
             loader.close()  # unloads nothing once the object is taken
         self.core_btf = loader.core_btf.source
         _release_freed_memory()  # libbpf parsed the kernel's BTF (megabytes) and freed it
-        if opts.pid is not None:
-            obj.update("tracked", ctypes.c_uint32(opts.pid), ctypes.c_uint8(1))
         self._rb = open_reader(obj.map_fd("events"), obj.max_entries("events"))
         offset = system.wall_offset_ns()
         self._decoder = Decoder(offset)
-        obj.attach_all()
-        start_ktime = time.monotonic_ns()
-        self._start_mono = time.monotonic()
+        start_ktime = loader.start_ktime_ns  # the programs are attached: events wait for us
+        self._start_mono = start_ktime / 1e9  # time.monotonic() reads the same clock
 
         # Processes that already existed: from /proc, once, after attaching so
         # that none falls between the snapshot and the first event.
@@ -146,8 +152,14 @@ class Session:
         return out
 
     def poll(self, timeout_ms: int) -> List[ProcessEvent]:
+        """The events that come within timeout_ms (after the batching pause)."""
         assert self._rb is not None
-        return self._decode(self._rb.poll(timeout_ms))
+        pause = self._next_poll - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        records = self._rb.poll(timeout_ms)
+        self._next_poll = time.monotonic() + min(BATCH_MS, BATCH_MS_PER_RECORD * len(records)) / 1000
+        return self._decode(records)
 
     def drain(self) -> List[ProcessEvent]:
         assert self._rb is not None
@@ -202,6 +214,8 @@ def _stop_on_signals() -> Iterator[List[int]]:
 
 @dataclass
 class RunResult:
+    """What trace() returns once the trace has ended."""
+
     summary: Summary                      # of what the view showed
     header: Header
     table: ProcessTable                   # kept up to date with TraceOptions.process_table

@@ -14,13 +14,23 @@ from .layout import NS_NAMES
 
 
 def read_ns(pid: int | str) -> Namespaces:
-    """Namespace inodes of a live process from /proc (0 where unreadable)."""
-    values: Dict[str, int] = {}
-    for name in NS_NAMES:
-        try:
-            values[name] = os.stat(f"/proc/{pid}/ns/{name}").st_ino
-        except OSError:
-            values[name] = 0
+    """Namespace inodes of a live process from /proc (0 where unreadable).
+
+    Each link reads "mnt:[4026531832]", the inode that stat() would give (and
+    lsns shows) at half the cost: the link is not followed into nsfs."""
+    values: Dict[str, int] = dict.fromkeys(NS_NAMES, 0)
+    try:
+        fd = os.open(f"/proc/{pid}/ns", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return Namespaces(**values)
+    try:
+        for name in NS_NAMES:
+            try:
+                values[name] = int(os.readlink(name, dir_fd=fd).rpartition("[")[2][:-1])
+            except (OSError, ValueError):
+                pass
+    finally:
+        os.close(fd)
     return Namespaces(**values)
 
 

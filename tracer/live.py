@@ -1,0 +1,196 @@
+"""The live command, below its parser: what `ctrtrace [OPTIONS] [-- CMD]` does.
+
+cli.py parses the command line with click and calls run(); for the simplest
+command lines tracer.entry parses them itself and calls run() without
+importing click (see entry.py).  Nothing here imports click.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, List, Optional
+
+from .errors import CtrtraceError, ExitStatus
+from .loader import DEFAULT_RINGBUF_BYTES, LoadConfig, ProgramLoader
+from .options import TraceOptions, kernel_filtered
+
+if TYPE_CHECKING:
+    from .events import Header, ProcessEvent, Summary
+    from .render import TextSink
+
+
+@dataclass
+class LiveArgs:
+    """The live command's options, by the names of the click parameters."""
+
+    as_json: bool = False
+    duration: Optional[float] = None
+    pid: Optional[int] = None
+    comm: Optional[str] = None
+    ns_changes: bool = False
+    container: Optional[str] = None
+    containers_only: bool = False
+    tree: bool = False
+    ns_table: bool = False
+    write: Optional[str] = None
+    threads: bool = False
+    docker_socket: Optional[str] = None
+    no_docker: bool = False
+    buffer_size: int = DEFAULT_RINGBUF_BYTES >> 20  # MiB
+    linger: float = 0.5
+    command: Optional[List[str]] = None  # what follows "--"
+
+
+@dataclass
+class App:
+    """What the commands share: the output streams (injectable for tests)."""
+
+    out: IO[str] = field(default_factory=lambda: sys.stdout)
+    err: IO[str] = field(default_factory=lambda: sys.stderr)
+    stdin: Optional[IO[bytes]] = None
+    preloaded: Optional[ProgramLoader] = None  # started by tracer.entry before parsing
+
+    def loader_for(self, config: LoadConfig) -> ProgramLoader:
+        """The preloaded programs if they were loaded for config, else a new load."""
+        pre, self.preloaded = self.preloaded, None
+        if pre is not None:
+            if pre.options == config:
+                return pre
+            pre.close()
+        return ProgramLoader(config)
+
+    def command_stdout(self) -> int:
+        """Where a traced command's output goes: stderr, so that stdout carries events only."""
+        try:
+            return self.err.fileno()
+        except (AttributeError, OSError, ValueError):
+            import subprocess
+
+            return subprocess.DEVNULL
+
+    def ready(self, h: Header) -> None:
+        collect_garbage()
+        where = "PID 1" if h.host_ns_pid == 1 else f"PID {h.host_ns_pid} (PID 1 unreadable)"
+        self.message(f"tracing on {h.hostname} ({h.kernel}); host namespaces from {where}; "
+                     "Ctrl-C to stop")
+        if h.docker_socket and not h.docker_reachable:
+            self.message(f"Docker is not reachable at {h.docker_socket}: containers are shown by id")
+
+    def message(self, text: str) -> None:
+        self.err.write(f"ctrtrace: {text}\n")
+        self.err.flush()
+
+    def lines(self, lines: List[str]) -> None:
+        for line in lines:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def fail(self, e: CtrtraceError) -> None:
+        """One line on stderr, and the error's exit status."""
+        self.message(f"error: {e.message}")
+        sys.exit(int(e.status))
+
+
+def collect_garbage() -> None:
+    """Garbage collection back on after start-up (tracer.entry turns it off);
+    what start-up made is frozen out of later collections, which then walk
+    only what the trace itself makes."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
+def quiet_broken_pipe() -> None:
+    """The reader went away (e.g. '| head'): stop quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(int(ExitStatus.OK))
+
+
+def run(app: App, a: LiveArgs) -> None:
+    """Trace until Ctrl-C, the duration or the command's end; exits with the
+    command's status when there is one."""
+    recorder = None
+    try:
+        if a.as_json and (a.tree or a.ns_table):
+            raise CtrtraceError("--tree and --ns print text: record with -w and replay with "
+                                "--tree instead of --json", ExitStatus.USAGE)
+        if a.command:
+            import shutil
+
+            if shutil.which(a.command[0]) is None:
+                raise CtrtraceError(f"cannot run {a.command[0]}: command not found",
+                                    ExitStatus.USAGE)
+        views = a.tree or a.ns_table
+        opts = kernel_filtered(
+            TraceOptions(threads=a.threads, ringbuf_bytes=a.buffer_size << 20, argv=list(sys.argv),
+                         docker_socket=a.docker_socket, docker=not a.no_docker,
+                         keep_exited=views, process_table=views),
+            a.pid, a.comm, a.ns_changes, recording=bool(a.write))
+        loader = app.loader_for(opts.load_config())  # loads on its own thread
+        try:
+            from .filters import FilterSpec
+            from .render import JsonSink
+            from .session import trace
+
+            spec = FilterSpec(pid=a.pid, comm=a.comm, ns_changes=a.ns_changes,
+                              container=a.container, containers_only=a.containers_only)
+            if a.write:
+                from .record import Recorder
+
+                recorder = Recorder(a.write)
+            view = JsonSink(app.out) if a.as_json else _LazyTextSink(app)
+            result = trace(opts, view, spec=spec, recorder=recorder, duration=a.duration,
+                           command=a.command, linger=a.linger,
+                           command_stdout=app.command_stdout(), on_ready=app.ready,
+                           loader=loader)
+        finally:
+            loader.close()  # a no-op once the session has the programs
+        if views:
+            from . import views as v
+
+            shown = v.selection(result.table, result.filter, result.shown_pids)
+            app.lines(v.render(a.tree, a.ns_table, result.table, result.header.host_ns, shown))
+    except CtrtraceError as e:
+        app.fail(e)
+    except BrokenPipeError:
+        quiet_broken_pipe()
+    except KeyboardInterrupt:  # before the trace began: nothing to summarise
+        sys.exit(130)
+    finally:
+        if recorder is not None:
+            recorder.close()
+    if a.write:
+        app.message(f"recorded to {a.write}")
+    if result.command_status is not None:
+        status = result.command_status
+        sys.exit(status if status >= 0 else 128 - status)
+
+
+class _LazyTextSink:
+    """A TextSink whose renderer is made once the header (host namespaces) is known."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.sink: Optional[TextSink] = None
+
+    def header(self, h: Header) -> None:
+        from .render import TextRenderer, TextSink
+
+        self.sink = TextSink(TextRenderer(h.host_ns, h.start_ktime_ns), self.app.out, self.app.err)
+        self.sink.header(h)
+
+    def event(self, ev: ProcessEvent) -> None:
+        assert self.sink is not None
+        self.sink.event(ev)
+
+    def flush(self) -> None:
+        if self.sink:
+            self.sink.flush()
+
+    def summary(self, s: Summary) -> None:
+        assert self.sink is not None
+        self.sink.summary(s)
