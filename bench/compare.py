@@ -12,7 +12,9 @@ what is reported is the median over rounds of traced/untraced exec rates,
 with: execs the tracer reported vs N (seen), what it said it lost (lost:
 ctrtrace's events, execsnoop's "Lost N events", bcc's "Possibly lost N
 samples", one sample per argument), the time from its launch until it
-reported a probe exec (ready), its peak RSS, and the CPU time its process
+reported a probe exec (ready) and from when it captured events (capture: the
+launch of the earliest probe it reported; probes run one after another, each
+under its own name), its peak RSS, and the CPU time its process
 used during the traced storm: per exec (CPU/exec), and as lines written per
 CPU-second (lines/CPU-s: for ctrtrace, events decoded and written as JSON;
 its capacity if it had a CPU to itself). `noop` is a control
@@ -69,11 +71,28 @@ BPFTRACE = r"""tracepoint:sched:sched_process_exec
 """
 
 
+PROBE_PREFIX = b"rdy"
+
+
+def make_probes(workdir, n=5000):
+    """Paths to run as ready probes: hard links to one copy of /bin/true, each
+    of its own name (so its own comm), so that which ones a tracer reported
+    tells when it began to capture, not only when it first wrote."""
+    d = os.path.join(workdir, "probes")
+    os.mkdir(d)
+    paths = [os.path.join(d, f"{PROBE_PREFIX.decode()}{i:04d}") for i in range(n)]
+    shutil.copy("/bin/true", paths[0])
+    for p in paths[1:]:
+        os.link(paths[0], p)
+    return paths
+
+
 class Tracer:
     """One tool under test: how to start it and how to read what it saw."""
 
-    def __init__(self, name, argv, env=None):
+    def __init__(self, name, argv, env=None, kind=None):
         self.name, self.argv, self.env = name, argv, env
+        self.kind = kind or name  # how its output reads: ctrtrace-base reads as ctrtrace
         self.proc = None
         self.out_path = self.err_path = None
 
@@ -93,16 +112,31 @@ class Tracer:
         with open(self.err_path, "rb") as f:
             return f.read().decode(errors="replace")
 
-    def wait_ready(self, probe_bin, timeout=30.0) -> float:
-        """Run a probe (a copy of /bin/true of its own name) until the tracer reports it."""
-        while time.monotonic() - self.t0 < timeout:
+    def wait_ready(self, probes, timeout=30.0):
+        """Run the probes (make_probes: each its own name) one after another
+        until the tracer reports one.  Returns (capture, ready), seconds from
+        its launch: when the earliest probe it reported was launched -- it
+        captured from then on -- and when its first report had been written."""
+        names = [os.path.basename(p).encode() for p in probes]
+        launched = []
+        for path in probes:
+            if time.monotonic() - self.t0 > timeout:
+                break
             if self.proc.poll() is not None:
                 last = (self.errors().strip().splitlines() or [""])[-1]
                 raise SystemExit(f"{self.name} exited early ({self.proc.returncode}): {last}")
-            subprocess.run([probe_bin])
+            launched.append(time.monotonic() - self.t0)
+            subprocess.run([path])
             time.sleep(0.002)
-            if self.name == "noop" or os.path.basename(probe_bin).encode() in self.output():
-                return time.monotonic() - self.t0
+            if self.name == "noop":
+                return launched[-1], time.monotonic() - self.t0
+            out = self.output()
+            if self.kind == "ctrtrace":  # the header lists what ran at start-up: not a report
+                out = out.partition(b"\n")[2]
+            if PROBE_PREFIX in out:
+                ready = time.monotonic() - self.t0
+                first = next(i for i, n in enumerate(names[:len(launched)]) if n in out)
+                return launched[first], ready
         raise SystemExit(f"{self.name} did not become ready in {timeout} s")
 
     def cpu_s(self) -> float:
@@ -117,7 +151,7 @@ class Tracer:
     def events(self) -> int:
         """Lines (events) the tracer wrote, header and summary aside for ctrtrace."""
         n = self.output().count(b"\n")
-        return n - 2 if self.name == "ctrtrace" else n
+        return n - 2 if self.kind == "ctrtrace" else n
 
     def peak_rss_mb(self) -> float:
         try:
@@ -137,23 +171,23 @@ class Tracer:
     def seen(self, storm_bin: str) -> int:
         """Execs of the storm binary the tracer reported."""
         data = self.output().splitlines()
-        if self.name == "ctrtrace":
+        if self.kind == "ctrtrace":
             key = b'"filename":' + json.dumps(storm_bin).encode()
             return sum(1 for l in data if b'"type":"exec"' in l and key in l)
         path = storm_bin.encode()
-        if self.name in ("execsnoop", "bcc-execsnoop"):
+        if self.kind in ("execsnoop", "bcc-execsnoop"):
             # PCOMM PID PPID RET ARGS: ARGS starts with the path
             return sum(1 for l in data if l.split()[3:5] == [b"0", path])
         return sum(1 for l in data if l.split()[2:3] == [path])  # bpftrace: pid ppid filename ...
 
     def lost(self) -> str:
-        if self.name == "ctrtrace":
+        if self.kind == "ctrtrace":
             last = self.output().splitlines()[-1]
             return str(json.loads(last)["lost"])
         said = {"execsnoop": r"Lost (\d+) events", "bcc-execsnoop": r"Possibly lost (\d+) samples"}
-        if self.name not in said:
+        if self.kind not in said:
             return "-"
-        return str(sum(int(n) for n in re.findall(said[self.name], self.errors())))
+        return str(sum(int(n) for n in re.findall(said[self.kind], self.errors())))
 
 
 def _version_key(path):
@@ -204,7 +238,7 @@ def bcc_tracer():
                   env={**os.environ, **env})
 
 
-def make_tracers(names, ctrtrace_cmd, workdir, skip_missing):
+def make_tracers(names, ctrtrace_cmd, workdir, skip_missing, baseline_cmd=None):
     """The tracers named; a peer that is not installed stops the run, or is
     skipped with a note (returned) when skip_missing."""
     bt = os.path.join(workdir, "ns.bt")
@@ -221,11 +255,16 @@ def make_tracers(names, ctrtrace_cmd, workdir, skip_missing):
     known = {
         "noop": lambda: Tracer("noop", ["sleep", "3600"]),
         "ctrtrace": lambda: Tracer("ctrtrace", shlex.split(ctrtrace_cmd) + ["--json"]),
+        "ctrtrace-base": lambda: Tracer("ctrtrace-base", shlex.split(baseline_cmd or "") + ["--json"],
+                                        kind="ctrtrace"),
         "execsnoop": need("/usr/sbin/execsnoop", "execsnoop", "libbpf-tools"),
         "bcc-execsnoop": bcc_tracer,
         "bpftrace": need("bpftrace", "bpftrace", "bpftrace"),
     }
     out, skipped = [], []
+    if baseline_cmd and "ctrtrace-base" not in names:
+        names = [*names[:names.index("ctrtrace") + 1], "ctrtrace-base",
+                 *names[names.index("ctrtrace") + 1:]] if "ctrtrace" in names else [*names, "ctrtrace-base"]
     for n in names:
         if n not in known:
             raise SystemExit(f"unknown tracer {n!r}: one of {', '.join(known)}")
@@ -257,6 +296,9 @@ def main() -> None:
                     "those not installed are skipped, with a note)")
     ap.add_argument("--static", action="store_true", help="vfork+exec a static binary")
     ap.add_argument("--ctrtrace", default="ctrtrace")
+    ap.add_argument("--baseline", metavar="CMD",
+                    help="also run this ctrtrace command, as ctrtrace-base, in the same rounds "
+                         "(e.g. an earlier commit: 'env PYTHONPATH=/tmp/old python3 -m tracer')")
     ap.add_argument("--json-out", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -272,11 +314,11 @@ def main() -> None:
         else:
             target = os.path.join(workdir, "storm-true")
             shutil.copy("/bin/true", target)
-        probe = os.path.join(workdir, "ready-probe")
-        shutil.copy("/bin/true", probe)
+        probe = make_probes(workdir)
         named = args.tracers is not None
         tracers, skipped = make_tracers((args.tracers or TRACERS).split(","), args.ctrtrace,
-                                        workdir, skip_missing=not named)
+                                        workdir, skip_missing=not named,
+                                        baseline_cmd=args.baseline)
         args.tracers = ",".join(t.name for t in tracers)
         results = {}
         try:
@@ -296,7 +338,7 @@ def run_rounds(args, tracers, storm_exe, target, probe, workdir, results):
             for t in tracers:
                 base = storm(storm_exe, args.execs, w, target, args.static)
                 t.start(workdir)
-                ready = t.wait_ready(probe)
+                capture, ready = t.wait_ready(probe)
                 time.sleep(0.2)  # start-up over: what follows is the storm's cost
                 cpu0, events0 = t.cpu_s(), t.events()
                 traced = storm(storm_exe, args.execs, w, target, args.static)
@@ -308,11 +350,12 @@ def run_rounds(args, tracers, storm_exe, target, probe, workdir, results):
                 seen = t.seen(target) if t.name != "noop" else args.execs
                 res = results.setdefault((t.name, w), [])
                 res.append({"untraced": base, "traced": traced, "ratio": traced / base,
-                            "ready_s": ready, "rss_mb": rss, "seen": seen, "lost": t.lost(),
+                            "capture_s": capture, "ready_s": ready, "rss_mb": rss, "seen": seen, "lost": t.lost(),
                             "cpu_us_per_exec": 1e6 * cpu / args.execs,
                             "events_per_cpu_s": events / cpu if cpu > 0 else float("nan")})
                 print(f"round {r + 1} {t.name:<13} w={w} untraced {base:7.0f}/s traced "
-                      f"{traced:7.0f}/s ratio {traced / base:.3f} ready {ready * 1000:5.0f} ms "
+                      f"{traced:7.0f}/s ratio {traced / base:.3f} capture {capture * 1000:5.0f} ms "
+                      f"ready {ready * 1000:5.0f} ms "
                       f"rss {rss:5.1f} MB seen {seen}/{args.execs} lost {t.lost()} "
                       f"cpu {1e6 * cpu / args.execs:5.1f} us/exec", flush=True)
 
@@ -320,7 +363,8 @@ def run_rounds(args, tracers, storm_exe, target, probe, workdir, results):
 def report(args, results, skipped):
     print()
     print(f"{'tracer':<13} {'workers':>7} {'rate untraced':>13} {'ratio':>6} "
-          f"{'seen/expected':>14} {'lost':>5} {'ready':>8} {'peak RSS':>9} {'CPU/exec':>9} "
+          f"{'seen/expected':>14} {'lost':>5} {'capture':>8} {'ready':>6} {'peak RSS':>9} "
+          f"{'CPU/exec':>9} "
           f"{'lines/CPU-s':>11}")
     table = []
     for (name, w), rs in results.items():
@@ -330,6 +374,7 @@ def report(args, results, skipped):
             "ratio": statistics.median(x["ratio"] for x in rs),
             "seen_min": min(x["seen"] for x in rs), "expected": args.execs,
             "lost": ",".join(sorted({x["lost"] for x in rs})),
+            "capture_ms": 1000 * statistics.median(x["capture_s"] for x in rs),
             "ready_ms": 1000 * statistics.median(x["ready_s"] for x in rs),
             "rss_mb": max(x["rss_mb"] for x in rs),
             "cpu_us_per_exec": statistics.median(x["cpu_us_per_exec"] for x in rs),
@@ -337,7 +382,8 @@ def report(args, results, skipped):
         }
         table.append(row)
         print(f"{name:<13} {w:>7} {row['untraced']:>11.0f}/s {row['ratio']:>6.2f} "
-              f"{row['seen_min']:>7}/{args.execs:<6} {row['lost']:>5} {row['ready_ms']:>6.0f}ms "
+              f"{row['seen_min']:>7}/{args.execs:<6} {row['lost']:>5} {row['capture_ms']:>6.0f}ms "
+              f"{row['ready_ms']:>4.0f}ms "
               f"{row['rss_mb']:>7.1f}MB {row['cpu_us_per_exec']:>7.1f}us "
               f"{row['events_per_cpu_s']:>11.0f}")
     for note in skipped:

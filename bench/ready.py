@@ -4,7 +4,8 @@
     sudo python3 bench/ready.py [--launches 9] [--ctrtrace ctrtrace]
 
 Ready is compare.py's: from launch until ctrtrace --json has written the exec
-of a probe (a copy of /bin/true run every few ms).  Three states: warm (the
+of a probe (a copy of /bin/true run every few ms); capturing-from is when the
+earliest probe it reported was launched (each probe runs under its own name).  Three states: warm (the
 subset of the kernel BTF is cached), off (CTRTRACE_CACHE_DIR= : libbpf
 relocates against the whole kernel BTF), cold (an empty cache: the first
 start after a new kernel or object runs `bpftool gen min_core_btf`).
@@ -20,7 +21,7 @@ import statistics
 import tempfile
 import time
 
-from compare import Tracer
+from compare import Tracer, make_probes
 
 
 def main() -> None:
@@ -32,11 +33,10 @@ def main() -> None:
         raise SystemExit("run as root")
     workdir = tempfile.mkdtemp(prefix="ctrtrace-ready-")
     try:
-        probe = os.path.join(workdir, "ready-probe")
-        shutil.copy("/bin/true", probe)
+        probes = make_probes(workdir)
         cmd = shlex.split(args.ctrtrace) + ["--json"]
         for state in ("warm", "off", "cold"):
-            times = []
+            captures, times = [], []
             for _ in range(args.launches):
                 env = dict(os.environ)
                 cache = None
@@ -47,14 +47,18 @@ def main() -> None:
                     env["CTRTRACE_CACHE_DIR"] = cache
                 t = Tracer("ctrtrace", cmd, env=env)
                 t.start(workdir)
-                times.append(t.wait_ready(probe))
+                capture, ready = t.wait_ready(probes)
+                captures.append(capture)
+                times.append(ready)
                 t.stop()
                 if cache:
                     shutil.rmtree(cache)
                 time.sleep(0.2)
             ms = [round(1000 * x) for x in times]
+            cap = [round(1000 * x) for x in captures]
             print(f"{state:<5} ready median {statistics.median(ms):5.0f} ms  "
-                  f"(min {min(ms)}, max {max(ms)}; {len(ms)} launches)", flush=True)
+                  f"(min {min(ms)}, max {max(ms)}); capturing from {statistics.median(cap):4.0f} ms "
+                  f"(min {min(cap)}, max {max(cap)}); {len(ms)} launches", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -25,6 +25,8 @@ def test_compare_driver(tmp_path):
     rows = {r["tracer"]: r for r in json.loads(out.read_text())["rows"]}
     assert rows["ctrtrace"]["seen_min"] == 200 and rows["ctrtrace"]["lost"] == "0"
     assert rows["ctrtrace"]["rss_mb"] > 0 and rows["ctrtrace"]["ready_ms"] > 0
+    # capturing began before the first report was written, never after
+    assert 0 < rows["ctrtrace"]["capture_ms"] <= rows["ctrtrace"]["ready_ms"]
     assert 0 < rows["noop"]["ratio"] < 10
 
 

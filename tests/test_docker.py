@@ -66,14 +66,16 @@ def test_docker_run_sleep_container(capture, sleep_container):
              and e.container is not None and e.container.source == "shim"
              and any(f.pid == long_lived and f.ppid == e.pid for f in cap.events
                      if isinstance(f, ForkEvent))]
-    assert len(first) == 1
+    assert len(first) == 1, [(e.pid, e.reaper, e.container) for e in cap.events
+                             if isinstance(e, ExitEvent) and e.reaper is not None]
     assert first[0].reaper == _ppid_from_proc(long_lived)
     assert cap.session.table.get(long_lived).ppid == _ppid_from_proc(long_lived)
 
     # runc creates the namespaces: unshare with the CLONE_NEW* flags
     runc_ns = [e for e in cap.events if isinstance(e, UnshareEvent) and e.container is not None
                and e.container.id == cid and e.flags & NEW["pid"]]
-    assert len(runc_ns) == 1
+    assert len(runc_ns) == 1, [(e.pid, e.comm, hex(e.flags), e.container) for e in cap.events
+                               if isinstance(e, UnshareEvent)]
     want = NEW["mnt"] | NEW["uts"] | NEW["ipc"] | NEW["pid"] | NEW["net"]
     assert runc_ns[0].flags & want == want and runc_ns[0].ret == 0
     assert runc_ns[0].ns.pid_for_children == truth.pid

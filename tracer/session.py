@@ -47,9 +47,12 @@ POLL_MS = 25  # the longest wait for events: the loop checks signals, the deadli
 # BATCH_MS_PER_RECORD per record it has just read, up to BATCH_MS: a lone
 # event is read within a few ms, and under load (more than one record per
 # BATCH_MS_PER_RECORD) the batches grow until drains are BATCH_MS apart,
-# instead of a wake-up per record.
+# instead of a wake-up per record.  Big batches are cheap batches: between
+# drains an exec storm evicts the reader's code and data from the CPU caches,
+# and each drain pays to bring them back (CPU per exec under the fork storm,
+# bench/compare.py: 61 us with drains 10 ms apart, 55 at 25 ms, 51 at 50 ms).
 BATCH_MS_PER_RECORD = 2
-BATCH_MS = 10
+BATCH_MS = 50
 
 
 def _release_freed_memory() -> None:
