@@ -47,6 +47,20 @@ def test_the_optional_fields_and_odd_strings():
         assert lines.line(ev) == orjson.dumps(ev.to_json()) + b"\n"
 
 
+def test_a_shared_renderer_renders_each_event_once(monkeypatch):
+    """A JSON view and a recording share one renderer: the second sink given
+    the same event gets the first one's line, not a second rendering."""
+    lines = EventLines()
+    calls = []
+    render = lines._render
+    monkeypatch.setattr(lines, "_render", lambda ev: calls.append(ev) or render(ev))
+    events = list(_recorded())[:50]
+    for ev in events:
+        first, second = lines.line(ev), lines.line(ev)
+        assert first is second and first == orjson.dumps(ev.to_json()) + b"\n"
+    assert calls == events
+
+
 @pytest.mark.bpf
 def test_a_live_trace(capture):
     import subprocess

@@ -38,6 +38,16 @@ def test_live_view_equals_replay(tmp_path, suffix):
     assert "unshare(CLONE_NEWUTS|CLONE_NEWIPC) = 0" in again.stdout
 
 
+def test_json_view_and_recording_carry_the_same_lines(tmp_path):
+    """--json -w: the events on stdout are the recording's, byte for byte."""
+    rec = tmp_path / "t.jsonl"
+    live = run("--json", "-w", str(rec), "--", "sh", "-c", SCRIPT)
+    assert live.exit_code == 0
+    shown, kept = live.stdout.splitlines(), rec.read_text().splitlines()
+    assert len(shown) > 10 and shown[:-1] == kept[:-1]
+    assert json.loads(shown[-1])["events"] == json.loads(kept[-1])["events"]
+
+
 def test_filters_apply_to_the_view_and_the_file_keeps_everything(tmp_path):
     rec = tmp_path / "t.jsonl"
     live = run("-w", str(rec), "--ns-changes", "--comm", "unshare", "--", "sh", "-c", SCRIPT)

@@ -51,9 +51,13 @@ def _keep(cache: Dict[Any, Any], key: Any, value: Any) -> Any:
 
 
 class EventLines:
-    """Renders events; the repeating pieces are cached per renderer."""
+    """Renders events; the repeating pieces are cached per renderer.
+
+    One renderer can serve two sinks (a recording and a JSON view): it keeps
+    the last event's line, and the sinks are given each event in turn."""
 
     def __init__(self) -> None:
+        self._last: Tuple[Optional[ProcessEvent], bytes] = (None, b"")
         # Namespace sets and containers are frozen dataclasses whose hash is
         # Python code, ~0.5 us a lookup; the decoder shares one object per
         # distinct value, so these caches are keyed by id() instead, each
@@ -99,6 +103,14 @@ class EventLines:
         return self._seconds.get(sec) or _keep(self._seconds, sec, iso_second(sec).encode())
 
     def line(self, ev: ProcessEvent) -> bytes:
+        last = self._last
+        if last[0] is ev:
+            return last[1]
+        line = self._render(ev)
+        self._last = (ev, line)
+        return line
+
+    def _render(self, ev: ProcessEvent) -> bytes:
         # One %-format over cached pieces: this runs for every event, live.
         prefix, extra = self._by_class[type(ev)]
         sec, frac = divmod(ev.wall_ns, 1_000_000_000)

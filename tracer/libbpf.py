@@ -314,12 +314,34 @@ class BpfObject:
         return sum(values)
 
     def close(self) -> None:
-        for link in self._links:
-            self._lib.dll.bpf_link__destroy(link)
-        self._links.clear()
+        self._destroy_links()
         if self._obj:
             self._lib.dll.bpf_object__close(self._obj)
             self._obj = None
+
+    def _destroy_links(self) -> None:
+        """Detach every program, all at once: each detach from a tracepoint
+        waits for an RCU grace period (~40 ms here), one after another half a
+        second; waits that overlap share grace periods."""
+        links, self._links = self._links, []
+        if len(links) < 2:
+            for link in links:
+                self._lib.dll.bpf_link__destroy(link)
+            return
+        import threading  # only when closing
+
+        destroy = self._lib.dll.bpf_link__destroy  # releases the GIL while it waits
+        started = []
+        for link in links:
+            t = threading.Thread(target=destroy, args=(link,), name="ctrtrace-detach")
+            try:
+                t.start()
+            except RuntimeError:  # no threads (the interpreter is shutting down)
+                destroy(link)
+            else:
+                started.append(t)
+        for t in started:
+            t.join()
 
 
 __all__ = ["BpfObject", "RingBuffer", "lib", "LIBBPF_WARN"]

@@ -138,11 +138,14 @@ def run(app: App, a: LiveArgs) -> None:
 
             spec = FilterSpec(pid=a.pid, comm=a.comm, ns_changes=a.ns_changes,
                               container=a.container, containers_only=a.containers_only)
+            from .jsonlines import EventLines
+
+            lines = EventLines()  # one renderer for the JSON view and the recording
             if a.write:
                 from .record import Recorder
 
-                recorder = Recorder(a.write)
-            view = JsonSink(app.out) if a.as_json else _LazyTextSink(app)
+                recorder = Recorder(a.write, lines)
+            view = JsonSink(app.out, lines) if a.as_json else _LazyTextSink(app)
             result = trace(opts, view, spec=spec, recorder=recorder, duration=a.duration,
                            command=a.command, linger=a.linger,
                            command_stdout=app.command_stdout(), on_ready=app.ready,

@@ -32,7 +32,8 @@ def open_private(path: str) -> IO[bytes]:
 class Recorder:
     """A sink that writes every event of the session to a file."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, lines: Optional[EventLines] = None) -> None:
+        """lines: a renderer shared with a JSON view (each event rendered once)."""
         self.path = path
         self._raw = open_private(path)
         self._gz: Optional[gzip.GzipFile] = None
@@ -42,7 +43,7 @@ class Recorder:
             out = self._gz  # type: ignore[assignment]
         # buffered: a batch goes down in few writes, and each flush() ends it
         self._out = io.BufferedWriter(out, buffer_size=1 << 16)  # type: ignore[arg-type]
-        self._lines = EventLines()
+        self._lines = lines or EventLines()
 
     def _write(self, obj) -> None:
         self._out.write(json_bytes(obj) + b"\n")

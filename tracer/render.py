@@ -186,10 +186,11 @@ class JsonSink:
     Lines are bytes (jsonlines.py), collected per batch and written to the
     stream's binary buffer at each flush: no str round trip per event."""
 
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: IO[str], lines: Optional[EventLines] = None) -> None:
+        """lines: a renderer shared with a Recorder (each event rendered once)."""
         self.out = out
         self._bin: Optional[IO[bytes]] = getattr(out, "buffer", None)
-        self._lines = EventLines()
+        self._lines = lines or EventLines()
         self._batch: List[bytes] = []
 
     def header(self, h: Header) -> None:

@@ -62,8 +62,9 @@ def _release_freed_memory() -> None:
         pass
 
 
-def _no_table(ev: ProcessEvent) -> None:
-    """Nothing reads the process table (TraceOptions.process_table)."""
+def _skip(ev: ProcessEvent) -> None:
+    """A step with nothing to do for this trace: no view reads the process
+    table (TraceOptions.process_table), or no recorder takes the events."""
 
 
 class Sink(Protocol):
@@ -144,7 +145,7 @@ class Session:
         assert self._decoder is not None and self.resolver is not None
         out = []
         decode, counts = self._decoder.decode, self.counts
-        apply = self.table.apply if self.options.process_table else _no_table
+        apply = self.table.apply if self.options.process_table else _skip
         attribute = self.resolver.attribute
         for rec in records:
             ev = decode(rec)
@@ -261,23 +262,29 @@ def trace(
         shown = collections.Counter({t: 0 for t in EVENT_TYPES})
 
         def deliver(events: List[ProcessEvent]) -> None:
-            # per event, live: the loops are kept to what each case needs
-            if recorder is not None:
-                record = recorder.event
-                for ev in events:
-                    record(ev)
-                recorder.flush()
+            # Per event, live: the loops are kept to what each case needs.  The
+            # recorder and the view see each event in turn, so that where both
+            # write JSON they can share its line (jsonlines.EventLines).
+            record = recorder.event if recorder is not None else _skip
             if flt is None:  # everything is shown: the session's counts are the view's
                 show = view.event
-                for ev in events:
-                    show(ev)
+                if recorder is None:
+                    for ev in events:
+                        show(ev)
+                else:
+                    for ev in events:
+                        record(ev)
+                        show(ev)
                 shown_pids.update([ev.pid for ev in events])
             else:
                 for ev in events:
+                    record(ev)
                     if flt.wants_event(ev):
                         view.event(ev)
                         shown[ev.type] += 1
                         shown_pids.add(ev.pid)
+            if recorder is not None:
+                recorder.flush()
             view.flush()
 
         if recorder is not None:
