@@ -101,10 +101,17 @@ struct ct_unshare_event *unused_unshare __attribute__((unused));
 /* Flags 0 leave the wake-up to the kernel, which wakes the reader only for
  * the first record it has not yet seen: a lone event is read at once, and
  * while the reader is behind (it waits a little between drains, to batch)
- * nothing more is signalled.  A buffer filling up wakes it regardless. */
+ * nothing more is signalled.  The records that take the waiting data past
+ * wakeup_bytes wake it regardless -- those few only (the window allows for
+ * other CPUs' reservations in between): a wake-up per record, while the
+ * reader sleeps out its batching pause, would cost the workload an IPI each. */
+#define CT_WAKEUP_WINDOW 4096
+
 static __always_inline __u64 rb_flags(void)
 {
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes ?
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+
+	return avail >= cfg.wakeup_bytes && avail < cfg.wakeup_bytes + CT_WAKEUP_WINDOW ?
 	       BPF_RB_FORCE_WAKEUP : 0;
 }
 

@@ -142,8 +142,9 @@ struct ct_config {
 	__u8  ns_changes_only;    /* only events that create, enter or differ in namespaces */
 	__u8  emit_threads;       /* also emit fork events for CLONE_THREAD children */
 	char  comm[CT_COMM_LEN];
-	/* Wake the reader whatever it is doing once this much is waiting;
-	 * below it, only the first record after a drain wakes it (rb_flags). */
+	/* Wake the reader whatever it is doing when this much comes to be
+	 * waiting; below it, only the first record after a drain wakes it
+	 * (rb_flags). */
 	__u64 wakeup_bytes;
 };
 
