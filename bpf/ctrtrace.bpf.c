@@ -84,6 +84,19 @@ struct {
 	__type(value, struct ns_call);
 } ns_calls SEC(".maps");
 
+/* Children handed on by a thread that exited before its process did: a
+ * thread's children go to a live sibling thread, but when every sibling is
+ * already exiting (a Go program's threads exit together) they go straight to
+ * the reaper, before the last thread's exit event could see them.  tgid ->
+ * the reaper then, for that exit event.  A process that dies with no such
+ * thread never gets an entry; an entry of one that was not traced ages out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u32);
+} handed_on SEC(".maps");
+
 /* --pid: the tgids followed, seeded by userspace, grown at fork. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -552,11 +565,22 @@ SEC("raw_tp/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *p)
 {
 	struct ct_exit_event *e;
-	__u32 tgid;
+	__u32 tgid, *handed, reaper;
 
-	if (!ct_group_dead(p))
-		return 0;
 	tgid = BPF_CORE_READ(p, tgid);
+	if (!ct_group_dead(p)) {
+		/* a thread: its children stay in the process unless no sibling is
+		 * left alive; either way, by the process's end they are the reaper's */
+		if (ct_has_children(p)) {
+			reaper = ct_new_reaper(p);
+			bpf_map_update_elem(&handed_on, &tgid, &reaper, BPF_ANY);
+		}
+		return 0;
+	}
+	handed = bpf_map_lookup_elem(&handed_on, &tgid);
+	reaper = handed ? *handed : 0;
+	if (handed)
+		bpf_map_delete_elem(&handed_on, &tgid);
 	if (!task_wanted(p)) {
 		count(CT_CNT_FILTERED);
 		return 0;
@@ -583,6 +607,9 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 	if (ct_group_has_children(p)) {
 		e->hdr.flags |= CT_F_HAD_CHILDREN;
 		e->reaper = ct_new_reaper(p);
+	} else if (handed) {  /* an earlier thread's exit handed them on */
+		e->hdr.flags |= CT_F_HAD_CHILDREN;
+		e->reaper = reaper;
 	}
 	fill_header(&e->hdr, CT_EVENT_EXIT, sizeof(*e));
 	bpf_ringbuf_submit(e, rb_flags());

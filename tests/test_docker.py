@@ -66,8 +66,12 @@ def test_docker_run_sleep_container(capture, sleep_container):
              and e.container is not None and e.container.source == "shim"
              and any(f.pid == long_lived and f.ppid == e.pid for f in cap.events
                      if isinstance(f, ForkEvent))]
-    assert len(first) == 1, [(e.pid, e.reaper, e.container) for e in cap.events
-                             if isinstance(e, ExitEvent) and e.reaper is not None]
+    assert len(first) == 1, (long_lived, [(e.pid, e.reaper, e.container) for e in cap.events
+                                          if isinstance(e, ExitEvent) and e.reaper is not None],
+                             [(f.pid, f.ppid, f.comm, f.thread) for f in cap.events
+                              if isinstance(f, ForkEvent) and f.pid == long_lived],
+                             [(e.type, e.pid, e.ppid, e.comm) for e in cap.events
+                              if e.pid == long_lived or e.ppid == long_lived][:20])
     assert first[0].reaper == _ppid_from_proc(long_lived)
     assert cap.session.table.get(long_lived).ppid == _ppid_from_proc(long_lived)
 

@@ -29,9 +29,10 @@ from .errors import CtrtraceError, ExitStatus
 from .libbpf import BpfObject
 
 DEFAULT_RINGBUF_BYTES = 4 << 20  # ~12,000 events of slack; it counts in the RSS once used
-# The kernel wakes the reader, even between its batches (session.BATCH_MS),
-# once this fraction of the ring buffer is used: room is left for a burst
-# while the reader catches up.
+# When the waiting data grows past this fraction of the ring buffer, the
+# kernel wakes the reader if it waits (rb_flags in the BPF program).  A
+# safety net: the reader comes back within session.BATCH_MS of each drain
+# anyway, and the rest of the buffer holds what comes meanwhile.
 WAKEUP_FRACTION = 16
 
 BTF_PATH = corebtf.KERNEL_BTF
@@ -194,7 +195,7 @@ class ProgramLoader:
         self._loaded = False
         self._taken = False
         self.start_ktime_ns = 0  # CLOCK_MONOTONIC just before the first program was attached
-        self._error: Optional[CtrtraceError] = None
+        self._error: Optional[Exception] = None  # what stopped the thread, for result()
         self._thread = threading.Thread(target=self._run, name="ctrtrace-load", daemon=True)
         self._thread.start()
 
@@ -205,7 +206,7 @@ class ProgramLoader:
         if self._loaded:
             try:
                 self._attach()
-            except CtrtraceError as e:
+            except Exception as e:  # raised again by result(), on the caller's thread
                 self._error = e
 
     def _attach(self) -> None:

@@ -49,8 +49,9 @@ POLL_MS = 25  # the longest wait for events: the loop checks signals, the deadli
 # BATCH_MS_PER_RECORD) the batches grow until drains are BATCH_MS apart,
 # instead of a wake-up per record.  Big batches are cheap batches: between
 # drains an exec storm evicts the reader's code and data from the CPU caches,
-# and each drain pays to bring them back (CPU per exec under the fork storm,
-# bench/compare.py: 61 us with drains 10 ms apart, 55 at 25 ms, 51 at 50 ms).
+# and each drain pays to bring them back (CPU per exec under bench/storm.c's
+# fork storm, one worker, medians of 4 alternated rounds: 61 us with drains
+# 10 ms apart, 55 us at 25 ms, 51 us at 50 ms).
 BATCH_MS_PER_RECORD = 2
 BATCH_MS = 50
 
