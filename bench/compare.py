@@ -298,7 +298,8 @@ def main() -> None:
     ap.add_argument("--ctrtrace", default="ctrtrace")
     ap.add_argument("--baseline", metavar="CMD",
                     help="also run this ctrtrace command, as ctrtrace-base, in the same rounds "
-                         "(e.g. an earlier commit: 'env PYTHONPATH=/tmp/old python3 -m tracer')")
+                         "(e.g. an earlier commit: 'env PYTHONPATH=/tmp/old python3 -m tracer', "
+                         "run from outside the repository: -m puts the working directory first)")
     ap.add_argument("--json-out", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args()
     if os.geteuid() != 0:
