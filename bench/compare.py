@@ -53,7 +53,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -255,16 +254,17 @@ def make_tracers(names, ctrtrace_cmd, workdir, skip_missing, baseline_cmd=None):
     known = {
         "noop": lambda: Tracer("noop", ["sleep", "3600"]),
         "ctrtrace": lambda: Tracer("ctrtrace", shlex.split(ctrtrace_cmd) + ["--json"]),
-        "ctrtrace-base": lambda: Tracer("ctrtrace-base", shlex.split(baseline_cmd or "") + ["--json"],
-                                        kind="ctrtrace"),
         "execsnoop": need("/usr/sbin/execsnoop", "execsnoop", "libbpf-tools"),
         "bcc-execsnoop": bcc_tracer,
         "bpftrace": need("bpftrace", "bpftrace", "bpftrace"),
     }
+    if baseline_cmd:  # runs right after ctrtrace, in the same rounds
+        known["ctrtrace-base"] = lambda: Tracer(
+            "ctrtrace-base", shlex.split(baseline_cmd) + ["--json"], kind="ctrtrace")
+        if "ctrtrace-base" not in names:
+            at = names.index("ctrtrace") + 1 if "ctrtrace" in names else len(names)
+            names = names[:at] + ["ctrtrace-base"] + names[at:]
     out, skipped = [], []
-    if baseline_cmd and "ctrtrace-base" not in names:
-        names = [*names[:names.index("ctrtrace") + 1], "ctrtrace-base",
-                 *names[names.index("ctrtrace") + 1:]] if "ctrtrace" in names else [*names, "ctrtrace-base"]
     for n in names:
         if n not in known:
             raise SystemExit(f"unknown tracer {n!r}: one of {', '.join(known)}")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
-from typing import Deque, Dict, Iterator, List, Optional
+import threading
+from typing import Deque, Dict, Iterator, List, Optional, Tuple
 
 from .errors import CtrtraceError, ExitStatus
 
@@ -42,12 +43,12 @@ class _Lib:
     """The loaded library and its prototypes, created once per process."""
 
     def __init__(self) -> None:
-        self.dll = self._open()
+        self.dll, name = self._open()
         # The same library, called with the GIL held: for calls that return at
         # once, so that a thread making several of them takes the GIL once
         # rather than once per call (at up to 5 ms each while another thread
         # runs Python).
-        self.held = ctypes.PyDLL(self.dll._name, use_errno=True)
+        self.held = ctypes.PyDLL(name, use_errno=True)
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.log: Deque[str] = collections.deque(maxlen=400)
         self._print_buf: Optional[ctypes.Array] = None
@@ -57,10 +58,11 @@ class _Lib:
         self.dll.libbpf_set_print(self._print_cb)
 
     @staticmethod
-    def _open() -> ctypes.CDLL:
+    def _open() -> Tuple[ctypes.CDLL, str]:
+        """The library, and the name it was found by."""
         for name in _SONAMES:
             try:
-                return ctypes.CDLL(name, use_errno=True)
+                return ctypes.CDLL(name, use_errno=True), name
             except OSError:
                 continue
         # find_library runs ldconfig (or a compiler): only when the usual names fail
@@ -69,7 +71,7 @@ class _Lib:
         found = find_library("bpf")
         if found:
             try:
-                return ctypes.CDLL(found, use_errno=True)
+                return ctypes.CDLL(found, use_errno=True), found
             except OSError:
                 pass
         raise CtrtraceError(
@@ -328,8 +330,6 @@ class BpfObject:
             for link in links:
                 self._lib.dll.bpf_link__destroy(link)
             return
-        import threading  # only when closing
-
         destroy = self._lib.dll.bpf_link__destroy  # releases the GIL while it waits
         started = []
         for link in links:
