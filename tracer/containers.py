@@ -311,22 +311,34 @@ class ContainerResolver:
         return known
 
     def attribute(self, ev: ProcessEvent) -> Optional[Container]:
-        found = self._attribute(ev)
-        if isinstance(ev, ExitEvent):
-            self._by_pid.pop(ev.pid, None)
-            if ev.vpid == 1 and found is not None:
-                # the container's init is gone, and inode numbers are reused
-                self._by_mnt.pop(ev.ns.mnt, None)
-        return found
-
-    def _attribute(self, ev: ProcessEvent) -> Optional[Container]:
         # lineage first: it must follow every fork and shim exec, attributed or not
         if isinstance(ev, ForkEvent):
-            inherited = self._by_pid.get(ev.parent_pid) or self._by_pid.get(ev.ppid)
-            if inherited is not None and not ev.thread:
-                self._by_pid[ev.pid] = inherited
-        elif isinstance(ev, ExecEvent) and ev.ret == 0:
-            shim = shim_container(ev.argv)
-            if shim is not None:
-                self._by_pid[ev.pid] = self._shim_key(*shim)
-        return self.attribute_process(ev.cgroup, ev.ns.mnt, ev.pid)
+            if not ev.thread:
+                self.on_fork(ev.pid, ev.parent_pid, ev.ppid)
+        elif isinstance(ev, ExecEvent):
+            if ev.ret == 0:
+                self.on_exec(ev.pid, ev.argv)
+        found = self.attribute_process(ev.cgroup, ev.ns.mnt, ev.pid)
+        if isinstance(ev, ExitEvent):
+            self.on_exit(ev.pid, ev.vpid, ev.ns.mnt, found)
+        return found
+
+    # The steps of attribute(), by the numbers they need: jsonlines.RecordLines
+    # takes them straight from records.
+
+    def on_fork(self, pid: int, parent_pid: int, ppid: int) -> None:
+        """A process (not a thread) was created: it inherits its parent's shim lineage."""
+        inherited = self._by_pid.get(parent_pid) or self._by_pid.get(ppid)
+        if inherited is not None:
+            self._by_pid[pid] = inherited
+
+    def on_exec(self, pid: int, argv: List[str]) -> None:
+        shim = shim_container(argv)
+        if shim is not None:
+            self._by_pid[pid] = self._shim_key(*shim)
+
+    def on_exit(self, pid: int, vpid: int, mnt: int, found: Optional[Container]) -> None:
+        self._by_pid.pop(pid, None)
+        if vpid == 1 and found is not None:
+            # the container's init is gone, and inode numbers are reused
+            self._by_mnt.pop(mnt, None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 from . import layout as L
 from .errors import CtrtraceError, ExitStatus
@@ -37,6 +37,7 @@ _NS_AT = L.CtTask.ns.offset - L.CtTask.comm.offset
 _NS_FMT = struct.Struct(L.struct_format(L.CtNs))
 _CGP_AT = L.CtTask.cgroup_parent.offset - L.CtTask.comm.offset
 _CGL_AT = L.CtTask.cgroup_leaf.offset - L.CtTask.comm.offset
+IDENT = slice(_IDENT_START, _IDENT_END)
 _IDENT_CACHE_MAX = 4096  # distinct (comm, ns, cgroup) sets: a few hundred in practice
 
 
@@ -44,16 +45,16 @@ def _struct(cls) -> struct.Struct:
     return struct.Struct(L.struct_format(cls, skip=_IDENT))
 
 
-def _at(cls, name: str) -> int:
+def field_index(cls, name: str) -> int:
     """Index of a field in the tuple its Struct unpacks (names from the mirror)."""
     return L.struct_fields(cls, skip=_IDENT).index(name)
 
 
 _HDR = struct.Struct(L.struct_format(L.CtHeader))
 # header + task, then what each type adds
-_EXEC = _struct(L.CtExecHead)
-_FORK = _struct(L.CtForkEvent)
-_EXIT = _struct(L.CtExitEvent)
+EXEC = _struct(L.CtExecHead)
+FORK = _struct(L.CtForkEvent)
+EXIT = _struct(L.CtExitEvent)
 _SETNS = _struct(L.CtSetnsEvent)
 _UNSHARE = _struct(L.CtUnshareEvent)
 _NS = len(L.NS_NAMES)
@@ -67,21 +68,34 @@ for _mirror in (L.CtExecHead, L.CtForkEvent, L.CtExitEvent, L.CtSetnsEvent, L.Ct
     if tuple(L.struct_fields(_mirror, skip=_IDENT)[:len(_NUMBERS)]) != _NUMBERS:
         raise ImportError(f"decode.py expects {_NUMBERS} first in {_mirror.__name__}")
 
-_EXEC_AT = _at(L.CtExecHead, "old_pid")
-_FORK_AT = _at(L.CtForkEvent, "parent_pid")
-_EXIT_AT = _at(L.CtExitEvent, "exit_code")
-_SETNS_BEFORE = _at(L.CtSetnsEvent, "ns_before.mnt")
-_SETNS_AT = _at(L.CtSetnsEvent, "fd")
-_UNSHARE_BEFORE = _at(L.CtUnshareEvent, "ns_before.mnt")
-_UNSHARE_AT = _at(L.CtUnshareEvent, "flags")
+_EXEC_AT = field_index(L.CtExecHead, "old_pid")
+_FORK_AT = field_index(L.CtForkEvent, "parent_pid")
+_EXIT_AT = field_index(L.CtExitEvent, "exit_code")
+_SETNS_BEFORE = field_index(L.CtSetnsEvent, "ns_before.mnt")
+_SETNS_AT = field_index(L.CtSetnsEvent, "fd")
+_UNSHARE_BEFORE = field_index(L.CtUnshareEvent, "ns_before.mnt")
+_UNSHARE_AT = field_index(L.CtUnshareEvent, "flags")
 
 _new = object.__new__
+# hdr.flags' bits for every event -> (no_nsproxy, cgroup_v1, ns_change), by lookup
+_TASK_MASK = L.CT_F_NO_NSPROXY | L.CT_F_CGROUP_V1 | L.CT_F_NS_CHANGE
+_TASK_FLAGS = tuple((bool(f & L.CT_F_NO_NSPROXY), bool(f & L.CT_F_CGROUP_V1),
+                     bool(f & L.CT_F_NS_CHANGE)) for f in range(_TASK_MASK + 1))
 # hdr.type without a struct call: its two bytes, in the kernel's (native) order
-_TYPE_LO, _TYPE_HI = (0, 1) if sys.byteorder == "little" else (1, 0)
+TYPE_LO, TYPE_HI = (0, 1) if sys.byteorder == "little" else (1, 0)
 
 
 def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def exec_strings(data: bytes, filename_len: int, args_len: int) -> Tuple[str, List[str]]:
+    """An exec record's filename and argv, from the bytes after its fixed part."""
+    # argv is NUL-separated; a truncated copy may end mid-string
+    args = data[filename_len:filename_len + args_len].split(b"\0")
+    if args and args[-1] == b"":
+        args.pop()
+    return _cstr(data[:filename_len]), [a.decode(errors="replace") for a in args]
 
 
 class Decoder:
@@ -103,7 +117,7 @@ class Decoder:
     def decode(self, rec: bytes) -> ProcessEvent:
         if len(rec) < _HDR.size:
             raise CtrtraceError(f"short record from the kernel: {len(rec)} bytes", ExitStatus.BPF)
-        fn = self._by_type.get(rec[_TYPE_LO] | rec[_TYPE_HI] << 8)  # hdr.type
+        fn = self._by_type.get(rec[TYPE_LO] | rec[TYPE_HI] << 8)  # hdr.type
         if fn is None:
             rtype = _HDR.unpack_from(rec)[0]
             raise CtrtraceError(f"unknown event type {rtype} from the kernel", ExitStatus.BPF)
@@ -123,7 +137,7 @@ class Decoder:
             ns = self._nss[values] = Namespaces(*values)
         return ns
 
-    def _ident(self, raw: bytes) -> Tuple[str, Namespaces, str]:
+    def ident(self, raw: bytes) -> Tuple[str, Namespaces, str]:
         """comm, namespaces and cgroup from their span of the record."""
         found = self._idents.get(raw)
         if found is None:
@@ -141,31 +155,23 @@ class Decoder:
          ev.start_ns, ev.parent_start_ns, ev.cgroup_id) = f[:14]
         ev.ktime_ns = ktime
         ev.wall_ns = ktime + self.wall_offset_ns
-        ev.comm, ev.ns, ev.cgroup = self._ident(rec[_IDENT_START:_IDENT_END])
-        ev.no_nsproxy = bool(flags & L.CT_F_NO_NSPROXY)
-        ev.cgroup_v1 = bool(flags & L.CT_F_CGROUP_V1)
-        ev.ns_change = bool(flags & L.CT_F_NS_CHANGE)
+        ev.comm, ev.ns, ev.cgroup = self.ident(rec[IDENT])
+        ev.no_nsproxy, ev.cgroup_v1, ev.ns_change = _TASK_FLAGS[flags & _TASK_MASK]
         ev.container = None
         return flags
 
     def _exec(self, rec: bytes) -> ExecEvent:
-        f = _EXEC.unpack_from(rec)
+        f = EXEC.unpack_from(rec)
         ev = _new(ExecEvent)
         flags = self._task(ev, f, rec)
         ev.old_pid, ev.ret, filename_len, args_len = f[_EXEC_AT:_EXEC_AT + 4]
-        data = rec[_EXEC.size:]
-        ev.filename = _cstr(data[:filename_len])
-        # argv is NUL-separated; a truncated copy may end mid-string
-        args = data[filename_len:filename_len + args_len].split(b"\0")
-        if args and args[-1] == b"":
-            args.pop()
-        ev.argv = [a.decode(errors="replace") for a in args]
+        ev.filename, ev.argv = exec_strings(rec[EXEC.size:], filename_len, args_len)
         ev.argv_truncated = bool(flags & L.CT_F_ARGS_TRUNCATED)
         ev.filename_truncated = bool(flags & L.CT_F_FILENAME_TRUNCATED)
         return ev
 
     def _fork(self, rec: bytes) -> ForkEvent:
-        f = _FORK.unpack_from(rec) if len(rec) >= _FORK.size else self._fields(_FORK, rec)
+        f = FORK.unpack_from(rec) if len(rec) >= FORK.size else self._fields(FORK, rec)
         ev = _new(ForkEvent)
         flags = self._task(ev, f, rec)
         ev.parent_pid, ev.parent_tid, clone_flags = f[_FORK_AT:_FORK_AT + 3]
@@ -174,7 +180,7 @@ class Decoder:
         return ev
 
     def _exit(self, rec: bytes) -> ExitEvent:
-        f = _EXIT.unpack_from(rec) if len(rec) >= _EXIT.size else self._fields(_EXIT, rec)
+        f = EXIT.unpack_from(rec) if len(rec) >= EXIT.size else self._fields(EXIT, rec)
         ev = _new(ExitEvent)
         flags = self._task(ev, f, rec)
         ev.status, reaper = f[_EXIT_AT:_EXIT_AT + 2]

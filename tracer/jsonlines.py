@@ -33,16 +33,31 @@ def json_bytes(obj: Any) -> bytes:
     return _encode(obj).encode()
 
 
-_BOOL = {False: b"false", True: b"true"}
+NULL_JSON = b"null"
+# pieces indexed by a bool
+BOOL_JSON = (b"false", b"true")
+THREAD_JSON = (b"", b',"thread":true')
+CORE_JSON = (b"", b',"core_dumped":true')
+FILENAME_TRUNCATED_JSON = (b"", b',"filename_truncated":true')
+OPTIONAL_JSON = ((b"", b',"no_nsproxy":true'),  # [cgroup_v1][no_nsproxy]
+                 (b',"cgroup_v1":true', b',"cgroup_v1":true,"no_nsproxy":true'))
 
-# after '{"type":"<type>","ts":"' (one prefix per event class)
-_COMMON = (b'%s%09dZ","ktime_ns":%d,"cpu":%d,"pid":%d,"tid":%d,"ppid":%d,'
+# Each line is one %-format: the fields every event has, ending with the
+# optional ones (OPTIONAL_JSON), then its class's.
+_COMMON = (b'","ts":"%s%09dZ","ktime_ns":%d,"cpu":%d,"pid":%d,"tid":%d,"ppid":%d,'
            b'"vpid":%d,"comm":%s,"uid":%d,"gid":%d,"start_ns":%d,"parent_start_ns":%d,"ns":%s,'
-           b'"cgroup_id":%d,"cgroup":%s,"ns_change":%s,"container":%s')
+           b'"cgroup_id":%d,"cgroup":%s,"ns_change":%s,"container":%s%s')
+EXEC_LINE = (b'{"type":"exec' + _COMMON +
+         b',"filename":%s,"argv":%s,"argv_truncated":%s,"ret":%d%s%s}\n')
+FORK_LINE = b'{"type":"fork' + _COMMON + b',"parent_pid":%d,"parent_tid":%d,"clone_flags":%s%s}\n'
+EXIT_LINE = (b'{"type":"exit' + _COMMON +
+             b',"exit_code":%d,"signal":%d,"status":%d,"reaper":%s%s}\n')
+_SETNS = b'{"type":"setns' + _COMMON + b',"fd":%d,"nstype":%d,"ret":%d,"ns_before":%s}\n'
+_UNSHARE = b'{"type":"unshare' + _COMMON + b',"flags":%d,"ret":%d,"ns_before":%s}\n'
 _CACHE_MAX = 4096  # entries per cache: a trace repeats a few hundred at most
 
 
-def _keep(cache: Dict[Any, Any], key: Any, value: Any) -> Any:
+def keep(cache: Dict[Any, Any], key: Any, value: Any) -> Any:
     """cache[key] = value, emptying the cache first when it is full."""
     if len(cache) >= _CACHE_MAX:
         cache.clear()
@@ -66,41 +81,39 @@ class EventLines:
         self._containers: Dict[int, Tuple[Container, bytes]] = {}
         self._names: Dict[str, bytes] = {}  # command, cgroup and file names
         self._argvs: Dict[Tuple[str, ...], bytes] = {}
-        self._seconds: Dict[int, bytes] = {}
-        self._by_class: Dict[type, Tuple[bytes, Callable[[Any], bytes]]] = {
-            cls: (b'{"type":"%s","ts":"' % cls.type.encode(), extra) for cls, extra in (
-                (ExecEvent, self._exec), (ForkEvent, self._fork), (ExitEvent, self._exit),
-                (SetnsEvent, self._setns), (UnshareEvent, self._unshare))
-        }
+        self.seconds: Dict[int, bytes] = {}  # second()'s cache, read inline by the hot loops
+        self._by_class: Dict[type, Callable[[Any], bytes]] = {
+            ExecEvent: self._exec, ForkEvent: self._fork, ExitEvent: self._exit,
+            SetnsEvent: self._setns, UnshareEvent: self._unshare}
 
-    def _nsj(self, ns: Namespaces) -> bytes:
+    def namespaces(self, ns: Namespaces) -> bytes:
         hit = self._ns.get(id(ns))
         if hit is not None and hit[0] is ns:
             return hit[1]
-        return _keep(self._ns, id(ns), (ns, json_bytes(ns.to_dict())))[1]
+        return keep(self._ns, id(ns), (ns, json_bytes(ns.to_dict())))[1]
 
-    def _container(self, c: Optional[Container]) -> bytes:
+    def container(self, c: Optional[Container]) -> bytes:
         if c is None:
             return b"null"
         hit = self._containers.get(id(c))
         if hit is not None and hit[0] is c:
             return hit[1]
-        return _keep(self._containers, id(c), (c, json_bytes(c.to_json())))[1]
+        return keep(self._containers, id(c), (c, json_bytes(c.to_json())))[1]
 
-    def _name(self, s: str) -> bytes:
-        return self._names.get(s) or _keep(self._names, s, json_bytes(s))
+    def name(self, s: str) -> bytes:
+        return self._names.get(s) or keep(self._names, s, json_bytes(s))
 
-    def _argv(self, argv: List[str]) -> bytes:
+    def argv(self, argv: List[str]) -> bytes:
         key = tuple(argv)
         hit = self._argvs.get(key)
         if hit is None:
             # json_bytes(argv), without the encoder's generic machinery
-            hit = _keep(self._argvs, key,
+            hit = keep(self._argvs, key,
                         b"[%s]" % b",".join([_json_str(a).encode() for a in argv]))
         return hit
 
-    def _second(self, sec: int) -> bytes:
-        return self._seconds.get(sec) or _keep(self._seconds, sec, iso_second(sec).encode())
+    def second(self, sec: int) -> bytes:
+        return self.seconds.get(sec) or keep(self.seconds, sec, iso_second(sec).encode())
 
     def line(self, ev: ProcessEvent) -> bytes:
         last = self._last
@@ -111,48 +124,43 @@ class EventLines:
         return line
 
     def _render(self, ev: ProcessEvent) -> bytes:
-        # One %-format over cached pieces: this runs for every event, live.
-        prefix, extra = self._by_class[type(ev)]
+        return self._by_class[type(ev)](ev)
+
+    def _common(self, ev: ProcessEvent) -> tuple:
+        """The values of _COMMON.  This runs for every event, live: the caches
+        are read inline, their methods called only to fill them."""
         sec, frac = divmod(ev.wall_ns, 1_000_000_000)
-        head = prefix + _COMMON % (
-            self._second(sec), frac, ev.ktime_ns, ev.cpu, ev.pid,
-            ev.tid, ev.ppid, ev.vpid, self._name(ev.comm), ev.uid, ev.gid,
-            ev.start_ns, ev.parent_start_ns, self._nsj(ev.ns), ev.cgroup_id,
-            self._name(ev.cgroup), _BOOL[ev.ns_change],
-            self._container(ev.container))
-        if ev.cgroup_v1:
-            head += b',"cgroup_v1":true'
-        if ev.no_nsproxy:
-            head += b',"no_nsproxy":true'
-        return head + extra(ev) + b"}\n"
+        names = self._names
+        ns = self._ns.get(id(ev.ns))
+        c = ev.container
+        return (self.seconds.get(sec) or self.second(sec), frac, ev.ktime_ns, ev.cpu, ev.pid,
+                ev.tid, ev.ppid, ev.vpid, names.get(ev.comm) or self.name(ev.comm),
+                ev.uid, ev.gid, ev.start_ns, ev.parent_start_ns,
+                ns[1] if ns is not None and ns[0] is ev.ns else self.namespaces(ev.ns),
+                ev.cgroup_id, names.get(ev.cgroup) or self.name(ev.cgroup),
+                BOOL_JSON[ev.ns_change], NULL_JSON if c is None else self.container(c),
+                OPTIONAL_JSON[ev.cgroup_v1][ev.no_nsproxy])
 
     def _exec(self, ev: ExecEvent) -> bytes:
-        out = b',"filename":%s,"argv":%s,"argv_truncated":%s,"ret":%d' % (
-            self._name(ev.filename), self._argv(ev.argv), _BOOL[ev.argv_truncated], ev.ret)
-        if ev.filename_truncated:
-            out += b',"filename_truncated":true'
-        if ev.old_pid != ev.tid:
-            out += b',"old_pid":%d' % ev.old_pid
-        return out
+        old_pid = b"" if ev.old_pid == ev.tid else b',"old_pid":%d' % ev.old_pid
+        return EXEC_LINE % (self._common(ev) + (
+            self.name(ev.filename), self.argv(ev.argv), BOOL_JSON[ev.argv_truncated], ev.ret,
+            FILENAME_TRUNCATED_JSON[ev.filename_truncated], old_pid))
 
-    @staticmethod
-    def _fork(ev: ForkEvent) -> bytes:
-        flags = b"null" if ev.clone_flags is None else b"%d" % ev.clone_flags
-        out = b',"parent_pid":%d,"parent_tid":%d,"clone_flags":%s' % (
-            ev.parent_pid, ev.parent_tid, flags)
-        return out + b',"thread":true' if ev.thread else out
+    def _fork(self, ev: ForkEvent) -> bytes:
+        flags = ev.clone_flags
+        return FORK_LINE % (self._common(ev) + (
+            ev.parent_pid, ev.parent_tid, NULL_JSON if flags is None else b"%d" % flags,
+            THREAD_JSON[ev.thread]))
 
-    @staticmethod
-    def _exit(ev: ExitEvent) -> bytes:
-        reaper = b"null" if ev.reaper is None else b"%d" % ev.reaper
-        out = b',"exit_code":%d,"signal":%d,"status":%d,"reaper":%s' % (
-            ev.exit_code, ev.signal, ev.status, reaper)
-        return out + b',"core_dumped":true' if ev.core_dumped else out
+    def _exit(self, ev: ExitEvent) -> bytes:
+        status, reaper = ev.status, ev.reaper
+        return EXIT_LINE % (self._common(ev) + (
+            (status >> 8) & 0xFF, status & 0x7F, status, NULL_JSON if reaper is None else b"%d" % reaper,
+            CORE_JSON[status >> 7 & 1]))
 
     def _setns(self, ev: SetnsEvent) -> bytes:
-        return b',"fd":%d,"nstype":%d,"ret":%d,"ns_before":%s' % (
-            ev.fd, ev.nstype, ev.ret, self._nsj(ev.ns_before))
+        return _SETNS % (self._common(ev) + (ev.fd, ev.nstype, ev.ret, self.namespaces(ev.ns_before)))
 
     def _unshare(self, ev: UnshareEvent) -> bytes:
-        return b',"flags":%d,"ret":%d,"ns_before":%s' % (
-            ev.flags, ev.ret, self._nsj(ev.ns_before))
+        return _UNSHARE % (self._common(ev) + (ev.flags, ev.ret, self.namespaces(ev.ns_before)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
-from typing import IO, Optional
+from typing import IO, List, Optional
 
 from .errors import CtrtraceError, ExitStatus
 from .events import Header, ProcessEvent, Summary
@@ -43,7 +43,7 @@ class Recorder:
             out = self._gz  # type: ignore[assignment]
         # buffered: a batch goes down in few writes, and each flush() ends it
         self._out = io.BufferedWriter(out, buffer_size=1 << 16)  # type: ignore[arg-type]
-        self._lines = lines or EventLines()
+        self.renderer = lines or EventLines()
 
     def _write(self, obj) -> None:
         self._out.write(json_bytes(obj) + b"\n")
@@ -53,7 +53,11 @@ class Recorder:
         self.flush()
 
     def event(self, ev: ProcessEvent) -> None:
-        self._out.write(self._lines.line(ev))
+        self._out.write(self.renderer.line(ev))
+
+    def add_lines(self, lines: List[bytes]) -> None:
+        """Lines the renderer made (Session.lines)."""
+        self._out.write(b"".join(lines))
 
     def flush(self) -> None:
         self._out.flush()

@@ -190,14 +190,18 @@ class JsonSink:
         """lines: a renderer shared with a Recorder (each event rendered once)."""
         self.out = out
         self._bin: Optional[IO[bytes]] = getattr(out, "buffer", None)
-        self._lines = lines or EventLines()
+        self.renderer = lines or EventLines()
         self._batch: List[bytes] = []
 
     def header(self, h: Header) -> None:
         self._batch.append(json_bytes(h.to_json()) + b"\n")
 
     def event(self, ev: ProcessEvent) -> None:
-        self._batch.append(self._lines.line(ev))
+        self._batch.append(self.renderer.line(ev))
+
+    def add_lines(self, lines: List[bytes]) -> None:
+        """Lines the renderer made (Session.lines)."""
+        self._batch.extend(lines)
 
     def flush(self) -> None:
         if self._batch:

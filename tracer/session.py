@@ -20,7 +20,9 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Set
+from typing import (
+    TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Set, Tuple,
+)
 
 from . import layout as L
 from . import system
@@ -29,10 +31,12 @@ from .decode import Decoder
 from .errors import CtrtraceError, ExitStatus
 from .events import EVENT_TYPES, Header, ProcessEvent, Summary
 from .filters import EventFilter, FilterSpec
+from .jsonlines import EventLines
 from .libbpf import BpfObject
 from .loader import DEFAULT_RINGBUF_BYTES, ProgramLoader, default_object_path
 from .options import TraceOptions, kernel_filtered
 from .proctable import ProcessTable
+from .recordlines import RecordLines
 from .ringbuf import RecordReader, open_reader
 
 if TYPE_CHECKING:
@@ -92,6 +96,7 @@ class Session:
         self._start_mono = 0.0
         self._next_poll = 0.0
         self.resolver: Optional[ContainerResolver] = None
+        self._record_lines: Optional[Tuple[EventLines, RecordLines]] = None
 
     # -- set-up -------------------------------------------------------------
 
@@ -158,17 +163,36 @@ class Session:
 
     def poll(self, timeout_ms: int) -> List[ProcessEvent]:
         """The events that come within timeout_ms (after the batching pause)."""
+        return self._decode(self.poll_records(timeout_ms))
+
+    def drain(self) -> List[ProcessEvent]:
+        return self._decode(self.drain_records())
+
+    def poll_records(self, timeout_ms: int) -> List[bytes]:
+        """poll()'s records, for lines(); poll() is events(poll_records())."""
         assert self._rb is not None
         pause = self._next_poll - time.monotonic()
         if pause > 0:
             time.sleep(pause)
         records = self._rb.poll(timeout_ms)
         self._next_poll = time.monotonic() + min(BATCH_MS, BATCH_MS_PER_RECORD * len(records)) / 1000
-        return self._decode(records)
+        return records
 
-    def drain(self) -> List[ProcessEvent]:
+    def drain_records(self) -> List[bytes]:
         assert self._rb is not None
-        return self._decode(self._rb.drain())
+        return self._rb.drain()
+
+    def lines(self, records: List[bytes], renderer: EventLines) -> List[bytes]:
+        """The JSON lines of the events the records make, counted and attributed
+        as poll() does, at half the cost (recordlines.py); for sessions without
+        the process table, which this does not keep."""
+        assert self._decoder is not None and self.resolver is not None
+        if self.options.process_table:
+            raise ValueError("Session.lines() does not keep the process table: use poll()")
+        if self._record_lines is None or self._record_lines[0] is not renderer:
+            self._record_lines = (renderer, RecordLines(self._decoder, self.resolver, renderer,
+                                                        self.counts))
+        return self._record_lines[1].lines(records)
 
     def summary(self) -> Summary:
         assert self._obj is not None
@@ -224,7 +248,7 @@ class RunResult:
     summary: Summary                      # of what the view showed
     header: Header
     table: ProcessTable                   # kept up to date with TraceOptions.process_table
-    shown_pids: Set[int]
+    shown_pids: Set[int]                  # kept with the process table (for its views)
     filter: Optional[EventFilter]
     command_status: Optional[int] = None  # exit status of the command run under the trace
     signal: Optional[int] = None          # the signal that ended the trace
@@ -261,6 +285,21 @@ def trace(
         flt = EventFilter(spec, header) if spec.active else None
         shown_pids: Set[int] = set()
         shown = collections.Counter({t: 0 for t in EVENT_TYPES})
+
+        # A trace with no filter, no process table and only JSON sinks takes
+        # its lines straight from the records (recordlines.py); others, events.
+        renderer: Optional[EventLines] = getattr(view, "renderer", None)
+        by_lines = (flt is None and renderer is not None and not session.options.process_table
+                    and (recorder is None or hasattr(recorder, "add_lines")))
+
+        def deliver_lines(records: List[bytes]) -> None:
+            assert renderer is not None
+            lines = session.lines(records, renderer)
+            if recorder is not None:
+                recorder.add_lines(lines)
+                recorder.flush()
+            view.add_lines(lines)  # type: ignore[attr-defined]
+            view.flush()
 
         def deliver(events: List[ProcessEvent]) -> None:
             # Per event, live: the loops are kept to what each case needs.  The
@@ -303,7 +342,11 @@ def trace(
                 child = subprocess.Popen(list(command), stdout=command_stdout)
             except OSError as e:
                 raise CtrtraceError(f"cannot run {command[0]}: {e.strerror}", ExitStatus.USAGE)
-        deliver(session.drain())  # what came while the session was set up, at once
+        if by_lines:
+            poll, drain, take = session.poll_records, session.drain_records, deliver_lines
+        else:
+            poll, drain, take = session.poll, session.drain, deliver  # type: ignore[assignment]
+        take(drain())  # what came while the session was set up, at once
         deadline = t0 + duration if duration is not None else None
         child_done_at: Optional[float] = None
         while not signals:
@@ -317,8 +360,8 @@ def trace(
             timeout = poll_ms
             if deadline is not None:
                 timeout = max(0, min(timeout, int((deadline - now) * 1000)))
-            deliver(session.poll(timeout))
-        deliver(session.drain())
+            take(poll(timeout))
+        take(drain())
         full = session.summary()
         if recorder is not None:
             recorder.summary(full)
