@@ -335,7 +335,11 @@ class ContainerResolver:
     def on_exec(self, pid: int, argv: List[str]) -> None:
         shim = shim_container(argv)
         if shim is not None:
-            self._by_pid[pid] = self._shim_key(*shim)
+            self.on_shim_exec(pid, shim)
+
+    def on_shim_exec(self, pid: int, shim: Tuple[str, str]) -> None:
+        """on_exec() of a shim: shim_container(argv), decided once per command line."""
+        self._by_pid[pid] = self._shim_key(*shim)
 
     def on_exit(self, pid: int, vpid: int, mnt: int, found: Optional[Container]) -> None:
         self._by_pid.pop(pid, None)

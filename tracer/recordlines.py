@@ -16,11 +16,11 @@ same bytes, record by record, for recorded traces and a live one.
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import decode as D
 from . import layout as L
-from .containers import ContainerResolver
+from .containers import ContainerResolver, shim_container
 from .jsonlines import (
     BOOL_JSON, CORE_JSON, EXEC_LINE, EXIT_LINE, FILENAME_TRUNCATED_JSON, FORK_LINE, NULL_JSON,
     OPTIONAL_JSON, THREAD_JSON, EventLines, keep,
@@ -58,6 +58,7 @@ _TASK_JSON = tuple(
 
 # what the loop reads, as module globals (one lookup each, not two)
 _EXEC, _FORK, _EXIT = D.EXEC, D.FORK, D.EXIT
+_EXEC_SIZE, _FORK_SIZE, _EXIT_SIZE = D.EXEC.size, D.FORK.size, D.EXIT.size
 _IDENT, _TYPE_LO, _TYPE_HI = D.IDENT, D.TYPE_LO, D.TYPE_HI
 _EXEC_TYPE, _FORK_TYPE, _EXIT_TYPE = L.CT_EVENT_EXEC, L.CT_EVENT_FORK, L.CT_EVENT_EXIT
 _THREAD, _CLONE_FLAGS_KNOWN, _HAD_CHILDREN = (
@@ -65,7 +66,8 @@ _THREAD, _CLONE_FLAGS_KNOWN, _HAD_CHILDREN = (
 _ARGS_TRUNCATED, _FILENAME_TRUNCATED = L.CT_F_ARGS_TRUNCATED, L.CT_F_FILENAME_TRUNCATED
 
 _Ident = Tuple[bytes, bytes, bytes, str, int]  # comm, ns, cgroup as JSON; cgroup, mount ns
-_ExecStrings = Tuple[bytes, bytes, List[str]]  # filename, argv as JSON; argv
+# filename, argv as JSON; the shim's (namespace, id) if the command is one
+_ExecStrings = Tuple[bytes, bytes, Optional[Tuple[str, str]]]
 
 
 class RecordLines:
@@ -87,9 +89,10 @@ class RecordLines:
                                         cgroup, ns.mnt))
 
     def _exec_strings(self, key: bytes, filename_len: int, args_len: int) -> _ExecStrings:
-        at = _EXEC.size - _EXEC_STRINGS_AT
+        at = _EXEC_SIZE - _EXEC_STRINGS_AT
         filename, argv = D.exec_strings(key[at:], filename_len, args_len)
-        return keep(self._execs, key, (self._lines.name(filename), self._lines.argv(argv), argv))
+        return keep(self._execs, key, (self._lines.name(filename), self._lines.argv(argv),
+                                       shim_container(argv)))
 
     def lines(self, records: List[bytes]) -> List[bytes]:
         """The line of each record, as jsonlines renders the event decode.py
@@ -98,8 +101,8 @@ class RecordLines:
         append = out.append
         decode, attribute, line = self._decoder.decode, self._resolver.attribute, self._lines.line
         attribute_process = self._resolver.attribute_process
-        on_exec, on_fork, on_exit = (
-            self._resolver.on_exec, self._resolver.on_fork, self._resolver.on_exit)
+        on_shim_exec, on_fork, on_exit = (
+            self._resolver.on_shim_exec, self._resolver.on_fork, self._resolver.on_exit)
         idents, ident, execs, exec_strings = (
             self._idents, self._ident, self._execs, self._exec_strings)
         seconds, second, container = self._lines.seconds, self._lines.second, self._lines.container
@@ -108,11 +111,11 @@ class RecordLines:
         n_exec = n_fork = n_exit = 0
         for rec in records:
             kind = rec[_TYPE_LO] | rec[_TYPE_HI] << 8
-            if kind == _FORK_TYPE and len(rec) == _FORK.size:
+            if kind == _FORK_TYPE and len(rec) == _FORK_SIZE:
                 f = _FORK.unpack_from(rec)
-            elif kind == _EXIT_TYPE and len(rec) == _EXIT.size:
+            elif kind == _EXIT_TYPE and len(rec) == _EXIT_SIZE:
                 f = _EXIT.unpack_from(rec)
-            elif kind == _EXEC_TYPE and len(rec) >= _EXEC.size:
+            elif kind == _EXEC_TYPE and len(rec) >= _EXEC_SIZE:
                 f = _EXEC.unpack_from(rec)
             else:  # the general path
                 ev = decode(rec)
@@ -129,11 +132,10 @@ class RecordLines:
                     on_fork(pid, f[_PARENT_PID], f[_PPID])
             elif kind == _EXEC_TYPE:
                 old_pid, ret, filename_len, args_len = f[_OLD_PID:_OLD_PID + 4]
-                key = rec[_EXEC_STRINGS_AT:_EXEC.size + filename_len + args_len]
-                filename, argv, argv_list = (execs.get(key)
-                                             or exec_strings(key, filename_len, args_len))
-                if ret == 0:
-                    on_exec(pid, argv_list)
+                key = rec[_EXEC_STRINGS_AT:_EXEC_SIZE + filename_len + args_len]
+                filename, argv, shim = execs.get(key) or exec_strings(key, filename_len, args_len)
+                if shim is not None and ret == 0:
+                    on_shim_exec(pid, shim)
             found = attribute_process(cgroup_name, mnt, pid)
             ktime = f[_KTIME]
             sec, frac = divmod(ktime + offset, 1_000_000_000)

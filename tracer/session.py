@@ -3,7 +3,8 @@
     opts = TraceOptions(ns_changes=True)
     with Session(opts) as s:
         header = s.header
-        for batch in s.batches(timeout_ms=100): ...
+        while ...:
+            for event in s.poll(timeout_ms=100): ...
         summary = s.summary()
 
 trace() runs the whole loop for the command line: duration, a command to
@@ -77,6 +78,14 @@ class Sink(Protocol):
     def event(self, ev: ProcessEvent) -> None: ...
     def flush(self) -> None: ...
     def summary(self, s: Summary) -> None: ...
+
+
+class LineSink(Sink, Protocol):
+    """A sink that writes JSON lines: given the renderer's lines, not events."""
+
+    renderer: EventLines
+
+    def add_lines(self, lines: List[bytes]) -> None: ...
 
 
 class Session:
@@ -286,8 +295,9 @@ def trace(
         shown_pids: Set[int] = set()
         shown = collections.Counter({t: 0 for t in EVENT_TYPES})
 
-        # A trace with no filter, no process table and only JSON sinks takes
-        # its lines straight from the records (recordlines.py); others, events.
+        # A trace with no filter, no process table and only JSON sinks
+        # (LineSink) takes its lines straight from the records (recordlines.py);
+        # others, events.
         renderer: Optional[EventLines] = getattr(view, "renderer", None)
         by_lines = (flt is None and renderer is not None and not session.options.process_table
                     and (recorder is None or hasattr(recorder, "add_lines")))
