@@ -18,7 +18,9 @@ under its own name), its peak RSS, and the CPU time its process
 used during the traced storm: per exec (CPU/exec), and as lines written per
 CPU-second (lines/CPU-s: for ctrtrace, events decoded and written as JSON;
 its capacity if it had a CPU to itself). `noop` is a control
-"tracer" that does nothing: its ratio shows the noise. With --static the
+"tracer" that does nothing: its ratio shows the noise. vs-execsnoop is the
+median over rounds of (ratio - execsnoop's ratio in the same round): a
+paired comparison, less noisy than the difference of the two medians. With --static the
 storm vfork+execs a static binary (busybox as `true`), the fastest exec
 there is.
 
@@ -366,9 +368,12 @@ def report(args, results, skipped):
     print(f"{'tracer':<13} {'workers':>7} {'rate untraced':>13} {'ratio':>6} "
           f"{'seen/expected':>14} {'lost':>5} {'capture':>8} {'ready':>6} {'peak RSS':>9} "
           f"{'CPU/exec':>9} "
-          f"{'lines/CPU-s':>11}")
+          f"{'lines/CPU-s':>11} {'vs-execsnoop':>12}")
     table = []
     for (name, w), rs in results.items():
+        ref = results.get(("execsnoop", w))
+        paired = (statistics.median(x["ratio"] - r["ratio"] for x, r in zip(rs, ref))
+                  if ref and name != "execsnoop" else float("nan"))
         row = {
             "tracer": name, "workers": w,
             "untraced": statistics.median(x["untraced"] for x in rs),
@@ -380,13 +385,14 @@ def report(args, results, skipped):
             "rss_mb": max(x["rss_mb"] for x in rs),
             "cpu_us_per_exec": statistics.median(x["cpu_us_per_exec"] for x in rs),
             "events_per_cpu_s": statistics.median(x["events_per_cpu_s"] for x in rs),
+            "vs_execsnoop": paired,
         }
         table.append(row)
         print(f"{name:<13} {w:>7} {row['untraced']:>11.0f}/s {row['ratio']:>6.2f} "
               f"{row['seen_min']:>7}/{args.execs:<6} {row['lost']:>5} {row['capture_ms']:>6.0f}ms "
               f"{row['ready_ms']:>4.0f}ms "
               f"{row['rss_mb']:>7.1f}MB {row['cpu_us_per_exec']:>7.1f}us "
-              f"{row['events_per_cpu_s']:>11.0f}")
+              f"{row['events_per_cpu_s']:>11.0f} {paired:>+12.3f}")
     for note in skipped:
         print(f"skipped {note}")
     if args.json_out:

@@ -8,6 +8,7 @@ serialised once each -- the namespace set, command name, cgroup, container,
 argv, the second of the timestamp -- about a third of that.  to_json() stays
 the definition of the contract: tests/test_jsonlines.py checks that both give
 the same bytes for every event of the recorded traces and of a live one.
+recordlines.py fills the same formats (FORK_LINE, ...) straight from records.
 
 The standard library's C encoder serialises: with the caches it is as fast
 here as orjson, which would add ~5 ms (it imports uuid and platform) to the
