@@ -61,7 +61,8 @@ def record_of(ev, offset: int) -> bytes:
         if ev.ret:
             kind = L.CT_EVENT_EXEC_FAILED
     elif isinstance(ev, ForkEvent):
-        e.parent_pid, e.parent_tid, e.clone_flags = ev.parent_pid, ev.parent_tid, ev.clone_flags or 0
+        e.parent_pid, e.parent_tid = ev.parent_pid, ev.parent_tid
+        e.clone_flags = ev.clone_flags or 0
         flags |= ((L.CT_F_CLONE_FLAGS_KNOWN if ev.clone_flags is not None else 0)
                   | (L.CT_F_THREAD if ev.thread else 0))
     elif isinstance(ev, ExitEvent):
@@ -182,6 +183,11 @@ def test_exits_end_what_was_learned():
     assert fast == general
 
 
+def test_lines_refuse_a_session_that_keeps_the_process_table():
+    with pytest.raises(ValueError, match="process table"):
+        Session(TraceOptions(process_table=True)).lines([], EventLines())
+
+
 @pytest.mark.bpf
 def test_a_live_trace():
     """Records from the kernel, both paths: one command's execs, forks and exits."""
@@ -214,13 +220,18 @@ def test_trace_writes_json_from_records(tmp_path, monkeypatch):
 
     batches = []
     lines = Session.lines
-    monkeypatch.setattr(Session, "lines",
-                        lambda self, records, r: batches.append(len(records)) or lines(self, records, r))
+
+    def counted(self, records, renderer):
+        batches.append(len(records))
+        return lines(self, records, renderer)
+
+    monkeypatch.setattr(Session, "lines", counted)
     out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     renderer = EventLines()
     path = str(tmp_path / "t.jsonl")
     result = trace(TraceOptions(docker=False, process_table=False), JsonSink(out, renderer),
-                   recorder=Recorder(path, renderer), command=["sh", "-c", "true; true"], linger=0.2)
+                   recorder=Recorder(path, renderer), command=["sh", "-c", "true; true"],
+                   linger=0.2)
     out.flush()
     shown = out.buffer.getvalue().splitlines()
     with open(path, "rb") as f:

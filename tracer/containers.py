@@ -323,7 +323,7 @@ class ContainerResolver:
             self.on_exit(ev.pid, ev.vpid, ev.ns.mnt, found)
         return found
 
-    # The steps of attribute(), by the numbers they need: jsonlines.RecordLines
+    # The steps of attribute(), by the numbers they need: recordlines.RecordLines
     # takes them straight from records.
 
     def on_fork(self, pid: int, parent_pid: int, ppid: int) -> None:

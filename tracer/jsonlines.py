@@ -49,7 +49,7 @@ _COMMON = (b'","ts":"%s%09dZ","ktime_ns":%d,"cpu":%d,"pid":%d,"tid":%d,"ppid":%d
            b'"vpid":%d,"comm":%s,"uid":%d,"gid":%d,"start_ns":%d,"parent_start_ns":%d,"ns":%s,'
            b'"cgroup_id":%d,"cgroup":%s,"ns_change":%s,"container":%s%s')
 EXEC_LINE = (b'{"type":"exec' + _COMMON +
-         b',"filename":%s,"argv":%s,"argv_truncated":%s,"ret":%d%s%s}\n')
+             b',"filename":%s,"argv":%s,"argv_truncated":%s,"ret":%d%s%s}\n')
 FORK_LINE = b'{"type":"fork' + _COMMON + b',"parent_pid":%d,"parent_tid":%d,"clone_flags":%s%s}\n'
 EXIT_LINE = (b'{"type":"exit' + _COMMON +
              b',"exit_code":%d,"signal":%d,"status":%d,"reaper":%s%s}\n')
@@ -155,13 +155,15 @@ class EventLines:
             THREAD_JSON[ev.thread]))
 
     def _exit(self, ev: ExitEvent) -> bytes:
-        status, reaper = ev.status, ev.reaper
+        reaper = ev.reaper
         return EXIT_LINE % (self._common(ev) + (
-            (status >> 8) & 0xFF, status & 0x7F, status, NULL_JSON if reaper is None else b"%d" % reaper,
-            CORE_JSON[status >> 7 & 1]))
+            ev.exit_code, ev.signal, ev.status, NULL_JSON if reaper is None else b"%d" % reaper,
+            CORE_JSON[ev.core_dumped]))
 
     def _setns(self, ev: SetnsEvent) -> bytes:
-        return _SETNS % (self._common(ev) + (ev.fd, ev.nstype, ev.ret, self.namespaces(ev.ns_before)))
+        return _SETNS % (self._common(ev) + (
+            ev.fd, ev.nstype, ev.ret, self.namespaces(ev.ns_before)))
 
     def _unshare(self, ev: UnshareEvent) -> bytes:
-        return _UNSHARE % (self._common(ev) + (ev.flags, ev.ret, self.namespaces(ev.ns_before)))
+        return _UNSHARE % (self._common(ev) + (
+            ev.flags, ev.ret, self.namespaces(ev.ns_before)))

@@ -178,13 +178,14 @@ class Session:
         return self._decode(self.drain_records())
 
     def poll_records(self, timeout_ms: int) -> List[bytes]:
-        """poll()'s records, for lines(); poll() is events(poll_records())."""
+        """The records poll() would decode into events: for lines()."""
         assert self._rb is not None
         pause = self._next_poll - time.monotonic()
         if pause > 0:
             time.sleep(pause)
         records = self._rb.poll(timeout_ms)
-        self._next_poll = time.monotonic() + min(BATCH_MS, BATCH_MS_PER_RECORD * len(records)) / 1000
+        pause_ms = min(BATCH_MS, BATCH_MS_PER_RECORD * len(records))
+        self._next_poll = time.monotonic() + pause_ms / 1000
         return records
 
     def drain_records(self) -> List[bytes]:
@@ -195,9 +196,9 @@ class Session:
         """The JSON lines of the events the records make, counted and attributed
         as poll() does, at half the cost (recordlines.py); for sessions without
         the process table, which this does not keep."""
-        assert self._decoder is not None and self.resolver is not None
         if self.options.process_table:
             raise ValueError("Session.lines() does not keep the process table: use poll()")
+        assert self._decoder is not None and self.resolver is not None
         if self._record_lines is None or self._record_lines[0] is not renderer:
             self._record_lines = (renderer, RecordLines(self._decoder, self.resolver, renderer,
                                                         self.counts))
