@@ -241,3 +241,24 @@ def test_trace_writes_json_from_records(tmp_path, monkeypatch):
     types = collections.Counter(json.loads(line)["type"] for line in shown[1:-1])
     assert {k: v for k, v in result.summary.counts.items() if v} == dict(types)
     assert types["exec"] >= 2
+
+
+def test_command_line_caches_are_bounded():
+    """Each exec's strings are cached by their bytes; thousands of different
+    command lines (a build) must not grow the caches without bound."""
+    from tracer.jsonlines import COMMAND_LINES_MAX
+
+    name, records, offset = next(recorded())
+    dec = Decoder(offset)
+    exec_ = next(e for e in map(dec.decode, records) if isinstance(e, ExecEvent) and e.ret == 0)
+    many = [record_of(dataclasses.replace(exec_, argv=["cc", "-c", f"file{i}.c"]), offset)
+            for i in range(COMMAND_LINES_MAX + 100)]
+    renderer = EventLines()
+    fast = RecordLines(Decoder(offset), ContainerResolver(None, HOST), renderer,
+                       collections.Counter())
+    lines = fast.lines(many)
+    assert [json.loads(line)["argv"][2] for line in lines[-3:]] == [
+        f"file{i}.c" for i in range(COMMAND_LINES_MAX + 97, COMMAND_LINES_MAX + 100)]
+    assert len(fast._execs) <= COMMAND_LINES_MAX and len(renderer._argvs) <= COMMAND_LINES_MAX
+    (general, _), (fast_lines, _) = both_paths(many, offset)
+    assert fast_lines == general

@@ -56,11 +56,14 @@ EXIT_LINE = (b'{"type":"exit' + _COMMON +
 _SETNS = b'{"type":"setns' + _COMMON + b',"fd":%d,"nstype":%d,"ret":%d,"ns_before":%s}\n'
 _UNSHARE = b'{"type":"unshare' + _COMMON + b',"flags":%d,"ret":%d,"ns_before":%s}\n'
 _CACHE_MAX = 4096  # entries per cache: a trace repeats a few hundred at most
+# command lines are up to a few KB each: fewer of them (a storm repeats a few;
+# a build that runs thousands of different ones misses either way)
+COMMAND_LINES_MAX = 512
 
 
-def keep(cache: Dict[Any, Any], key: Any, value: Any) -> Any:
-    """cache[key] = value, emptying the cache first when it is full."""
-    if len(cache) >= _CACHE_MAX:
+def keep(cache: Dict[Any, Any], key: Any, value: Any, limit: int = _CACHE_MAX) -> Any:
+    """cache[key] = value, emptying the cache first when it holds limit entries."""
+    if len(cache) >= limit:
         cache.clear()
     cache[key] = value
     return value
@@ -109,8 +112,8 @@ class EventLines:
         hit = self._argvs.get(key)
         if hit is None:
             # json_bytes(argv), without the encoder's generic machinery
-            hit = keep(self._argvs, key,
-                        b"[%s]" % b",".join([_json_str(a).encode() for a in argv]))
+            line = b"[%s]" % b",".join([_json_str(a).encode() for a in argv])
+            hit = keep(self._argvs, key, line, limit=COMMAND_LINES_MAX)
         return hit
 
     def second(self, sec: int) -> bytes:

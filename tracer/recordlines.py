@@ -22,8 +22,8 @@ from . import decode as D
 from . import layout as L
 from .containers import ContainerResolver, shim_container
 from .jsonlines import (
-    BOOL_JSON, CORE_JSON, EXEC_LINE, EXIT_LINE, FILENAME_TRUNCATED_JSON, FORK_LINE, NULL_JSON,
-    OPTIONAL_JSON, THREAD_JSON, EventLines, keep,
+    BOOL_JSON, COMMAND_LINES_MAX, CORE_JSON, EXEC_LINE, EXIT_LINE, FILENAME_TRUNCATED_JSON,
+    FORK_LINE, NULL_JSON, OPTIONAL_JSON, THREAD_JSON, EventLines, keep,
 )
 
 
@@ -92,7 +92,7 @@ class RecordLines:
         at = _EXEC_SIZE - _EXEC_STRINGS_AT
         filename, argv = D.exec_strings(key[at:], filename_len, args_len)
         return keep(self._execs, key, (self._lines.name(filename), self._lines.argv(argv),
-                                       shim_container(argv)))
+                                       shim_container(argv)), limit=COMMAND_LINES_MAX)
 
     def lines(self, records: List[bytes]) -> List[bytes]:
         """The line of each record, as jsonlines renders the event decode.py
