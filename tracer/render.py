@@ -6,9 +6,10 @@ view printed.
 
 from __future__ import annotations
 
+import functools
 import shlex
-from dataclasses import dataclass
-from typing import IO, List, Optional
+from dataclasses import dataclass, field
+from typing import IO, Dict, List, Optional, Tuple
 
 from .events import (
     ExecEvent, ExitEvent, ForkEvent, Header, Namespaces, ProcessEvent, SetnsEvent,
@@ -73,6 +74,12 @@ def _argv_text(ev: ExecEvent) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=256)
+def _clone_text(flags: int) -> str:
+    """A fork's flags as text; a trace repeats a few values thousands of times."""
+    return "|".join(clone_flag_names(flags)) or "0"
+
+
 def _base(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
@@ -93,10 +100,7 @@ def detail(ev: ProcessEvent) -> str:
             return f"{text}  FAILED {errno_name(ev.ret)}"
         return text
     if isinstance(ev, ForkEvent):
-        if ev.clone_flags is None:
-            flags = "(no syscall: kernel)"
-        else:
-            flags = "|".join(clone_flag_names(ev.clone_flags)) or "0"
+        flags = "(no syscall: kernel)" if ev.clone_flags is None else _clone_text(ev.clone_flags)
         parent = f" by {ev.parent_pid}" if ev.parent_pid != ev.ppid else ""
         kind = "thread " if ev.thread else ""
         return f"{ev.comm} {kind}{flags}{parent}"
@@ -129,17 +133,29 @@ class TextRenderer:
 
     host_ns: Namespaces
     start_ktime_ns: int
+    # "  [+mnt ...]" by namespace set: the decoder shares one object per
+    # distinct set, so id() is the key (the entry keeps the object alive)
+    _marks: Dict[int, Tuple[Namespaces, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def columns(self) -> str:
         return COLUMNS
 
+    def _marks_text(self, ns: Namespaces) -> str:
+        hit = self._marks.get(id(ns))
+        if hit is not None and hit[0] is ns:
+            return hit[1]
+        marks = ns_marks(ns, self.host_ns)
+        text = "  [" + " ".join(marks) + "]" if marks else ""
+        if len(self._marks) >= 4096:
+            self._marks.clear()
+        self._marks[id(ns)] = (ns, text)
+        return text
+
     def line(self, ev: ProcessEvent) -> str:
         t = (ev.ktime_ns - self.start_ktime_ns) / 1e9
-        marks = ns_marks(ev.ns, self.host_ns)
         text = (f"{t:>10.6f} {ev.type:<7} {ev.pid:>7} {ev.ppid:>7} {ev.vpid:>5}  "
-                f"{detail(ev)}")
-        if marks:
-            text += "  [" + " ".join(marks) + "]"
+                f"{detail(ev)}{self._marks_text(ev.ns)}")
         if ev.container is not None:
             text += f"  @{ev.container.label}"
         return text
@@ -165,18 +181,23 @@ class TextSink:
 
     def __init__(self, renderer: TextRenderer, out: IO[str], err: IO[str]) -> None:
         self.r, self.out, self.err = renderer, out, err
+        self._batch: List[str] = []  # lines, written at each flush (one write a poll)
 
     def header(self, h: Header) -> None:
-        self.out.write(self.r.columns() + "\n")
+        self._batch.append(self.r.columns())
 
     def event(self, ev: ProcessEvent) -> None:
-        self.out.write(self.r.line(ev) + "\n")
+        self._batch.append(self.r.line(ev))
 
     def flush(self) -> None:
+        if self._batch:
+            self._batch.append("")
+            self.out.write("\n".join(self._batch))
+            self._batch.clear()
         self.out.flush()
 
     def summary(self, s: Summary) -> None:
-        self.out.flush()
+        self.flush()
         self.err.write("ctrtrace: " + self.r.summary(s) + "\n")
 
 
