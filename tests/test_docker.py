@@ -228,3 +228,55 @@ def test_cli_container_filters(sleep_container, tmp_path):
     assert r.exit_code == 0
     assert "Docker is not reachable" in r.stderr
     assert evs and all(e["container"]["id"] == cid and e["container"]["name"] is None for e in evs)
+
+
+def test_the_json_command_against_ground_truth(sleep_container, tmp_path):
+    """`ctrtrace --json -w FILE` (JSON lines made straight from the records)
+    during `docker run`: the workload's line against /proc and docker inspect,
+    the recording equal to the stream, the summary's counts equal to the lines."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, rec = tmp_path / "out.jsonl", tmp_path / "rec.jsonl"
+    with open(out, "wb") as f:
+        p = subprocess.Popen([sys.executable, "-m", "tracer", "--json", "-w", str(rec)], stdout=f)
+    try:
+        deadline = time.monotonic() + 20
+        while out.stat().st_size == 0:  # the header: capturing since before it
+            assert p.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        cid = docker("run", "--rm", "-d", "--name", NAME, "alpine", "sleep", "900")
+        pid = int(docker("inspect", "--format", "{{.State.Pid}}", NAME))
+        truth = proc_ns(pid)
+
+        def sleep_line():
+            for line in out.read_bytes().splitlines()[1:]:
+                d = json.loads(line)
+                if d["type"] == "exec" and d["argv"] == ["sleep", "900"] and d["ret"] == 0:
+                    return d
+            return None
+
+        while (sleep := sleep_line()) is None:
+            assert time.monotonic() < deadline, "the workload's exec never came"
+            time.sleep(0.05)
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=20)
+    assert p.returncode == 0
+    assert (sleep["pid"], sleep["vpid"]) == (pid, 1)
+    assert sleep["ns"] == {name: getattr(truth, name) for name in sleep["ns"]}
+    c = sleep["container"]
+    assert (c["id"], c["name"], c["image"], c["source"]) == (cid, NAME, "alpine", "cgroup")
+
+    lines = [json.loads(line) for line in out.read_bytes().splitlines()]
+    events, summary = lines[1:-1], lines[-1]
+    runc = [e for e in events if e["type"] == "exec" and e["argv"][:1] == ["runc"]
+            and "create" in e["argv"]]
+    assert runc and all(e["container"] and e["container"]["id"] == cid for e in runc)
+    recorded = [json.loads(line) for line in rec.read_bytes().splitlines()]
+    assert recorded[1:-1] == events
+    assert summary["counts"] == {t: sum(e["type"] == t for e in events) for t in summary["counts"]}
+    assert summary["lost"] == 0
