@@ -9,31 +9,19 @@ Three facts, in this order of trust:
 3. lineage from a containerd shim, whose "-id" names the container: runc and
    the container's first process run before their cgroup is set.
 
-Names and images come from the Docker Engine API on its unix socket, asked
+Names and images come from the Docker Engine API (dockerapi.py), asked
 once per container and cached, so that a container that is already gone
 still resolves.  Without a reachable engine the id alone is shown.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import socket
-import threading
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
+from .dockerapi import DockerClient, EventWatch
 from .events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
 
-
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
-
-
-def _quote(text: str) -> str:
-    """Percent-encoding for a query value (urllib.parse costs 5 ms to import)."""
-    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in text.encode())
-
-DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # systemd scope names of the common runtimes: <prefix>-<id>.scope
@@ -69,150 +57,6 @@ def shim_container(argv: List[str]) -> Optional[Tuple[str, str]]:
     if not cid:
         return None
     return opts.get("namespace", ""), cid
-
-
-def docker_socket_path() -> str:
-    host = os.environ.get("DOCKER_HOST", "")
-    if host.startswith("unix://"):
-        return host[len("unix://"):]
-    return DEFAULT_DOCKER_SOCKET
-
-
-class _Response:
-    """An HTTP/1.1 response read from a unix socket: status, headers, body."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._f = sock.makefile("rb")
-        status = self._f.readline().split(None, 2)
-        if len(status) < 2 or not status[0].startswith(b"HTTP/"):
-            raise OSError("not an HTTP response")
-        self.status = int(status[1])
-        self.headers: Dict[str, str] = {}
-        for line in iter(self._f.readline, b"\r\n"):
-            if not line:
-                raise OSError("connection closed in the headers")
-            k, _, v = line.decode("latin-1").partition(":")
-            self.headers[k.strip().lower()] = v.strip()
-        self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
-
-    def chunks(self) -> Iterator[bytes]:
-        if not self.chunked:
-            n = self.headers.get("content-length")
-            yield self._f.read(int(n)) if n is not None else self._f.read()
-            return
-        while True:
-            size = int(self._f.readline().split(b";")[0], 16)
-            if size == 0:
-                return
-            yield self._f.read(size)
-            self._f.readline()  # the CRLF after each chunk
-
-    def body(self) -> bytes:
-        return b"".join(self.chunks())
-
-    def lines(self) -> Iterator[bytes]:
-        """A stream of newline-separated records (the events endpoint)."""
-        pending = b""
-        for chunk in self.chunks():
-            pending += chunk
-            *done, pending = pending.split(b"\n")
-            yield from (d for d in done if d.strip())
-
-
-def _get(path: str, url: str, timeout: Optional[float]) -> Tuple[socket.socket, _Response]:
-    """GET url from the HTTP server on the unix socket at path (the Engine API).
-    Plain HTTP/1.1 on a socket: the standard library's client costs more to
-    import than the few lines it would save."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(path)
-        s.sendall(f"GET {url} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n".encode())
-        return s, _Response(s)
-    except (OSError, ValueError):
-        s.close()
-        raise OSError("no answer")
-
-
-class DockerClient:
-    """Just enough of the Docker Engine API, over its unix socket."""
-
-    def __init__(self, path: Optional[str] = None, timeout: float = 1.0) -> None:
-        self.path = path or docker_socket_path()
-        self.timeout = timeout
-        self.reachable: Optional[bool] = None  # unknown until the first call
-
-    def _get(self, url: str):
-        try:
-            sock, resp = _get(self.path, url, self.timeout)
-            try:
-                body = resp.body()
-            finally:
-                sock.close()
-        except (OSError, ValueError):
-            self.reachable = False
-            return None
-        self.reachable = True
-        if resp.status != 200:
-            return None
-        try:
-            return json.loads(body)
-        except ValueError:
-            return None
-
-    def watch(self, on_container: Callable[[str, Dict[str, str]], None]) -> Optional["EventWatch"]:
-        """Follow the engine's container events in a thread; None if unreachable."""
-        filters = _quote(json.dumps({"type": ["container"], "event": ["create"]}))
-        try:
-            sock, resp = _get(self.path, f"/events?filters={filters}", self.timeout)
-        except OSError:
-            self.reachable = False
-            return None
-        if resp.status != 200:
-            sock.close()
-            return None
-        sock.settimeout(None)  # the stream stays open until we close it
-        self.reachable = True
-        return EventWatch(sock, resp, on_container)
-
-    def inspect(self, cid: str) -> Optional[dict]:
-        return self._get(f"/containers/{cid}/json")
-
-    def running(self) -> List[dict]:
-        return self._get("/containers/json") or []
-
-
-class EventWatch:
-    """A thread reading the engine's event stream: a container's name and image
-    are known from its creation, before its first process runs, so even one
-    that is removed at once resolves."""
-
-    def __init__(self, sock: socket.socket, resp: _Response,
-                 on_container: Callable[[str, Dict[str, str]], None]) -> None:
-        self._sock, self._resp, self._cb = sock, resp, on_container
-        self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for line in self._resp.lines():
-                try:
-                    ev = json.loads(line)
-                except ValueError:
-                    continue
-                actor = ev.get("Actor") or {}
-                if actor.get("ID"):
-                    self._cb(actor["ID"], actor.get("Attributes") or {})
-        except (OSError, ValueError):
-            pass  # the engine went away or we closed the stream
-
-    def close(self) -> None:
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._thread.join(timeout=2)
-        self._sock.close()
 
 
 def _info(cid: str, data: Optional[dict], runtime: str, source: str) -> Container:

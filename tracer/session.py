@@ -27,8 +27,9 @@ from typing import (
 
 from . import layout as L
 from . import system
-from .containers import ContainerResolver, DockerClient
+from .containers import ContainerResolver
 from .decode import Decoder
+from .dockerapi import DockerClient
 from .errors import CtrtraceError, ExitStatus
 from .events import EVENT_TYPES, Header, ProcessEvent, Summary
 from .filters import EventFilter, FilterSpec

@@ -1,0 +1,191 @@
+"""The Engine API client against a scripted HTTP server on a unix socket: bodies
+by length, chunked and until close, answers cut anywhere, a server that never
+answers, the event stream.  (tests/test_docker.py runs it against dockerd.)"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+from tracer.dockerapi import DockerClient, _quote
+
+
+class Server:
+    """Serves one scripted answer per connection, in order, and keeps each request."""
+
+    def __init__(self, path: str, answers, piece: int = 0) -> None:
+        self.path, self.answers, self.piece = path, list(answers), piece
+        self.requests = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for answer in self.answers:
+            conn, _ = self.sock.accept()
+            with conn:
+                req = b""
+                while b"\r\n\r\n" not in req:
+                    data = conn.recv(4096)
+                    if not data:
+                        break
+                    req += data
+                self.requests.append(req.decode())
+                if callable(answer):
+                    answer(conn)
+                    continue
+                step = self.piece or len(answer) or 1
+                try:
+                    for i in range(0, len(answer), step):  # in pieces: reads must gather them
+                        conn.sendall(answer[i:i + step])
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped reading: a bad answer was enough
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    servers = []
+
+    def start(*answers, piece: int = 0) -> Server:
+        s = Server(str(tmp_path / f"docker{len(servers)}.sock"), answers, piece)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def ok(body: bytes, *headers: str) -> bytes:
+    head = "".join(f"{h}\r\n" for h in headers)
+    return f"HTTP/1.1 200 OK\r\n{head}\r\n".encode() + body
+
+
+def chunked(*parts: bytes) -> bytes:
+    out = b"".join(f"{len(p):x};ext=1\r\n".encode() + p + b"\r\n" for p in parts)
+    return out + b"0\r\n\r\n"
+
+
+CONTAINERS = [{"Id": "a" * 64, "Names": ["/one"]}, {"Id": "b" * 64, "Names": ["/two"]}]
+BODY = json.dumps(CONTAINERS).encode()
+
+
+@pytest.mark.parametrize("answer", [
+    ok(BODY, f"Content-Length: {len(BODY)}", "Content-Type: application/json"),
+    ok(chunked(BODY[:7], BODY[7:30], BODY[30:]), "Transfer-Encoding: chunked"),
+    ok(BODY),  # neither: the body runs until the server closes
+], ids=["content-length", "chunked", "until-close"])
+@pytest.mark.parametrize("piece", [0, 1, 5], ids=["whole", "bytewise", "fives"])
+def test_bodies(serve, answer, piece):
+    server = serve(answer, piece=piece)
+    client = DockerClient(server.path)
+    assert client.running() == CONTAINERS
+    assert client.reachable is True
+    assert server.requests[0].startswith("GET /containers/json HTTP/1.1\r\n")
+    assert "\r\nConnection: close\r\n" in server.requests[0]
+
+
+def test_status_other_than_200_is_no_answer_from_a_reachable_engine(serve):
+    server = serve(b'HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}')
+    client = DockerClient(server.path)
+    assert client.inspect("c" * 64) is None
+    assert client.reachable is True
+    assert server.requests[0].startswith(f"GET /containers/{'c' * 64}/json ")
+
+
+@pytest.mark.parametrize("answer,reachable", [
+    (b"", False),                                                  # closed at once
+    (b"SSH-2.0-OpenSSH\r\n", False),                               # not HTTP
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n", False),          # closed in the headers
+    (ok(b"[1]", "Content-Length: 9"), False),                      # closed in the body
+    (ok(b"5\r\nabc", "Transfer-Encoding: chunked"), False),        # closed in a chunk
+    (ok(b"3\r\n[1]\r\n", "Transfer-Encoding: chunked"), False),    # closed before the last chunk
+    (ok(b"zz\r\n", "Transfer-Encoding: chunked"), False),          # a chunk size that is no number
+    (ok(b"[1,", "Content-Length: 3"), True),                       # whole, but not JSON
+], ids=["closed", "not-http", "cut-headers", "cut-body", "cut-chunk", "no-last-chunk",
+        "bad-chunk-size", "not-json"])
+def test_broken_answers_give_none(serve, answer, reachable):
+    client = DockerClient(serve(answer).path)
+    assert client.running() == []
+    assert client.reachable is reachable
+
+
+def test_nobody_listening(tmp_path):
+    path = str(tmp_path / "dead.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.close()
+    client = DockerClient(path)
+    assert client.running() == [] and client.reachable is False
+    assert DockerClient(str(tmp_path / "absent.sock")).inspect("x") is None
+
+
+def test_an_engine_that_never_answers_costs_the_timeout(serve):
+    gone = threading.Event()
+    server = serve(lambda conn: gone.wait(5))
+    client = DockerClient(server.path, timeout=0.2)
+    t = time.monotonic()
+    assert client.running() == []
+    assert 0.15 < time.monotonic() - t < 2
+    assert client.reachable is False
+    gone.set()
+
+
+def test_event_stream(serve):
+    ids = ["d" * 64, "e" * 64]
+    opened, release = threading.Event(), threading.Event()
+
+    def stream(conn):
+        conn.sendall(ok(b"", "Transfer-Encoding: chunked"))
+        line0 = json.dumps({"Type": "container", "Action": "create",
+                            "Actor": {"ID": ids[0], "Attributes": {"name": "one", "image": "alpine"}}})
+        line1 = json.dumps({"Actor": {"ID": ids[1]}})
+        # a record split over chunks, two records in one chunk, garbage, a blank line
+        data = [line0[:10], line0[10:] + "\n", "not json\n\n" + line1 + "\n"]
+        for part in data:
+            conn.sendall(f"{len(part):x}\r\n{part}\r\n".encode())
+        opened.set()
+        release.wait(5)
+
+    server = serve(stream)
+    seen = []
+    client = DockerClient(server.path)
+    watch = client.watch(lambda cid, attrs: seen.append((cid, attrs)))
+    assert watch is not None and client.reachable is True
+    assert opened.wait(5)
+    deadline = time.monotonic() + 5
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == [(ids[0], {"name": "one", "image": "alpine"}), (ids[1], {})]
+    query = server.requests[0].split()[1]
+    assert query.startswith("/events?filters=")
+    assert json.loads(urllib.parse.unquote(query.split("=", 1)[1])) == \
+        {"type": ["container"], "event": ["create"]}
+    t = time.monotonic()
+    watch.close()  # the server still holds the stream open: close ends the thread anyway
+    assert time.monotonic() - t < 1
+    assert not watch._thread.is_alive()
+    release.set()
+
+
+def test_watch_without_an_engine(tmp_path):
+    client = DockerClient(str(tmp_path / "absent.sock"))
+    assert client.watch(lambda cid, attrs: None) is None
+    assert client.reachable is False
+
+
+@pytest.mark.parametrize("text", ['{"type":["container"]}', "a b/c?d=e&f", "ünï", ""])
+def test_quote_round_trips(text):
+    q = _quote(text)
+    assert urllib.parse.unquote(q) == text
+    assert all(c.isalnum() or c in "%_.-~" for c in q)

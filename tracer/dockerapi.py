@@ -1,0 +1,210 @@
+"""Just enough of the Docker Engine API: containers' names and images, and the
+stream of their creation, over the engine's unix socket.
+
+Plain HTTP/1.1 on the C-level _socket module.  The session asks the engine
+for its containers before the first line is written, so this module is on
+ctrtrace's start-up path: http.client costs more to import than the few
+lines it would save, and the socket module ~5 ms (it converts every constant
+of the platform to enums) for nothing used here.
+"""
+
+from __future__ import annotations
+
+import _socket
+import json
+import os
+import threading
+from typing import Callable, Dict, Iterator, List, Optional
+
+DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def _quote(text: str) -> str:
+    """Percent-encoding for a query value (urllib.parse costs 5 ms to import)."""
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in text.encode())
+
+
+def docker_socket_path() -> str:
+    host = os.environ.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        return host[len("unix://"):]
+    return DEFAULT_DOCKER_SOCKET
+
+
+class _Reader:
+    """Buffered reads from a socket (what socket.makefile("rb") would give).
+    A read that waits longer than the socket's timeout raises TimeoutError."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self._sock = sock
+        self._buf = bytearray()
+
+    def _fill(self) -> bool:
+        data = self._sock.recv(65536)
+        self._buf += data
+        return bool(data)
+
+    def _take(self, n: int) -> bytes:
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    def readline(self) -> bytes:
+        """Up to and including the next b"\\n"; what is left at the end of the stream."""
+        start = 0
+        while True:
+            i = self._buf.find(b"\n", start)
+            if i >= 0:
+                return self._take(i + 1)
+            start = len(self._buf)
+            if not self._fill():
+                return self._take(len(self._buf))
+
+    def read(self, n: int = -1) -> bytes:
+        """n bytes (fewer at the end of the stream); n < 0: all until its end."""
+        while (n < 0 or len(self._buf) < n) and self._fill():
+            pass
+        return self._take(len(self._buf) if n < 0 else n)
+
+
+class _Response:
+    """An HTTP/1.1 response read from a socket: status, headers, body."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self._f = _Reader(sock)
+        status = self._f.readline().split(None, 2)
+        if len(status) < 2 or not status[0].startswith(b"HTTP/"):
+            raise OSError("not an HTTP response")
+        self.status = int(status[1])
+        self.headers: Dict[str, str] = {}
+        for line in iter(self._f.readline, b"\r\n"):
+            if not line:
+                raise OSError("connection closed in the headers")
+            k, _, v = line.decode("latin-1").partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+        self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
+
+    def _read(self, n: int) -> bytes:
+        data = self._f.read(n)
+        if len(data) < n:
+            raise OSError("connection closed in the body")
+        return data
+
+    def chunks(self) -> Iterator[bytes]:
+        if not self.chunked:
+            n = self.headers.get("content-length")
+            yield self._read(int(n)) if n is not None else self._f.read()
+            return
+        while True:
+            size = int(self._f.readline().split(b";")[0], 16)  # b"": ValueError
+            if size == 0:
+                return
+            yield self._read(size)
+            self._f.readline()  # the CRLF after each chunk
+
+    def body(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def lines(self) -> Iterator[bytes]:
+        """A stream of newline-separated records (the events endpoint)."""
+        pending = b""
+        for chunk in self.chunks():
+            pending += chunk
+            *done, pending = pending.split(b"\n")
+            yield from (d for d in done if d.strip())
+
+
+def _get(path: str, url: str, timeout: Optional[float]) -> tuple[_socket.socket, _Response]:
+    """GET url from the HTTP server on the unix socket at path."""
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        s.sendall(f"GET {url} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n".encode())
+        return s, _Response(s)
+    except (OSError, ValueError):
+        s.close()
+        raise OSError("no answer")
+
+
+class DockerClient:
+    """The engine's answers as JSON; None (and reachable False) when it does not answer."""
+
+    def __init__(self, path: Optional[str] = None, timeout: float = 1.0) -> None:
+        self.path = path or docker_socket_path()
+        self.timeout = timeout
+        self.reachable: Optional[bool] = None  # unknown until the first call
+
+    def _get(self, url: str):
+        try:
+            sock, resp = _get(self.path, url, self.timeout)
+            try:
+                body = resp.body()
+            finally:
+                sock.close()
+        except (OSError, ValueError):
+            self.reachable = False
+            return None
+        self.reachable = True
+        if resp.status != 200:
+            return None
+        try:
+            return json.loads(body)
+        except ValueError:
+            return None
+
+    def watch(self, on_container: Callable[[str, Dict[str, str]], None]) -> Optional["EventWatch"]:
+        """Follow the engine's container events in a thread; None if unreachable."""
+        filters = _quote(json.dumps({"type": ["container"], "event": ["create"]}))
+        try:
+            sock, resp = _get(self.path, f"/events?filters={filters}", self.timeout)
+        except OSError:
+            self.reachable = False
+            return None
+        if resp.status != 200:
+            sock.close()
+            return None
+        sock.settimeout(None)  # the stream stays open until we close it
+        self.reachable = True
+        return EventWatch(sock, resp, on_container)
+
+    def inspect(self, cid: str) -> Optional[dict]:
+        return self._get(f"/containers/{cid}/json")
+
+    def running(self) -> List[dict]:
+        return self._get("/containers/json") or []
+
+
+class EventWatch:
+    """A thread reading the engine's event stream: a container's name and image
+    are known from its creation, before its first process runs, so even one
+    that is removed at once resolves."""
+
+    def __init__(self, sock: _socket.socket, resp: _Response,
+                 on_container: Callable[[str, Dict[str, str]], None]) -> None:
+        self._sock, self._resp, self._cb = sock, resp, on_container
+        self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for line in self._resp.lines():
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                actor = ev.get("Actor") or {}
+                if actor.get("ID"):
+                    self._cb(actor["ID"], actor.get("Attributes") or {})
+        except (OSError, ValueError):
+            pass  # the engine went away or we closed the stream
+
+    def close(self) -> None:
+        try:
+            self._sock.shutdown(_socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._thread.join(timeout=2)
+        self._sock.close()
