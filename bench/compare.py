@@ -17,7 +17,10 @@ launch of the earliest probe it reported; probes run one after another, each
 under its own name), its peak RSS, and the CPU time its process
 used during the traced storm: per exec (CPU/exec), and as lines written per
 CPU-second (lines/CPU-s: for ctrtrace, events decoded and written as JSON;
-its capacity if it had a CPU to itself). `noop` is a control
+its capacity if it had a CPU to itself); and the run time of its BPF
+programs per exec, with how many runs that took (BPF/exec: time spent in the
+storm's own syscalls and scheduler events, which CPU/exec does not count;
+kernel.bpf_stats_enabled is on during the run). `noop` is a control
 "tracer" that does nothing: its ratio shows the noise. vs-execsnoop is the
 median over rounds of (ratio - execsnoop's ratio in the same round): a
 paired comparison, less noisy than the difference of the two medians. With --static the
@@ -154,6 +157,30 @@ class Tracer:
         n = self.output().count(b"\n")
         return n - 2 if self.kind == "ctrtrace" else n
 
+    def bpf_time(self):
+        """(run time in ns, runs) summed over the BPF programs the tracer's
+        process holds, from their fdinfo (kernel.bpf_stats_enabled on)."""
+        total, runs, seen = 0, 0, set()
+        fd_dir = f"/proc/{self.proc.pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            return 0, 0
+        for fd in fds:
+            try:
+                if os.readlink(f"{fd_dir}/{fd}") != "anon_inode:bpf-prog":
+                    continue
+                with open(f"/proc/{self.proc.pid}/fdinfo/{fd}") as f:
+                    info = dict(line.split(":\t", 1) for line in f if ":\t" in line)
+            except OSError:
+                continue
+            if info.get("prog_id") in seen:
+                continue
+            seen.add(info.get("prog_id"))
+            total += int(info.get("run_time_ns", 0))
+            runs += int(info.get("run_cnt", 0))
+        return total, runs
+
     def peak_rss_mb(self) -> float:
         try:
             with open(f"/proc/{self.proc.pid}/status") as f:
@@ -289,6 +316,25 @@ def storm(storm_exe, n, workers, target, vfork, args=()):
     return json.loads(r.stdout)["rate"]
 
 
+class bpf_stats_on:
+    """kernel.bpf_stats_enabled on for the run, then as it was: every BPF
+    program's run time is counted (two clock reads a run, ~0.1 us, whoever's
+    program it is), which gives BPF/exec -- what the tracer's programs cost the
+    workload in its own syscalls, the part of its cost that CPU/exec misses."""
+
+    PATH = "/proc/sys/kernel/bpf_stats_enabled"
+
+    def __init__(self):
+        with open(self.PATH) as f:
+            self.was = f.read().strip()
+        with open(self.PATH, "w") as f:
+            f.write("1")
+
+    def close(self):
+        with open(self.PATH, "w") as f:
+            f.write(self.was)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--execs", type=int, default=10000)
@@ -324,9 +370,11 @@ def main() -> None:
                                         baseline_cmd=args.baseline)
         args.tracers = ",".join(t.name for t in tracers)
         results = {}
+        stats = bpf_stats_on()
         try:
             run_rounds(args, tracers, storm_exe, target, probe, workdir, results)
         finally:
+            stats.close()
             for t in tracers:  # none is left running, whatever happened
                 if t.proc is not None and t.proc.poll() is None:
                     t.stop()
@@ -343,11 +391,14 @@ def run_rounds(args, tracers, storm_exe, target, probe, workdir, results):
                 t.start(workdir)
                 capture, ready = t.wait_ready(probe)
                 time.sleep(0.2)  # start-up over: what follows is the storm's cost
-                cpu0, events0 = t.cpu_s(), t.events()
+                cpu0, events0, (bpf_ns0, bpf_runs0) = t.cpu_s(), t.events(), t.bpf_time()
                 traced = storm(storm_exe, args.execs, w, target, args.static)
+                bpf_ns, bpf_runs = t.bpf_time()
                 time.sleep(0.3)  # let the tracer write what it has
                 cpu = t.cpu_s() - cpu0
                 events = t.events() - events0
+                bpf_us = (bpf_ns - bpf_ns0) / 1e3 / args.execs
+                bpf_runs = (bpf_runs - bpf_runs0) / args.execs
                 rss = t.peak_rss_mb()
                 t.stop()
                 seen = t.seen(target) if t.name != "noop" else args.execs
@@ -355,19 +406,21 @@ def run_rounds(args, tracers, storm_exe, target, probe, workdir, results):
                 res.append({"untraced": base, "traced": traced, "ratio": traced / base,
                             "capture_s": capture, "ready_s": ready, "rss_mb": rss, "seen": seen, "lost": t.lost(),
                             "cpu_us_per_exec": 1e6 * cpu / args.execs,
+                            "bpf_us_per_exec": bpf_us, "bpf_runs_per_exec": bpf_runs,
                             "events_per_cpu_s": events / cpu if cpu > 0 else float("nan")})
                 print(f"round {r + 1} {t.name:<13} w={w} untraced {base:7.0f}/s traced "
                       f"{traced:7.0f}/s ratio {traced / base:.3f} capture {capture * 1000:5.0f} ms "
                       f"ready {ready * 1000:5.0f} ms "
                       f"rss {rss:5.1f} MB seen {seen}/{args.execs} lost {t.lost()} "
-                      f"cpu {1e6 * cpu / args.execs:5.1f} us/exec", flush=True)
+                      f"cpu {1e6 * cpu / args.execs:5.1f} us/exec "
+                      f"bpf {bpf_us:5.2f} us/exec in {bpf_runs:.1f} runs", flush=True)
 
 
 def report(args, results, skipped):
     print()
     print(f"{'tracer':<13} {'workers':>7} {'rate untraced':>13} {'ratio':>6} "
           f"{'seen/expected':>14} {'lost':>5} {'capture':>8} {'ready':>6} {'peak RSS':>9} "
-          f"{'CPU/exec':>9} "
+          f"{'CPU/exec':>9} {'BPF/exec':>17} "
           f"{'lines/CPU-s':>11} {'vs-execsnoop':>12}")
     table = []
     for (name, w), rs in results.items():
@@ -384,6 +437,8 @@ def report(args, results, skipped):
             "ready_ms": 1000 * statistics.median(x["ready_s"] for x in rs),
             "rss_mb": max(x["rss_mb"] for x in rs),
             "cpu_us_per_exec": statistics.median(x["cpu_us_per_exec"] for x in rs),
+            "bpf_us_per_exec": statistics.median(x["bpf_us_per_exec"] for x in rs),
+            "bpf_runs_per_exec": statistics.median(x["bpf_runs_per_exec"] for x in rs),
             "events_per_cpu_s": statistics.median(x["events_per_cpu_s"] for x in rs),
             "vs_execsnoop": paired,
         }
@@ -392,6 +447,7 @@ def report(args, results, skipped):
               f"{row['seen_min']:>7}/{args.execs:<6} {row['lost']:>5} {row['capture_ms']:>6.0f}ms "
               f"{row['ready_ms']:>4.0f}ms "
               f"{row['rss_mb']:>7.1f}MB {row['cpu_us_per_exec']:>7.1f}us "
+              f"{row['bpf_us_per_exec']:>5.2f}us/{row['bpf_runs_per_exec']:>4.1f}runs "
               f"{row['events_per_cpu_s']:>11.0f} {paired:>+12.3f}")
     for note in skipped:
         print(f"skipped {note}")

@@ -5,8 +5,10 @@
  *
  * Tracepoints only (kprobes may be compiled out): raw tracepoints for exec,
  * fork and exit, and the syscall tracepoints for what only the syscall
- * boundary knows (clone flags, failed execs, setns/unshare arguments and
- * results).  Raw rather than tp_btf: every task field is read with
+ * boundary knows (failed execs, setns/unshare arguments and results).  A
+ * fork's clone flags and a failed exec's arguments are read from the
+ * caller's registers (compat.bpf.h), so no program runs at the entry of
+ * clone, fork or exec: those are the calls an exec storm makes.  Raw rather than tp_btf: every task field is read with
  * BPF_CORE_READ anyway, and a tp_btf attach point makes libbpf parse the
  * kernel's whole BTF at every start (~8 ms here), which the cached CO-RE
  * subset (tracer/corebtf.py) otherwise avoids.
@@ -49,27 +51,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ct_exec_event);
 } exec_heap SEC(".maps");
-
-/* clone flags of the clone/fork call in progress, by caller tid.  LRU, so an
- * entry whose syscall failed (no fork event to delete it) ages out. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u32);
-	__type(value, __u64);
-} clone_calls SEC(".maps");
-
-struct exec_call {
-	__u64 filename;  /* user pointers, still valid at exit if the exec failed */
-	__u64 argv;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u32);
-	__type(value, struct exec_call);
-} exec_calls SEC(".maps");
 
 struct ns_call {
 	struct ct_ns before;
@@ -285,12 +266,11 @@ static __always_inline void fill_header(struct ct_header *h, __u16 type, __u16 s
 SEC("raw_tp/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	__u32 key = 0, tid = old_pid;
+	__u32 key = 0;
 	struct ct_exec_event *e;
 	__u64 arg_start, arg_end, len;
 	long n;
 
-	bpf_map_delete_elem(&exec_calls, &tid);
 	if (!task_wanted(p)) {
 		count(CT_CNT_FILTERED);
 		return 0;
@@ -341,27 +321,6 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	return 0;
 }
 
-static __always_inline int exec_enter(__u64 filename, __u64 argv)
-{
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct exec_call c = { .filename = filename, .argv = argv };
-
-	bpf_map_update_elem(&exec_calls, &tid, &c, BPF_ANY);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_execve")
-int handle_enter_execve(struct trace_event_raw_sys_enter *ctx)
-{
-	return exec_enter(ctx->args[0], ctx->args[1]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_execveat")
-int handle_enter_execveat(struct trace_event_raw_sys_enter *ctx)
-{
-	return exec_enter(ctx->args[1], ctx->args[2]);
-}
-
 /*
  * One argv entry of a failed exec per call, through bpf_loop (5.17+): an
  * unrolled loop of string reads at growing offsets is more than the verifier
@@ -396,35 +355,36 @@ static long read_failed_arg(__u32 i, void *data)
 	return 0;
 }
 
-/* Only failures get here with an entry: a successful exec removed it. */
-static __always_inline int exec_exit(long ret)
+/*
+ * A failed exec: the program never changed, so the registers the syscall
+ * entered with still hold what it was asked to run (a successful one was
+ * reported at sched_process_exec).
+ */
+static __always_inline int exec_failed(long ret, __u64 filename, __u64 argv)
 {
 	__u32 key = 0, tid = (__u32)bpf_get_current_pid_tgid();
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-	struct exec_call *c = bpf_map_lookup_elem(&exec_calls, &tid);
 	struct ct_exec_event *e;
 	struct argv_ctx actx = {};
 	__u32 off;
 	__u64 size;
 	long n;
 
-	if (!c)
+	if (!task_wanted(task))
 		return 0;
-	if (ret >= 0 || !task_wanted(task))
-		goto out;
 	e = bpf_map_lookup_elem(&exec_heap, &key);
 	if (!e)
-		goto out;
+		return 0;
 	e->hdr.flags = 0;
 	read_task(task, &e->task, &e->hdr.flags);
 	if (differs_from_parent(task, &e->task.ns))
 		e->hdr.flags |= CT_F_NS_CHANGE;
 	else if (cfg.ns_changes_only)
-		goto out;
+		return 0;
 	e->old_pid = tid;
 	e->ret = ret;
 
-	n = bpf_probe_read_user_str(e->data, CT_FILENAME_MAX, (void *)c->filename);
+	n = bpf_probe_read_user_str(e->data, CT_FILENAME_MAX, (void *)filename);
 	if (n <= 0) {
 		e->data[0] = 0;
 		n = 1;
@@ -436,7 +396,7 @@ static __always_inline int exec_exit(long ret)
 	e->filename_len = n;
 
 	actx.e = e;
-	actx.argv = (const char *const *)c->argv;
+	actx.argv = (const char *const *)argv;
 	actx.base = n;
 	bpf_loop(CT_FAILED_ARGC_MAX, read_failed_arg, &actx, 0);
 	off = actx.off;
@@ -448,58 +408,55 @@ static __always_inline int exec_exit(long ret)
 	fill_header(&e->hdr, CT_EVENT_EXEC_FAILED, size);
 	if (bpf_ringbuf_output(&events, e, size, rb_flags()))
 		count(CT_CNT_LOST);
-out:
-	bpf_map_delete_elem(&exec_calls, &tid);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_execve")
 int handle_exit_execve(struct trace_event_raw_sys_exit *ctx)
 {
-	return exec_exit(ctx->ret);
+	struct pt_regs *regs;
+
+	if (ctx->ret >= 0)
+		return 0;
+	regs = ct_syscall_regs();
+	return exec_failed(ctx->ret, PT_REGS_PARM1_CORE_SYSCALL(regs),
+			   PT_REGS_PARM2_CORE_SYSCALL(regs));
 }
 
 SEC("tracepoint/syscalls/sys_exit_execveat")
 int handle_exit_execveat(struct trace_event_raw_sys_exit *ctx)
 {
-	return exec_exit(ctx->ret);
+	struct pt_regs *regs;
+
+	if (ctx->ret >= 0)
+		return 0;
+	regs = ct_syscall_regs();
+	return exec_failed(ctx->ret, PT_REGS_PARM2_CORE_SYSCALL(regs),
+			   PT_REGS_PARM3_CORE_SYSCALL(regs));
 }
 
 /* ---- fork ---------------------------------------------------------------- */
 
-static __always_inline int clone_enter(__u64 flags)
+/* The flags of the clone or fork call that is creating a task, if it is one. */
+static __always_inline bool clone_flags_of_caller(__u64 *flags)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pt_regs *regs;
 
-	bpf_map_update_elem(&clone_calls, &tid, &flags, BPF_ANY);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_clone")
-int handle_enter_clone(struct trace_event_raw_sys_enter *ctx)
-{
-	return clone_enter(ctx->args[0]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_clone3")
-int handle_enter_clone3(struct trace_event_raw_sys_enter *ctx)
-{
-	__u64 flags = 0;
-
-	bpf_probe_read_user(&flags, sizeof(flags), (void *)ctx->args[0]);
-	return clone_enter(flags);
-}
-
-SEC("tracepoint/syscalls/sys_enter_fork")
-int handle_enter_fork(struct trace_event_raw_sys_enter *ctx)
-{
-	return clone_enter(SIGCHLD);
-}
-
-SEC("tracepoint/syscalls/sys_enter_vfork")
-int handle_enter_vfork(struct trace_event_raw_sys_enter *ctx)
-{
-	return clone_enter(CLONE_VFORK | CLONE_VM | SIGCHLD);
+	switch (ct_current_syscall(&regs)) {
+	case CT_NR_CLONE:
+		*flags = PT_REGS_PARM1_CORE_SYSCALL(regs);
+		return true;
+	case CT_NR_CLONE3:  /* flags is the first field of its struct clone_args */
+		return !bpf_probe_read_user(flags, sizeof(*flags),
+					    (void *)PT_REGS_PARM1_CORE_SYSCALL(regs));
+	case CT_NR_FORK:
+		*flags = SIGCHLD;
+		return true;
+	case CT_NR_VFORK:
+		*flags = CLONE_VFORK | CLONE_VM | SIGCHLD;
+		return true;
+	}
+	return false;
 }
 
 SEC("raw_tp/sched_process_fork")
@@ -510,17 +467,13 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	__u32 ctgid = BPF_CORE_READ(child, tgid);
 	bool thread = BPF_CORE_READ(child, pid) != ctgid;
 	struct ct_fork_event *e;
-	__u64 *flags, clone_flags = 0;
+	__u64 clone_flags = 0;
 	__u16 hflags = 0;
 	__u8 one = 1;
 
-	flags = bpf_map_lookup_elem(&clone_calls, &ptid);
-	if (flags) {
-		clone_flags = *flags;
+	/* the fork runs in the caller's syscall: its flags are in its registers */
+	if (clone_flags_of_caller(&clone_flags))
 		hflags |= CT_F_CLONE_FLAGS_KNOWN;
-		/* one clone call creates one task */
-		bpf_map_delete_elem(&clone_calls, &ptid);
-	}
 	if (thread) {
 		count(CT_CNT_THREADS);
 		hflags |= CT_F_THREAD;

@@ -41,7 +41,7 @@ def test_the_subset_relocates_exactly_as_the_kernel_btf(tmp_path):
     assert os.path.getsize(subset.path) < os.path.getsize(corebtf.KERNEL_BTF) // 100
     with_subset = _relocated(subset)
     with_kernel = _relocated(corebtf.CoreBtf(None, "kernel"))
-    assert with_subset.keys() == with_kernel.keys() and len(with_kernel) >= 15
+    assert with_subset.keys() == with_kernel.keys() and len(with_kernel) >= 9  # every program
     for name in with_kernel:
         assert with_subset[name] == with_kernel[name], name
 

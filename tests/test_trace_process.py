@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,8 @@ import pytest
 
 from tracer.events import ExecEvent, ExitEvent, ForkEvent
 from tracer.flags import CLONE_NEW_MASK
+
+CLONE_VM, CLONE_THREAD = 0x100, 0x10000
 
 from conftest import execs_of, proc_ns
 
@@ -81,6 +84,50 @@ def test_failed_exec_reports_errno_and_argv(capture):
     assert len(failed) == 1
     assert failed[0].ret == -2  # ENOENT
     assert failed[0].argv == ["/nonexistent/prog", "one", "two"]
+
+
+PROGS = os.path.join(os.path.dirname(__file__), "progs")
+
+
+def test_each_fork_syscall_gives_its_flags_and_failed_execs_their_argv(capture, tmp_path):
+    """fork, vfork, clone and clone3 with flags the program chose; a failed
+    execve and execveat.  Flags and arguments are read from the caller's
+    registers at the fork and at the failed exec's return."""
+    prog = str(tmp_path / "forks")
+    subprocess.run(["clang", "-O2", "-o", prog, os.path.join(PROGS, "forks.c")], check=True)
+    cap = capture()
+    out = subprocess.run([prog], check=True, capture_output=True, text=True).stdout
+    cap.finish()
+    calls = [json.loads(line) for line in out.splitlines()]
+    assert [c["call"] for c in calls] == ["fork", "vfork", "clone", "clone3"]
+    runner = next(e for e in cap.events if e.type == "exec" and e.ret == 0 and e.filename == prog)
+    for c in calls:
+        forks = cap.of(c["pid"], "fork")
+        assert len(forks) == 1, c
+        assert forks[0].parent_pid == runner.pid, c
+        assert forks[0].clone_flags == c["flags"], (c, forks[0].clone_flags)
+        # a new namespace asked for is one the child is in, and it is marked
+        assert forks[0].ns_change == bool(c["flags"] & CLONE_NEW_MASK), c
+    assert cap.of(calls[2]["pid"], "fork")[0].ns.uts != runner.ns.uts
+    assert cap.of(calls[3]["pid"], "fork")[0].ns.ipc != runner.ns.ipc
+    failed = [e for e in cap.of(runner.pid, "exec") if e.ret != 0]
+    assert [(e.ret, e.filename, e.argv) for e in failed] == \
+        [(-2, "/nonexistent/forks-exec", ["/nonexistent/forks-exec", "one", "two"])] * 2
+
+
+def test_threads_carry_their_clone_flags(capture):
+    cap = capture(threads=True)
+    code = "import threading; t = threading.Thread(target=int); t.start(); t.join()"
+    p = subprocess.run([sys.executable, "-c", code], check=True)
+    assert p.returncode == 0
+    cap.finish()
+    runner = next(e for e in cap.events if e.type == "exec" and e.ret == 0 and e.argv[1:] == ["-c", code])
+    made = [e for e in cap.of(runner.pid, "fork") if e.thread]
+    assert len(made) == 1
+    flags = made[0].clone_flags
+    assert flags is not None and flags & CLONE_THREAD and flags & CLONE_VM, flags
+    assert made[0].parent_tid == runner.pid and made[0].tid != runner.pid
+    assert not made[0].ns_change
 
 
 def test_long_argv_is_truncated_and_flagged(capture):
