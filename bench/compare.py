@@ -8,8 +8,11 @@
 Each round, for each tracer: the exec storm (bench/storm.c: fork+exec of a
 copy of /bin/true, N times, with W workers) runs once with no tracer and
 once with the tracer running, back to back. These machines are noisy, so
-what is reported is the median over rounds of traced/untraced exec rates,
-with: execs the tracer reported vs N (seen), what it said it lost (lost:
+what is reported is the median over rounds of traced/untraced exec rates
+(ratio), and of traced/untraced CPU time of the storm's own processes (work
+CPU: what the tracer's in-kernel work -- its programs, the syscall tracing
+path, ring-buffer wake-ups -- adds to the workload's CPU, less noisy than a
+rate), with: execs the tracer reported vs N (seen), what it said it lost (lost:
 ctrtrace's events, execsnoop's "Lost N events", bcc's "Possibly lost N
 samples", one sample per argument), the time from its launch until it
 reported a probe exec (ready) and from when it captured events (capture: the
@@ -313,10 +316,10 @@ def storm(storm_exe, n, workers, target, vfork, args=()):
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"storm failed: {r.stderr.strip()[:200]}")
-    return json.loads(r.stdout)["rate"]
+    return json.loads(r.stdout)
 
 
-class bpf_stats_on:
+class BpfStats:
     """kernel.bpf_stats_enabled on for the run, then as it was: every BPF
     program's run time is counted (two clock reads a run, ~0.1 us, whoever's
     program it is), which gives BPF/exec -- what the tracer's programs cost the
@@ -370,7 +373,7 @@ def main() -> None:
                                         baseline_cmd=args.baseline)
         args.tracers = ",".join(t.name for t in tracers)
         results = {}
-        stats = bpf_stats_on()
+        stats = BpfStats()  # on for the run
         try:
             run_rounds(args, tracers, storm_exe, target, probe, workdir, results)
         finally:
@@ -387,12 +390,15 @@ def run_rounds(args, tracers, storm_exe, target, probe, workdir, results):
     for w in [int(x) for x in args.workers.split(",")]:
         for r in range(args.rounds):
             for t in tracers:
-                base = storm(storm_exe, args.execs, w, target, args.static)
+                base_run = storm(storm_exe, args.execs, w, target, args.static)
+                base = base_run["rate"]
                 t.start(workdir)
                 capture, ready = t.wait_ready(probe)
                 time.sleep(0.2)  # start-up over: what follows is the storm's cost
                 cpu0, events0, (bpf_ns0, bpf_runs0) = t.cpu_s(), t.events(), t.bpf_time()
-                traced = storm(storm_exe, args.execs, w, target, args.static)
+                traced_run = storm(storm_exe, args.execs, w, target, args.static)
+                traced = traced_run["rate"]
+                work = traced_run["cpu_s"] / base_run["cpu_s"]
                 bpf_ns, bpf_runs = t.bpf_time()
                 time.sleep(0.3)  # let the tracer write what it has
                 cpu = t.cpu_s() - cpu0
@@ -404,12 +410,13 @@ def run_rounds(args, tracers, storm_exe, target, probe, workdir, results):
                 seen = t.seen(target) if t.name != "noop" else args.execs
                 res = results.setdefault((t.name, w), [])
                 res.append({"untraced": base, "traced": traced, "ratio": traced / base,
+                            "work_cpu": work,
                             "capture_s": capture, "ready_s": ready, "rss_mb": rss, "seen": seen, "lost": t.lost(),
                             "cpu_us_per_exec": 1e6 * cpu / args.execs,
                             "bpf_us_per_exec": bpf_us, "bpf_runs_per_exec": bpf_runs,
                             "events_per_cpu_s": events / cpu if cpu > 0 else float("nan")})
                 print(f"round {r + 1} {t.name:<13} w={w} untraced {base:7.0f}/s traced "
-                      f"{traced:7.0f}/s ratio {traced / base:.3f} capture {capture * 1000:5.0f} ms "
+                      f"{traced:7.0f}/s ratio {traced / base:.3f} work CPU {work:.3f} capture {capture * 1000:5.0f} ms "
                       f"ready {ready * 1000:5.0f} ms "
                       f"rss {rss:5.1f} MB seen {seen}/{args.execs} lost {t.lost()} "
                       f"cpu {1e6 * cpu / args.execs:5.1f} us/exec "
@@ -418,7 +425,7 @@ def run_rounds(args, tracers, storm_exe, target, probe, workdir, results):
 
 def report(args, results, skipped):
     print()
-    print(f"{'tracer':<13} {'workers':>7} {'rate untraced':>13} {'ratio':>6} "
+    print(f"{'tracer':<13} {'workers':>7} {'rate untraced':>13} {'ratio':>6} {'work CPU':>8} "
           f"{'seen/expected':>14} {'lost':>5} {'capture':>8} {'ready':>6} {'peak RSS':>9} "
           f"{'CPU/exec':>9} {'BPF/exec':>17} "
           f"{'lines/CPU-s':>11} {'vs-execsnoop':>12}")
@@ -431,6 +438,7 @@ def report(args, results, skipped):
             "tracer": name, "workers": w,
             "untraced": statistics.median(x["untraced"] for x in rs),
             "ratio": statistics.median(x["ratio"] for x in rs),
+            "work_cpu": statistics.median(x["work_cpu"] for x in rs),
             "seen_min": min(x["seen"] for x in rs), "expected": args.execs,
             "lost": ",".join(sorted({x["lost"] for x in rs})),
             "capture_ms": 1000 * statistics.median(x["capture_s"] for x in rs),
@@ -444,6 +452,7 @@ def report(args, results, skipped):
         }
         table.append(row)
         print(f"{name:<13} {w:>7} {row['untraced']:>11.0f}/s {row['ratio']:>6.2f} "
+              f"{row['work_cpu']:>8.3f} "
               f"{row['seen_min']:>7}/{args.execs:<6} {row['lost']:>5} {row['capture_ms']:>6.0f}ms "
               f"{row['ready_ms']:>4.0f}ms "
               f"{row['rss_mb']:>7.1f}MB {row['cpu_us_per_exec']:>7.1f}us "
