@@ -108,7 +108,10 @@ class Tracer:
         self.err_path = os.path.join(workdir, f"{self.name}.err")
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.t0 = time.monotonic()
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err,
+            # in the work directory: `python3 -m tracer` puts the current
+            # directory first on its path, so a --baseline started from the
+            # repository would import the working tree instead of its own
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err, cwd=workdir,
                                          env=self.env, start_new_session=True)
 
     def output(self) -> bytes:
@@ -321,8 +324,8 @@ def storm(storm_exe, n, workers, target, vfork, args=()):
 
 class BpfStats:
     """kernel.bpf_stats_enabled on for the run, then as it was: every BPF
-    program's run time is counted (two clock reads a run, ~0.1 us, whoever's
-    program it is), which gives BPF/exec -- what the tracer's programs cost the
+    program's run time is counted (two clock reads a run, whoever's program
+    it is), which gives BPF/exec -- what the tracer's programs cost the
     workload in its own syscalls, the part of its cost that CPU/exec misses."""
 
     PATH = "/proc/sys/kernel/bpf_stats_enabled"
@@ -349,8 +352,8 @@ def main() -> None:
     ap.add_argument("--ctrtrace", default="ctrtrace")
     ap.add_argument("--baseline", metavar="CMD",
                     help="also run this ctrtrace command, as ctrtrace-base, in the same rounds "
-                         "(e.g. an earlier commit: 'env PYTHONPATH=/tmp/old python3 -m tracer', "
-                         "run from outside the repository: -m puts the working directory first)")
+                         "(e.g. an earlier commit: 'env PYTHONPATH=/tmp/old python3 -m tracer'; "
+                         "tracers run in a temporary directory, so relative paths do not work)")
     ap.add_argument("--json-out", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args()
     if os.geteuid() != 0:
