@@ -414,28 +414,30 @@ static __always_inline int exec_failed(long ret, __u64 filename, __u64 argv)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_execve")
-int handle_exit_execve(struct trace_event_raw_sys_exit *ctx)
+/* The path and argv are the first two arguments of execve, the next two of execveat. */
+static __always_inline int exec_returned(long ret, bool at)
 {
 	struct pt_regs *regs;
 
-	if (ctx->ret >= 0)
+	if (ret >= 0)
 		return 0;
 	regs = ct_syscall_regs();
-	return exec_failed(ctx->ret, PT_REGS_PARM1_CORE_SYSCALL(regs),
-			   PT_REGS_PARM2_CORE_SYSCALL(regs));
+	if (at)
+		return exec_failed(ret, PT_REGS_PARM2_CORE_SYSCALL(regs),
+				   PT_REGS_PARM3_CORE_SYSCALL(regs));
+	return exec_failed(ret, PT_REGS_PARM1_CORE_SYSCALL(regs), PT_REGS_PARM2_CORE_SYSCALL(regs));
+}
+
+SEC("tracepoint/syscalls/sys_exit_execve")
+int handle_exit_execve(struct trace_event_raw_sys_exit *ctx)
+{
+	return exec_returned(ctx->ret, false);
 }
 
 SEC("tracepoint/syscalls/sys_exit_execveat")
 int handle_exit_execveat(struct trace_event_raw_sys_exit *ctx)
 {
-	struct pt_regs *regs;
-
-	if (ctx->ret >= 0)
-		return 0;
-	regs = ct_syscall_regs();
-	return exec_failed(ctx->ret, PT_REGS_PARM2_CORE_SYSCALL(regs),
-			   PT_REGS_PARM3_CORE_SYSCALL(regs));
+	return exec_returned(ctx->ret, true);
 }
 
 /* ---- fork ---------------------------------------------------------------- */
