@@ -26,7 +26,10 @@ storm's own syscalls and scheduler events, which CPU/exec does not count;
 kernel.bpf_stats_enabled is on during the run). `noop` is a control
 "tracer" that does nothing: its ratio shows the noise. vs-execsnoop is the
 median over rounds of (ratio - execsnoop's ratio in the same round): a
-paired comparison, less noisy than the difference of the two medians. With --static the
+paired comparison, less noisy than the difference of the two medians; vs-noop
+the same against the control. Each comes with its 95 % confidence interval
+(distribution-free, from the rounds' order statistics; 6 rounds at least):
+an interval that holds 0 means the two are not told apart by this run. With --static the
 storm vfork+execs a static binary (busybox as `true`), the fastest exec
 there is.
 
@@ -54,6 +57,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import re
 import shlex
@@ -166,26 +170,9 @@ class Tracer:
     def bpf_time(self):
         """(run time in ns, runs) summed over the BPF programs the tracer's
         process holds, from their fdinfo (kernel.bpf_stats_enabled on)."""
-        total, runs, seen = 0, 0, set()
-        fd_dir = f"/proc/{self.proc.pid}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            return 0, 0
-        for fd in fds:
-            try:
-                if os.readlink(f"{fd_dir}/{fd}") != "anon_inode:bpf-prog":
-                    continue
-                with open(f"/proc/{self.proc.pid}/fdinfo/{fd}") as f:
-                    info = dict(line.split(":\t", 1) for line in f if ":\t" in line)
-            except OSError:
-                continue
-            if info.get("prog_id") in seen:
-                continue
-            seen.add(info.get("prog_id"))
-            total += int(info.get("run_time_ns", 0))
-            runs += int(info.get("run_cnt", 0))
-        return total, runs
+        progs = bpf_programs(self.proc.pid).values()
+        return (sum(int(p.get("run_time_ns", 0)) for p in progs),
+                sum(int(p.get("run_cnt", 0)) for p in progs))
 
     def peak_rss_mb(self) -> float:
         try:
@@ -222,6 +209,46 @@ class Tracer:
         if self.kind not in said:
             return "-"
         return str(sum(int(n) for n in re.findall(said[self.kind], self.errors())))
+
+
+def bpf_programs(pid):
+    """The BPF programs a process holds: prog_id -> its fdinfo fields."""
+    progs = {}
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return progs
+    for fd in fds:
+        try:
+            if os.readlink(f"{fd_dir}/{fd}") != "anon_inode:bpf-prog":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        except OSError:
+            continue
+        progs.setdefault(info.get("prog_id"), info)
+    return progs
+
+
+# kprobe, tracepoint, perf_event, raw_tracepoint, raw_tracepoint_writable,
+# tracing (include/uapi/linux/bpf.h): what adds work to an exec storm
+TRACING_PROG_TYPES = {"2", "5", "7", "17", "24", "26"}
+
+
+def check_untraced():
+    """Stop the run if some process holds tracing BPF programs: a tracer left
+    over from an interrupted run would tax every storm, the untraced ones
+    too, and no ratio would show it."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if any(p.get("prog_type") in TRACING_PROG_TYPES for p in bpf_programs(pid).values()):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                cmd = "?"
+            raise SystemExit(f"process {pid} ({cmd[:80]}) holds tracing BPF programs: "
+                             "the untraced storms would not be untraced; stop it first")
 
 
 def _version_key(path):
@@ -393,6 +420,7 @@ def run_rounds(args, tracers, storm_exe, target, probe, workdir, results):
     for w in [int(x) for x in args.workers.split(",")]:
         for r in range(args.rounds):
             for t in tracers:
+                check_untraced()
                 base_run = storm(storm_exe, args.execs, w, target, args.static)
                 base = base_run["rate"]
                 t.start(workdir)
@@ -426,17 +454,56 @@ def run_rounds(args, tracers, storm_exe, target, probe, workdir, results):
                       f"bpf {bpf_us:5.2f} us/exec in {bpf_runs:.1f} runs", flush=True)
 
 
+CI_LEVEL = 0.95
+
+
+def median_ci(xs, level=CI_LEVEL):
+    """A distribution-free confidence interval for the median of xs: the
+    order statistics (x_k, x_n+1-k) cover it with probability
+    1 - 2 P(Binomial(n, 1/2) < k), whatever the distribution -- these
+    machines' noise is neither normal nor steady.  The narrowest such pair
+    with at least `level` coverage, or None when n is too small for any
+    (fewer than 6 values at 95 %)."""
+    xs = sorted(xs)
+    n = len(xs)
+    best = None
+    below = 0.0  # P(Binomial(n, 1/2) < k)
+    for k in range(1, n // 2 + 1):
+        below += math.comb(n, k - 1) / 2 ** n
+        if 1 - 2 * below < level:
+            break
+        best = (xs[k - 1], xs[n - k])
+    return best
+
+
+def paired(rs, ref):
+    """Median over rounds of (ratio - the reference's ratio in the same
+    round), and its confidence interval: the rounds' noise cancels in
+    each difference, which the difference of the two medians keeps."""
+    if not ref or rs is ref:
+        return float("nan"), None
+    d = [x["ratio"] - r["ratio"] for x, r in zip(rs, ref)]
+    return statistics.median(d), median_ci(d)
+
+
+def _with_ci(value, ci):
+    if value != value:  # nan: no reference in this run
+        return f"{'':>21}"
+    if ci is None:
+        return f"{value:>+7.3f}{'':>14}"
+    return f"{value:>+7.3f} [{ci[0]:+.2f},{ci[1]:+.2f}]"
+
+
 def report(args, results, skipped):
     print()
     print(f"{'tracer':<13} {'workers':>7} {'rate untraced':>13} {'ratio':>6} {'work CPU':>8} "
           f"{'seen/expected':>14} {'lost':>5} {'capture':>8} {'ready':>6} {'peak RSS':>9} "
           f"{'CPU/exec':>9} {'BPF/exec':>17} "
-          f"{'lines/CPU-s':>11} {'vs-execsnoop':>12}")
+          f"{'lines/CPU-s':>11} {'vs-noop':>21} {'vs-execsnoop':>21}")
     table = []
     for (name, w), rs in results.items():
-        ref = results.get(("execsnoop", w))
-        paired = (statistics.median(x["ratio"] - r["ratio"] for x, r in zip(rs, ref))
-                  if ref and name != "execsnoop" else float("nan"))
+        vs_noop, vs_noop_ci = paired(rs, results.get(("noop", w)))
+        vs_es, vs_es_ci = paired(rs, results.get(("execsnoop", w)))
         row = {
             "tracer": name, "workers": w,
             "untraced": statistics.median(x["untraced"] for x in rs),
@@ -451,7 +518,8 @@ def report(args, results, skipped):
             "bpf_us_per_exec": statistics.median(x["bpf_us_per_exec"] for x in rs),
             "bpf_runs_per_exec": statistics.median(x["bpf_runs_per_exec"] for x in rs),
             "events_per_cpu_s": statistics.median(x["events_per_cpu_s"] for x in rs),
-            "vs_execsnoop": paired,
+            "vs_noop": vs_noop, "vs_noop_ci": vs_noop_ci,
+            "vs_execsnoop": vs_es, "vs_execsnoop_ci": vs_es_ci, "ci_level": CI_LEVEL,
         }
         table.append(row)
         print(f"{name:<13} {w:>7} {row['untraced']:>11.0f}/s {row['ratio']:>6.2f} "
@@ -460,7 +528,8 @@ def report(args, results, skipped):
               f"{row['ready_ms']:>4.0f}ms "
               f"{row['rss_mb']:>7.1f}MB {row['cpu_us_per_exec']:>7.1f}us "
               f"{row['bpf_us_per_exec']:>5.2f}us/{row['bpf_runs_per_exec']:>4.1f}runs "
-              f"{row['events_per_cpu_s']:>11.0f} {paired:>+12.3f}")
+              f"{row['events_per_cpu_s']:>11.0f} {_with_ci(vs_noop, vs_noop_ci)} "
+              f"{_with_ci(vs_es, vs_es_ci)}")
     for note in skipped:
         print(f"skipped {note}")
     if args.json_out:

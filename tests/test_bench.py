@@ -3,10 +3,16 @@ only kept working. The numbers themselves come from bench/, run by hand."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import os
+import random
 import subprocess
 import sys
+import time
+
+import pytest
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 CTRTRACE = f"{sys.executable} -m tracer"
@@ -40,6 +46,58 @@ def test_compare_driver(tmp_path):
     assert rows["ctrtrace"]["bpf_us_per_exec"] > 0
     assert rows["noop"]["bpf_runs_per_exec"] == 0
     assert _bpf_stats() == stats  # kernel.bpf_stats_enabled as it was
+
+
+def _compare_module():
+    spec = importlib.util.spec_from_file_location("compare", os.path.join(BENCH, "compare.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_median_ci_order_statistics():
+    ci = _compare_module().median_ci
+    assert ci([3, 1, 2, 5, 4]) is None  # 5 rounds: even (min, max) covers only 93.75 %
+    assert ci([6, 1, 3, 2, 5, 4]) == (1, 6)  # 96.9 %
+    # 20 rounds: P(Binomial(20, 1/2) <= 5) = 2.07 %, <= 6: 5.77 % -> the 6th and 15th
+    assert ci(list(range(20, 0, -1))) == (6, 15)
+
+
+def test_median_ci_covers_as_stated():
+    """The interval holds the true median as often as its level says, on a
+    skewed distribution: 9 values -> (x_2, x_8), which cover it with
+    probability 1 - 2 * 10/512 = 96.1 % (x_3, x_7 would give 82 %)."""
+    ci = _compare_module().median_ci
+    rng = random.Random(1)
+    median = math.log(2)  # of the exponential distribution with mean 1
+    trials = 4000
+    covered = 0
+    for _ in range(trials):
+        lo, hi = ci([rng.expovariate(1.0) for _ in range(9)])
+        covered += lo <= median <= hi
+    assert abs(covered / trials - (1 - 2 * 10 / 512)) < 0.015
+
+
+def test_compare_refuses_a_tracer_left_running(tmp_path):
+    """A tracer that outlived its run would tax the untraced storms too:
+    compare.py names it and stops, and runs once it is gone."""
+    compare = _compare_module()
+    compare.check_untraced()
+    err = tmp_path / "err"
+    with open(err, "wb") as e:
+        tracer = subprocess.Popen([sys.executable, "-m", "tracer", "--json"],
+                                  stdout=subprocess.DEVNULL, stderr=e)
+    try:
+        deadline = time.monotonic() + 30
+        while b"tracing on" not in err.read_bytes():
+            assert tracer.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.05)
+        with pytest.raises(SystemExit, match=f"process {tracer.pid} .*tracer"):
+            compare.check_untraced()
+    finally:
+        tracer.terminate()
+        tracer.wait(timeout=30)
+    compare.check_untraced()
 
 
 def test_startup_burst_driver():
