@@ -29,7 +29,8 @@ median over rounds of (ratio - execsnoop's ratio in the same round): a
 paired comparison, less noisy than the difference of the two medians; vs-noop
 the same against the control. Each comes with its 95 % confidence interval
 (distribution-free, from the rounds' order statistics; 6 rounds at least):
-an interval that holds 0 means the two are not told apart by this run. With --static the
+an interval that holds 0 means the two are not told apart by this run, and
+the lines after the table say so for each tracer. With --static the
 storm vfork+execs a static binary (busybox as `true`), the fastest exec
 there is.
 
@@ -486,6 +487,17 @@ def paired(rs, ref):
     return statistics.median(d), median_ci(d)
 
 
+def verdict(ci):
+    """What a paired interval says: one side of 0, or neither."""
+    if ci is None:
+        return "too few rounds to tell"
+    if ci[1] < 0:
+        return "behind"
+    if ci[0] > 0:
+        return "ahead"
+    return "not told apart"
+
+
 def _with_ci(value, ci):
     if value != value:  # nan: no reference in this run
         return f"{'':>21}"
@@ -530,6 +542,16 @@ def report(args, results, skipped):
               f"{row['bpf_us_per_exec']:>5.2f}us/{row['bpf_runs_per_exec']:>4.1f}runs "
               f"{row['events_per_cpu_s']:>11.0f} {_with_ci(vs_noop, vs_noop_ci)} "
               f"{_with_ci(vs_es, vs_es_ci)}")
+    print()
+    for row in table:
+        if row["tracer"] in ("noop", "execsnoop"):
+            continue
+        said = [f"vs {ref} {row[key]:+.3f} ({verdict(row[key + '_ci'])})"
+                for ref, key in (("execsnoop", "vs_execsnoop"), ("noop", "vs_noop"))
+                if row[key] == row[key]]
+        if said:
+            print(f"{row['tracer']}, {row['workers']} worker{'s' if row['workers'] > 1 else ''}: "
+                  + "; ".join(said))
     for note in skipped:
         print(f"skipped {note}")
     if args.json_out:

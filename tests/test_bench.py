@@ -78,6 +78,15 @@ def test_median_ci_covers_as_stated():
     assert abs(covered / trials - (1 - 2 * 10 / 512)) < 0.015
 
 
+def test_verdict_reads_the_interval():
+    verdict = _compare_module().verdict
+    assert verdict((-0.10, -0.001)) == "behind"
+    assert verdict((0.002, 0.05)) == "ahead"
+    assert verdict((-0.10, 0.0)) == "not told apart"  # the interval holds 0
+    assert verdict((-0.05, 0.07)) == "not told apart"
+    assert verdict(None) == "too few rounds to tell"
+
+
 def test_compare_refuses_a_tracer_left_running(tmp_path):
     """A tracer that outlived its run would tax the untraced storms too:
     compare.py names it and stops, and runs once it is gone."""
