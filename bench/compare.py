@@ -479,8 +479,9 @@ def median_ci(xs, level=CI_LEVEL):
 
 def paired(rs, ref):
     """Median over rounds of (ratio - the reference's ratio in the same
-    round), and its confidence interval: the rounds' noise cancels in
-    each difference, which the difference of the two medians keeps."""
+    round), and its confidence interval: what slows a whole round (the
+    host busier for a while) cancels in each difference, and stays in the
+    difference of the two medians."""
     if not ref or rs is ref:
         return float("nan"), None
     d = [x["ratio"] - r["ratio"] for x, r in zip(rs, ref)]
