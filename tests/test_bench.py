@@ -123,3 +123,66 @@ def test_replay_driver():
 def test_ready_driver():
     out = _run(os.path.join(BENCH, "ready.py"), "--launches", "1", "--ctrtrace", CTRTRACE)
     assert [l.split()[0] for l in out.splitlines()] == ["warm", "off", "cold"]
+
+
+def _ablate_module():
+    spec = importlib.util.spec_from_file_location("ablate", os.path.join(BENCH, "ablate.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _bpf_source() -> str:
+    with open(os.path.join(os.path.dirname(BENCH), "bpf", "ctrtrace.bpf.c")) as f:
+        return f.read()
+
+
+def test_ablate_variants_change_only_the_programs_they_name():
+    ab = _ablate_module()
+    src = _bpf_source()
+    programs = src.count("\nSEC(")
+    assert programs >= 9
+    idle = ab.variant_source(src, "idle")
+    assert idle.count(ab.RETURN_AT_ONCE) == programs
+    # nothing else changed: the inserted lines are all there is to it
+    assert [line for line in idle.split("\n") if line != ab.RETURN_AT_ONCE] == src.split("\n")
+    only = ab.variant_source(src, "exec-only")
+    assert only.count(ab.RETURN_AT_ONCE) == programs - 1
+    exec_body = only.split(ab.EXEC_SEC)[1].split("\n")
+    assert exec_body[2] == "{" and exec_body[3] != ab.RETURN_AT_ONCE
+    spin = ab.variant_source(src, "spin=7")
+    assert spin.count(ab.RETURN_AT_ONCE) == programs - 1 and "bpf_loop(7, ablate_step" in spin
+    for bad in ("spin=", "spin=x", "fast"):
+        with pytest.raises(ValueError):
+            ab.variant_source(src, bad)
+
+
+def _execs_seen(tmp_path, env) -> int:
+    r = subprocess.run([sys.executable, "-m", "tracer", "--json", "--linger", "0.2", "--", "true"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.splitlines()[-1])
+    assert summary["type"] == "summary"
+    return summary["counts"]["exec"]
+
+
+def test_ablate_variants_load_and_do_what_they_say(tmp_path):
+    """The variants the ablation runs are real objects: they load, and the
+    ones that return at once report nothing where ctrtrace reports the exec."""
+    ab = _ablate_module()
+    assert _execs_seen(tmp_path, None) >= 1
+    for config in ("idle", "spin=10"):
+        obj = ab.build_variant(config, str(tmp_path))
+        assert _execs_seen(tmp_path, {**os.environ, "CTRTRACE_BPF_OBJECT": obj}) == 0, config
+    obj = ab.build_variant("exec-only", str(tmp_path))
+    assert _execs_seen(tmp_path, {**os.environ, "CTRTRACE_BPF_OBJECT": obj}) >= 1
+
+
+def test_ablate_driver(tmp_path):
+    out = tmp_path / "ablate.json"
+    _run(os.path.join(BENCH, "ablate.py"), "--rounds", "1", "--execs", "100",
+         "--ctrtrace", CTRTRACE, "--json-out", str(out), "ctrtrace", "ctrtrace+stop", "idle")
+    d = json.loads(out.read_text())
+    assert sorted(d["rounds"]) == ["ctrtrace", "ctrtrace+stop", "idle"]
+    assert all(len(rs) == 1 and 0 < rs[0]["ratio"] < 10 for rs in d["rounds"].values())
+    assert len(d["pairs"]) == 3 and all(p["ci"] is None for p in d["pairs"])  # 1 round

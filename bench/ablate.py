@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Which part of ctrtrace costs the workload: ctrtrace beside variants of
+itself, and beside execsnoop, in long paired runs.
+
+    sudo python3 bench/ablate.py [--rounds 60] [--execs 2000] [--json-out FILE]
+                                 CONFIG [CONFIG ...]
+
+A CONFIG is one of
+    noop, execsnoop       as in compare.py
+    ctrtrace              ctrtrace --json, as built
+    ctrtrace+stop         the same, its process stopped (SIGSTOP) for the traced
+                          storm: its records wait in the ring buffer, its reader
+                          costs nothing
+    idle                  every program attached as usual, each returning at once
+    exec-only             the exec program working, the others returning at once
+    spin=N                the exec program only counting N empty bpf_loop steps
+                          (it reads and writes nothing), the others returning at once
+
+The variants are built here from bpf/ctrtrace.bpf.c (clang, as bpf/Makefile
+does). A program is made to return at once by a first statement that tests
+the tunables: always true once the object is loaded, unknown to the
+compiler, so the verifier, which reads the frozen rodata, removes the rest of
+the program. Maps, rodata and attach points stay as they were.
+
+Each round, in a new random order, each configuration: the storm untraced,
+then traced (bench/storm.c, one worker, --execs execs), and the ratio of
+their rates and of the storm's CPU time. After the rounds, every pair of
+configurations: the median over rounds of their difference in ratio with its
+95 % interval (compare.py's median_ci). The storm varies by 10-15 % from one
+slice to the next here, so telling apart 3-5 % takes 60-100 rounds; four
+configurations of 2,000 execs take about 15 s a round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from compare import Tracer, check_untraced, make_probes, median_ci, storm  # noqa: E402
+
+BPF_DIR = os.path.join(os.path.dirname(HERE), "bpf")
+SOURCES = ("ctrtrace.bpf.c", "ctrtrace.h", "compat.bpf.h", "vmlinux.h")
+# what the loader can never be told to ignore: the test is true once loaded
+RETURN_AT_ONCE = "\tif (cfg.ignore_tgid != 0xfffffffe) return 0;"
+SPIN = ("static long ablate_step(__u32 i, void *n) { (*(__u64 *)n)++; return 0; }\n")
+SPIN_BODY = ("\tif (cfg.ignore_tgid != 0xfffffffe) {{ __u64 n = 0; "
+             "bpf_loop({steps}, ablate_step, &n, 0); return n == 1; }}")
+EXEC_SEC = 'SEC("raw_tp/sched_process_exec")'
+
+
+def variant_source(source: str, config: str) -> str:
+    """bpf/ctrtrace.bpf.c with the programs changed as the configuration says."""
+    spin = re.fullmatch(r"spin=(\d+)", config)
+    if config not in ("idle", "exec-only") and not spin:
+        raise ValueError(f"no variant {config!r}")
+    out, section = [], None
+    for line in source.split("\n"):
+        if line == EXEC_SEC and spin:
+            out.append(SPIN)
+        out.append(line)
+        if line.startswith("SEC("):
+            section = line
+        elif section is not None and line == "{":
+            if section != EXEC_SEC:
+                out.append(RETURN_AT_ONCE)
+            elif spin:
+                out.append(SPIN_BODY.format(steps=spin.group(1)))
+            elif config == "idle":
+                out.append(RETURN_AT_ONCE)
+            section = None
+    return "\n".join(out)
+
+
+def build_variant(config: str, workdir: str) -> str:
+    d = os.path.join(workdir, config.replace("=", "-"))
+    os.makedirs(d)
+    if not os.path.exists(os.path.join(BPF_DIR, "vmlinux.h")):
+        subprocess.run(["make", "-C", BPF_DIR, "vmlinux.h"], check=True, capture_output=True)
+    for name in SOURCES:
+        shutil.copy(os.path.join(BPF_DIR, name), d)
+    path = os.path.join(d, "ctrtrace.bpf.c")
+    with open(path) as f:
+        source = f.read()
+    with open(path, "w") as f:
+        f.write(variant_source(source, config))
+    obj = os.path.join(d, "ctrtrace.bpf.o")
+    arch = {"x86_64": "x86", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-Wall",
+                    "-I.", "-c", "ctrtrace.bpf.c", "-o", obj], cwd=d, check=True)
+    subprocess.run(["llvm-strip", "-g", obj], check=True)  # as bpf/Makefile: BTF stays
+    return obj
+
+
+def make_tracer(config: str, ctrtrace_cmd: list, objects: dict) -> Tracer:
+    if config == "noop":
+        return Tracer("noop", ["sleep", "3600"])
+    if config == "execsnoop":
+        return Tracer("execsnoop", ["stdbuf", "-oL", "/usr/sbin/execsnoop"])
+    env = None
+    if config in objects:
+        env = {**os.environ, "CTRTRACE_BPF_OBJECT": objects[config]}
+    return Tracer(config, ctrtrace_cmd + ["--json"], env=env, kind="ctrtrace")
+
+
+def wait_tracing(t: Tracer, timeout: float = 30.0) -> None:
+    """For a variant that reports no exec: until ctrtrace says it is tracing."""
+    end = time.monotonic() + timeout
+    while "tracing on" not in t.errors():
+        if t.proc.poll() is not None or time.monotonic() > end:
+            raise SystemExit(f"{t.name} did not start: {t.errors().strip()[-200:]}")
+        time.sleep(0.01)
+
+
+def run(args) -> dict:
+    workdir = tempfile.mkdtemp(prefix="ctrtrace-ablate-")
+    tracers = []
+    try:
+        storm_exe = os.path.join(workdir, "storm")
+        subprocess.run(["cc", "-O2", "-o", storm_exe, os.path.join(HERE, "storm.c")], check=True)
+        target = os.path.join(workdir, "storm-true")
+        shutil.copy("/bin/true", target)
+        probes = make_probes(workdir)
+        objects = {c: build_variant(c, workdir) for c in args.configs
+                   if c not in ("noop", "execsnoop", "ctrtrace", "ctrtrace+stop")}
+        ctrtrace_cmd = args.ctrtrace.split()
+        results = {c: [] for c in args.configs}
+        for r in range(args.rounds):
+            order = list(args.configs)
+            random.shuffle(order)
+            for c in order:
+                check_untraced()
+                base = storm(storm_exe, args.execs, 1, target, False)
+                t = make_tracer(c, ctrtrace_cmd, objects)
+                tracers.append(t)
+                t.start(workdir)
+                if c in ("idle",) or c.startswith("spin="):
+                    wait_tracing(t)
+                else:
+                    t.wait_ready(probes)
+                time.sleep(0.2)
+                if c.endswith("+stop"):
+                    os.kill(t.proc.pid, signal.SIGSTOP)
+                traced = storm(storm_exe, args.execs, 1, target, False)
+                if c.endswith("+stop"):
+                    os.kill(t.proc.pid, signal.SIGCONT)
+                t.stop()
+                results[c].append({"ratio": traced["rate"] / base["rate"],
+                                   "work_cpu": traced["cpu_s"] / base["cpu_s"]})
+            print(r, " ".join(f"{c}:{results[c][-1]['ratio']:.3f}" for c in args.configs),
+                  flush=True)
+        return results
+    finally:
+        for t in tracers:
+            if t.proc is not None and t.proc.poll() is None:
+                t.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def pairs(results: dict) -> list:
+    """Every pair of configurations: median difference of ratios, its interval."""
+    rows, names = [], list(results)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            d = [x["ratio"] - y["ratio"] for x, y in zip(results[a], results[b])]
+            rows.append({"first": a, "second": b, "median": statistics.median(d),
+                         "ci": median_ci(d)})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("configs", nargs="+", metavar="CONFIG")
+    ap.add_argument("--rounds", type=int, default=60)
+    ap.add_argument("--execs", type=int, default=2000)
+    ap.add_argument("--ctrtrace", default="ctrtrace", help="the command that runs ctrtrace")
+    ap.add_argument("--json-out", metavar="FILE")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root")
+    for c in args.configs:
+        if c not in ("noop", "execsnoop", "ctrtrace", "ctrtrace+stop"):
+            try:
+                variant_source("", c)
+            except ValueError as e:
+                raise SystemExit(str(e))
+    if len(set(args.configs)) != len(args.configs):
+        raise SystemExit("each configuration once")
+    results = run(args)
+    print()
+    for c, rs in results.items():
+        print(f"{c:14s} ratio median {statistics.median(x['ratio'] for x in rs):.3f}  "
+              f"work CPU median {statistics.median(x['work_cpu'] for x in rs):.3f}")
+    rows = pairs(results)
+    for p in rows:
+        ci = "too few rounds" if p["ci"] is None else f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]"
+        print(f"{p['first']:>14s} - {p['second']:<14s} {p['median']:+.3f} {ci}")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"args": vars(args), "rounds": results, "pairs": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
