@@ -15,6 +15,9 @@ A CONFIG is one of
     exec-only             the exec program working, the others returning at once
     spin=N                the exec program only counting N empty bpf_loop steps
                           (it reads and writes nothing), the others returning at once
+    spin-execve-return=N  the same steps in the execve-return program instead
+                          (sys_exit_execve: the same task, once exec is done),
+                          every other program returning at once
 
 The variants are built here from bpf/ctrtrace.bpf.c (clang, as bpf/Makefile
 does). A program is made to return at once by a first statement that tests
@@ -58,26 +61,26 @@ SPIN = ("static long ablate_step(__u32 i, void *n) { (*(__u64 *)n)++; return 0; 
 SPIN_BODY = ("\tif (cfg.ignore_tgid != 0xfffffffe) {{ __u64 n = 0; "
              "bpf_loop({steps}, ablate_step, &n, 0); return n == 1; }}")
 EXEC_SEC = 'SEC("raw_tp/sched_process_exec")'
+SPIN_SECS = {"spin": EXEC_SEC, "spin-execve-return": 'SEC("tracepoint/syscalls/sys_exit_execve")'}
 
 
 def variant_source(source: str, config: str) -> str:
     """bpf/ctrtrace.bpf.c with the programs changed as the configuration says."""
-    spin = re.fullmatch(r"spin=(\d+)", config)
+    spin = re.fullmatch(r"(spin|spin-execve-return)=(\d+)", config)
     if config not in ("idle", "exec-only") and not spin:
         raise ValueError(f"no variant {config!r}")
+    spin_sec = SPIN_SECS[spin.group(1)] if spin else None
     out, section = [], None
     for line in source.split("\n"):
-        if line == EXEC_SEC and spin:
+        if line == spin_sec:
             out.append(SPIN)
         out.append(line)
         if line.startswith("SEC("):
             section = line
         elif section is not None and line == "{":
-            if section != EXEC_SEC:
-                out.append(RETURN_AT_ONCE)
-            elif spin:
-                out.append(SPIN_BODY.format(steps=spin.group(1)))
-            elif config == "idle":
+            if section == spin_sec:
+                out.append(SPIN_BODY.format(steps=spin.group(2)))
+            elif section != EXEC_SEC or config != "exec-only":
                 out.append(RETURN_AT_ONCE)
             section = None
     return "\n".join(out)
@@ -145,7 +148,7 @@ def run(args) -> dict:
                 t = make_tracer(c, ctrtrace_cmd, objects)
                 tracers.append(t)
                 t.start(workdir)
-                if c in ("idle",) or c.startswith("spin="):
+                if c == "idle" or c.startswith("spin"):
                     wait_tracing(t)
                 else:
                     t.wait_ready(probes)

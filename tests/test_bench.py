@@ -152,7 +152,11 @@ def test_ablate_variants_change_only_the_programs_they_name():
     assert exec_body[2] == "{" and exec_body[3] != ab.RETURN_AT_ONCE
     spin = ab.variant_source(src, "spin=7")
     assert spin.count(ab.RETURN_AT_ONCE) == programs - 1 and "bpf_loop(7, ablate_step" in spin
-    for bad in ("spin=", "spin=x", "fast"):
+    ret = ab.variant_source(src, "spin-execve-return=9")
+    assert ret.count(ab.RETURN_AT_ONCE) == programs - 1 and "bpf_loop(9, ablate_step" in ret
+    assert ret.split(ab.SPIN_SECS["spin-execve-return"])[1].split("\n")[3].startswith(
+        "\tif (cfg.ignore_tgid != 0xfffffffe) { __u64 n = 0; bpf_loop(9,")
+    for bad in ("spin=", "spin=x", "fast", "spin-execve-return"):
         with pytest.raises(ValueError):
             ab.variant_source(src, bad)
 
@@ -171,7 +175,7 @@ def test_ablate_variants_load_and_do_what_they_say(tmp_path):
     ones that return at once report nothing where ctrtrace reports the exec."""
     ab = _ablate_module()
     assert _execs_seen(tmp_path, None) >= 1
-    for config in ("idle", "spin=10"):
+    for config in ("idle", "spin=10", "spin-execve-return=10"):
         obj = ab.build_variant(config, str(tmp_path))
         assert _execs_seen(tmp_path, {**os.environ, "CTRTRACE_BPF_OBJECT": obj}) == 0, config
     obj = ab.build_variant("exec-only", str(tmp_path))
