@@ -55,7 +55,7 @@ from compare import Tracer, check_untraced, make_probes, median_ci, storm  # noq
 
 BPF_DIR = os.path.join(os.path.dirname(HERE), "bpf")
 SOURCES = ("ctrtrace.bpf.c", "ctrtrace.h", "compat.bpf.h", "vmlinux.h")
-# what the loader can never be told to ignore: the test is true once loaded
+# ignore_tgid is the tracer's own pid, never 0xfffffffe: true once loaded, unknown to the compiler
 RETURN_AT_ONCE = "\tif (cfg.ignore_tgid != 0xfffffffe) return 0;"
 SPIN = ("static long ablate_step(__u32 i, void *n) { (*(__u64 *)n)++; return 0; }\n")
 SPIN_BODY = ("\tif (cfg.ignore_tgid != 0xfffffffe) {{ __u64 n = 0; "
