@@ -28,10 +28,11 @@ the program. Maps, rodata and attach points stay as they were.
 Each round, in a new random order, each configuration: the storm untraced,
 then traced (bench/storm.c, one worker, --execs execs), and the ratio of
 their rates and of the storm's CPU time. After the rounds, every pair of
-configurations: the median over rounds of their difference in ratio with its
-95 % interval (compare.py's median_ci). The storm varies by 10-15 % from one
-slice to the next here, so telling apart 3-5 % takes 60-100 rounds; four
-configurations of 2,000 execs take about 15 s a round.
+configurations: the median over rounds of their difference in ratio, its
+95 % interval and what that says (compare.py's paired and verdict). The
+storm varies by 10-15 % from one slice to the next here, so telling apart
+3-5 % takes 60-100 rounds; four configurations of 2,000 execs take about
+15 s a round.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from compare import Tracer, check_untraced, make_probes, median_ci, storm  # noqa: E402
+from compare import Tracer, check_untraced, make_probes, paired, storm, verdict  # noqa: E402
 
 BPF_DIR = os.path.join(os.path.dirname(HERE), "bpf")
 SOURCES = ("ctrtrace.bpf.c", "ctrtrace.h", "compat.bpf.h", "vmlinux.h")
@@ -176,9 +177,8 @@ def pairs(results: dict) -> list:
     rows, names = [], list(results)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            d = [x["ratio"] - y["ratio"] for x, y in zip(results[a], results[b])]
-            rows.append({"first": a, "second": b, "median": statistics.median(d),
-                         "ci": median_ci(d)})
+            median, ci = paired(results[a], results[b])
+            rows.append({"first": a, "second": b, "median": median, "ci": ci})
     return rows
 
 
@@ -207,8 +207,9 @@ def main() -> None:
               f"work CPU median {statistics.median(x['work_cpu'] for x in rs):.3f}")
     rows = pairs(results)
     for p in rows:
-        ci = "too few rounds" if p["ci"] is None else f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]"
-        print(f"{p['first']:>14s} - {p['second']:<14s} {p['median']:+.3f} {ci}")
+        ci = "" if p["ci"] is None else f" [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]"
+        print(f"{p['first']:>14s} - {p['second']:<14s} {p['median']:+.3f}{ci}: "
+              f"first {verdict(p['ci'])}")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"args": vars(args), "rounds": results, "pairs": rows}, f, indent=1)
