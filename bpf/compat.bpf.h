@@ -15,18 +15,41 @@
  * time_ns fields and every task shares the one initial time namespace, which
  * we report as 0 ("unknown").
  */
-static __always_inline __u32 ct_time_ns(struct nsproxy *nsp)
+static __always_inline __u32 ct_time_ns(const struct nsproxy *nsp)
 {
 	if (bpf_core_field_exists(nsp->time_ns))
-		return BPF_CORE_READ(nsp, time_ns, ns.inum);
+		return BPF_CORE_READ(nsp->time_ns, ns.inum);
 	return 0;
 }
 
-static __always_inline __u32 ct_time_ns_for_children(struct nsproxy *nsp)
+static __always_inline __u32 ct_time_ns_for_children(const struct nsproxy *nsp)
 {
 	if (bpf_core_field_exists(nsp->time_ns_for_children))
-		return BPF_CORE_READ(nsp, time_ns_for_children, ns.inum);
+		return BPF_CORE_READ(nsp->time_ns_for_children, ns.inum);
 	return 0;
+}
+
+/*
+ * A task's nsproxy, copied whole in one read: its namespace pointers are
+ * then plain loads from the copy (the field offsets are relocated as for any
+ * other read), rather than a helper call each.  The copy is read at the
+ * running kernel's size of the struct; CT_NSPROXY_MAX leaves room for fields
+ * later kernels add.
+ */
+#define CT_NSPROXY_MAX 128
+
+union ct_nsproxy_copy {
+	struct nsproxy p;
+	__u8 raw[CT_NSPROXY_MAX];
+};
+
+static __always_inline long ct_read_nsproxy(struct nsproxy *src, union ct_nsproxy_copy *dst)
+{
+	__u32 size = bpf_core_type_size(struct nsproxy);
+
+	if (size > CT_NSPROXY_MAX)
+		size = CT_NSPROXY_MAX;
+	return bpf_probe_read_kernel(dst, size, src);
 }
 
 /*
@@ -42,19 +65,18 @@ static __always_inline bool ct_group_dead(struct task_struct *t)
 }
 
 /*
- * The pid namespace a task lives in, as /proc/PID/ns/pid shows it:
- * task_active_pid_ns() = ns_of_pid(task_pid(t)), the namespace at the pid's
- * own level.  Not nsproxy->pid_ns_for_children, which unshare(CLONE_NEWPID)
+ * A pid's number and namespace at its own level: the namespace is the one a
+ * task lives in, as /proc/PID/ns/pid shows it, task_active_pid_ns() =
+ * ns_of_pid(task_pid(t)), and the number is the task's pid there.  Not nsproxy->pid_ns_for_children, which unshare(CLONE_NEWPID)
  * changes for the children only.  struct upid has been {nr, ns} since 2.6.24.
  */
-static __always_inline void ct_pid_at_level(struct pid *pid, __u32 *nr, __u32 *ns_inum)
+static __always_inline struct upid ct_pid_at_level(struct pid *pid)
 {
 	struct upid up = {};
 	unsigned int level = BPF_CORE_READ(pid, level);
 
 	bpf_core_read(&up, sizeof(up), &pid->numbers[level]);
-	*nr = up.nr;
-	*ns_inum = BPF_CORE_READ(up.ns, ns.inum);
+	return up;
 }
 
 /*

@@ -121,25 +121,56 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
-static __always_inline void read_ns(struct task_struct *t, struct ct_ns *ns, __u16 *flags)
+/*
+ * What a task's namespaces hang on.  Tasks with the same three pointers are
+ * in the same ten namespaces: the nsproxy holds eight, the user namespace is
+ * the credentials', the pid namespace the pid's own.  Read once an event and
+ * shared by the record and the comparison with the parent.
+ */
+struct ns_ids {
+	struct nsproxy *nsproxy;
+	struct user_namespace *user_ns;
+	struct pid_namespace *pid_ns;
+	__u32 vnr;  /* the pid's number in that pid namespace */
+};
+
+/* pid: any of the process's thread pids, as all its threads share one pid
+ * namespace; the group leader's gives the process's tgid there as vnr. */
+static __always_inline void read_ns_ids(struct task_struct *t, const struct cred *cred,
+					struct pid *pid, struct ns_ids *ids)
 {
-	struct nsproxy *nsp = BPF_CORE_READ(t, nsproxy);
-	__u32 nr;
+	struct upid up = ct_pid_at_level(pid);
+
+	ids->nsproxy = BPF_CORE_READ(t, nsproxy);
+	ids->user_ns = BPF_CORE_READ(cred, user_ns);
+	ids->pid_ns = up.ns;
+	ids->vnr = up.nr;
+}
+
+static __always_inline void read_ns(const struct ns_ids *ids, struct ct_ns *ns, __u16 *flags)
+{
+	/* plain locals: inside BPF_CORE_READ, a field of our own struct would
+	 * be taken for a kernel field to relocate */
+	struct pid_namespace *pid_ns = ids->pid_ns;
+	struct user_namespace *user_ns = ids->user_ns;
+	union ct_nsproxy_copy copy;
+	const struct nsproxy *nsp = &copy.p;
 
 	/* records are not zeroed on reserve: 0 = unknown, never a stale value */
 	__builtin_memset(ns, 0, sizeof(*ns));
-	ct_pid_at_level(BPF_CORE_READ(t, thread_pid), &nr, &ns->pid);
-	ns->user = BPF_CORE_READ(t, real_cred, user_ns, ns.inum);
-	if (!nsp) {
+	ns->pid = BPF_CORE_READ(pid_ns, ns.inum);
+	ns->user = BPF_CORE_READ(user_ns, ns.inum);
+	if (!ids->nsproxy) {
 		*flags |= CT_F_NO_NSPROXY;
 		return;
 	}
-	ns->mnt = BPF_CORE_READ(nsp, mnt_ns, ns.inum);
-	ns->uts = BPF_CORE_READ(nsp, uts_ns, ns.inum);
-	ns->ipc = BPF_CORE_READ(nsp, ipc_ns, ns.inum);
-	ns->pid_for_children = BPF_CORE_READ(nsp, pid_ns_for_children, ns.inum);
-	ns->net = BPF_CORE_READ(nsp, net_ns, ns.inum);
-	ns->cgroup = BPF_CORE_READ(nsp, cgroup_ns, ns.inum);
+	ct_read_nsproxy(ids->nsproxy, &copy);  /* zeroed if it fails: every inode 0 */
+	ns->mnt = BPF_CORE_READ(nsp->mnt_ns, ns.inum);
+	ns->uts = BPF_CORE_READ(nsp->uts_ns, ns.inum);
+	ns->ipc = BPF_CORE_READ(nsp->ipc_ns, ns.inum);
+	ns->pid_for_children = BPF_CORE_READ(nsp->pid_ns_for_children, ns.inum);
+	ns->net = BPF_CORE_READ(nsp->net_ns, ns.inum);
+	ns->cgroup = BPF_CORE_READ(nsp->cgroup_ns, ns.inum);
 	ns->time = ct_time_ns(nsp);
 	ns->time_for_children = ct_time_ns_for_children(nsp);
 }
@@ -168,25 +199,28 @@ static __always_inline void read_cgroup(struct task_struct *t, struct ct_task *o
 					  BPF_CORE_READ(parent, name));
 }
 
-static __always_inline void read_task(struct task_struct *t, struct ct_task *out, __u16 *flags)
+/* Fills out; leaves the task's namespace ids and real parent for differs_from(). */
+static __always_inline void read_task(struct task_struct *t, struct ct_task *out, __u16 *flags,
+				      struct ns_ids *ids, struct task_struct **parentp)
 {
 	struct task_struct *leader = BPF_CORE_READ(t, group_leader);
 	struct task_struct *parent = BPF_CORE_READ(t, real_parent);
-	__u32 pid_ns;
+	const struct cred *cred = BPF_CORE_READ(t, real_cred);
 
 	out->pid = BPF_CORE_READ(t, tgid);
 	out->tid = BPF_CORE_READ(t, pid);
 	out->ppid = BPF_CORE_READ(parent, tgid);
-	out->uid = BPF_CORE_READ(t, real_cred, uid.val);
-	out->gid = BPF_CORE_READ(t, real_cred, gid.val);
+	out->uid = BPF_CORE_READ(cred, uid.val);
+	out->gid = BPF_CORE_READ(cred, gid.val);
 	out->start_ns = BPF_CORE_READ(leader, start_time);
 	out->parent_start_ns = BPF_CORE_READ(parent, group_leader, start_time);
-	/* the tgid as seen in the process's own pid namespace */
-	ct_pid_at_level(BPF_CORE_READ(leader, thread_pid), &out->vpid, &pid_ns);
+	read_ns_ids(t, cred, BPF_CORE_READ(leader, thread_pid), ids);
+	out->vpid = ids->vnr;  /* the tgid as seen in the process's own pid namespace */
 	__builtin_memset(out->comm, 0, sizeof(out->comm));  /* as the cgroup names */
 	BPF_CORE_READ_STR_INTO(&out->comm, t, comm);
-	read_ns(t, &out->ns, flags);
+	read_ns(ids, &out->ns, flags);
 	read_cgroup(t, out, flags);
+	*parentp = parent;
 }
 
 static __always_inline bool ns_equal(const struct ct_ns *a, const struct ct_ns *b)
@@ -197,38 +231,24 @@ static __always_inline bool ns_equal(const struct ct_ns *a, const struct ct_ns *
 	       a->time == b->time && a->time_for_children == b->time_for_children;
 }
 
-static __always_inline struct pid_namespace *own_pid_ns(struct task_struct *t)
-{
-	struct pid *pid = BPF_CORE_READ(t, thread_pid);
-	unsigned int level = BPF_CORE_READ(pid, level);
-	struct upid up = {};
-
-	bpf_core_read(&up, sizeof(up), &pid->numbers[level]);
-	return up.ns;
-}
-
 /*
- * Do t's namespaces differ from o's?  Tasks that share one nsproxy, user
- * namespace and pid namespace (nearly every fork) are answered from three
- * pointers; only the others are compared inode by inode.
+ * Do the namespaces of the task with these ids and inodes differ from o's?
+ * Tasks that share all three ids (nearly every fork) are answered from
+ * them; only the others are compared inode by inode.
  */
-static __always_inline bool differs_from(struct task_struct *t, const struct ct_ns *ns,
+static __always_inline bool differs_from(const struct ns_ids *ids, const struct ct_ns *ns,
 					 struct task_struct *o)
 {
+	struct ns_ids oids = {};
 	struct ct_ns ons = {};
 	__u16 unused = 0;
 
-	if (BPF_CORE_READ(t, nsproxy) == BPF_CORE_READ(o, nsproxy) &&
-	    BPF_CORE_READ(t, real_cred, user_ns) == BPF_CORE_READ(o, real_cred, user_ns) &&
-	    own_pid_ns(t) == own_pid_ns(o))
+	read_ns_ids(o, BPF_CORE_READ(o, real_cred), BPF_CORE_READ(o, thread_pid), &oids);
+	if (oids.nsproxy == ids->nsproxy && oids.user_ns == ids->user_ns &&
+	    oids.pid_ns == ids->pid_ns)
 		return false;
-	read_ns(o, &ons, &unused);
+	read_ns(&oids, &ons, &unused);
 	return !ns_equal(ns, &ons);
-}
-
-static __always_inline bool differs_from_parent(struct task_struct *t, const struct ct_ns *ns)
-{
-	return differs_from(t, ns, BPF_CORE_READ(t, real_parent));
 }
 
 /*
@@ -272,6 +292,9 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 {
 	__u32 key = 0;
 	struct ct_exec_event *e;
+	struct task_struct *parent;
+	struct ns_ids ids = {};
+	struct mm_struct *mm;
 	__u64 arg_start, arg_end, len;
 	long n;
 
@@ -283,8 +306,8 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	if (!e)
 		return 0;
 	e->hdr.flags = 0;
-	read_task(p, &e->task, &e->hdr.flags);
-	if (differs_from_parent(p, &e->task.ns))
+	read_task(p, &e->task, &e->hdr.flags, &ids, &parent);
+	if (differs_from(&ids, &e->task.ns, parent))
 		e->hdr.flags |= CT_F_NS_CHANGE;
 	else if (cfg.ns_changes_only) {
 		count(CT_CNT_FILTERED);
@@ -305,8 +328,9 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	e->filename_len = n;
 
 	/* argv as the new program sees it: the kernel just copied it to the new stack */
-	arg_start = BPF_CORE_READ(p, mm, arg_start);
-	arg_end = BPF_CORE_READ(p, mm, arg_end);
+	mm = BPF_CORE_READ(p, mm);
+	arg_start = BPF_CORE_READ(mm, arg_start);
+	arg_end = BPF_CORE_READ(mm, arg_end);
 	len = arg_end > arg_start ? arg_end - arg_start : 0;
 	if (len > CT_ARGS_MAX) {
 		len = CT_ARGS_MAX;
@@ -369,6 +393,8 @@ static __always_inline int exec_failed(long ret, __u64 filename, __u64 argv)
 	__u32 key = 0, tid = (__u32)bpf_get_current_pid_tgid();
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 	struct ct_exec_event *e;
+	struct task_struct *parent;
+	struct ns_ids ids = {};
 	struct argv_ctx actx = {};
 	__u32 off;
 	__u64 size;
@@ -380,8 +406,8 @@ static __always_inline int exec_failed(long ret, __u64 filename, __u64 argv)
 	if (!e)
 		return 0;
 	e->hdr.flags = 0;
-	read_task(task, &e->task, &e->hdr.flags);
-	if (differs_from_parent(task, &e->task.ns))
+	read_task(task, &e->task, &e->hdr.flags, &ids, &parent);
+	if (differs_from(&ids, &e->task.ns, parent))
 		e->hdr.flags |= CT_F_NS_CHANGE;
 	else if (cfg.ns_changes_only)
 		return 0;
@@ -473,6 +499,8 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	__u32 ctgid = BPF_CORE_READ(child, tgid);
 	bool thread = BPF_CORE_READ(child, pid) != ctgid;
 	struct ct_fork_event *e;
+	struct task_struct *real_parent;
+	struct ns_ids ids = {};
 	__u64 clone_flags = 0;
 	__u16 hflags = 0;
 	__u8 one = 1;
@@ -498,10 +526,10 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 		return 0;
 	}
 	e->hdr.flags = hflags;
-	read_task(child, &e->task, &e->hdr.flags);
+	read_task(child, &e->task, &e->hdr.flags, &ids, &real_parent);
 	if (clone_flags & (CT_CLONE_NEW_MASK | CLONE_NEWTIME)) {
 		e->hdr.flags |= CT_F_NS_CHANGE;
-	} else if (differs_from(child, &e->task.ns, parent)) {
+	} else if (differs_from(&ids, &e->task.ns, parent)) {
 		/* the caller's namespaces: the child starts in them unless told otherwise */
 		e->hdr.flags |= CT_F_NS_CHANGE;
 	}
@@ -524,6 +552,8 @@ SEC("raw_tp/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *p)
 {
 	struct ct_exit_event *e;
+	struct task_struct *parent;
+	struct ns_ids ids = {};
 	__u32 tgid, *handed, reaper;
 
 	tgid = BPF_CORE_READ(p, tgid);
@@ -552,8 +582,8 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 		return 0;
 	}
 	e->hdr.flags = 0;
-	read_task(p, &e->task, &e->hdr.flags);
-	if (differs_from_parent(p, &e->task.ns)) {
+	read_task(p, &e->task, &e->hdr.flags, &ids, &parent);
+	if (differs_from(&ids, &e->task.ns, parent)) {
 		e->hdr.flags |= CT_F_NS_CHANGE;
 	} else if (cfg.ns_changes_only) {
 		bpf_ringbuf_discard(e, 0);
@@ -582,11 +612,13 @@ static __always_inline int ns_enter(__u64 arg0, __u64 arg1)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct ns_call c = { .arg0 = arg0, .arg1 = arg1 };
+	struct ns_ids ids = {};
 	__u16 unused = 0;
 
 	if (!task_wanted(task))
 		return 0;
-	read_ns(task, &c.before, &unused);
+	read_ns_ids(task, BPF_CORE_READ(task, real_cred), BPF_CORE_READ(task, thread_pid), &ids);
+	read_ns(&ids, &c.before, &unused);
 	bpf_map_update_elem(&ns_calls, &tid, &c, BPF_ANY);
 	return 0;
 }
@@ -610,6 +642,8 @@ int handle_exit_setns(struct trace_event_raw_sys_exit *ctx)
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct ns_call *c = bpf_map_lookup_elem(&ns_calls, &tid);
 	struct ct_setns_event *e;
+	struct task_struct *parent;
+	struct ns_ids ids;
 
 	if (!c)
 		return 0;
@@ -623,7 +657,7 @@ int handle_exit_setns(struct trace_event_raw_sys_exit *ctx)
 		goto out;
 	}
 	e->hdr.flags = 0;
-	read_task(task, &e->task, &e->hdr.flags);
+	read_task(task, &e->task, &e->hdr.flags, &ids, &parent);
 	e->ns_before = c->before;
 	e->fd = c->arg0;
 	e->nstype = c->arg1;
@@ -644,6 +678,8 @@ int handle_exit_unshare(struct trace_event_raw_sys_exit *ctx)
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct ns_call *c = bpf_map_lookup_elem(&ns_calls, &tid);
 	struct ct_unshare_event *e;
+	struct task_struct *parent;
+	struct ns_ids ids;
 
 	if (!c)
 		return 0;
@@ -657,7 +693,7 @@ int handle_exit_unshare(struct trace_event_raw_sys_exit *ctx)
 		goto out;
 	}
 	e->hdr.flags = 0;
-	read_task(task, &e->task, &e->hdr.flags);
+	read_task(task, &e->task, &e->hdr.flags, &ids, &parent);
 	e->ns_before = c->before;
 	e->__pad = 0;
 	e->flags = c->arg0;
