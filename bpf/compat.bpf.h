@@ -158,33 +158,56 @@ static __always_inline bool ct_has_children(struct task_struct *t)
 	return BPF_CORE_READ(t, children.next) != &t->children;
 }
 
+/*
+ * The walks below go through bpf_loop (5.17+; the failed-exec argv read
+ * needs it too): the verifier checks a callback once, where it would walk an
+ * open loop's every iteration -- 64 threads and 16 ancestors made the exit
+ * program three times as long to verify.  Inside a callback, fields of the
+ * context are copied to locals before BPF_CORE_READ, which would take them
+ * for kernel fields to relocate.
+ */
+struct ct_threads_walk {
+	struct list_head *head;
+	struct list_head *pos;
+	unsigned long off;  /* of the list node in task_struct */
+	bool children;      /* the answer; stays true past CT_THREADS_MAX threads */
+};
+
+static long ct_thread_step(__u32 i, void *data)
+{
+	struct ct_threads_walk *w = data;
+	struct list_head *pos = w->pos;
+
+	if (pos == w->head) {
+		w->children = false;
+		return 1;
+	}
+	if (ct_has_children((struct task_struct *)((void *)pos - w->off)))
+		return 1;
+	w->pos = BPF_CORE_READ(pos, next);
+	return 0;
+}
+
 static __always_inline bool ct_group_has_children(struct task_struct *p)
 {
 	struct signal_struct___new *sig = (void *)BPF_CORE_READ(p, signal);
-	struct list_head *head, *pos;
-	unsigned long off;
+	struct ct_threads_walk w = { .children = true };
 
 	if (bpf_core_field_exists(sig->thread_head)) {
-		head = &sig->thread_head;
-		pos = BPF_CORE_READ(sig, thread_head.next);
-		off = bpf_core_field_offset(struct task_struct___new, thread_node);
+		w.head = &sig->thread_head;
+		w.pos = BPF_CORE_READ(sig, thread_head.next);
+		w.off = bpf_core_field_offset(struct task_struct___new, thread_node);
 	} else {
 		struct task_struct___old *o = (void *)p;
 
 		if (ct_has_children(p))
 			return true;
-		head = &o->thread_group;
-		pos = BPF_CORE_READ(o, thread_group.next);
-		off = bpf_core_field_offset(struct task_struct___old, thread_group);
+		w.head = &o->thread_group;
+		w.pos = BPF_CORE_READ(o, thread_group.next);
+		w.off = bpf_core_field_offset(struct task_struct___old, thread_group);
 	}
-	for (int i = 0; i < CT_THREADS_MAX; i++) {
-		if (pos == head)
-			return false;
-		if (ct_has_children((struct task_struct *)((void *)pos - off)))
-			return true;
-		pos = BPF_CORE_READ(pos, next);
-	}
-	return true;
+	bpf_loop(CT_THREADS_MAX, ct_thread_step, &w, 0);
+	return w.children;
 }
 
 /*
@@ -196,27 +219,46 @@ static __always_inline bool ct_group_has_children(struct task_struct *p)
  */
 #define CT_REAPER_DEPTH 16
 
+struct ct_reaper_walk {
+	struct task_struct *task;  /* the ancestor to look at next */
+	unsigned int level;        /* the exiting process's pid namespace level */
+	__u32 tgid;                /* the subreaper found, or 0 */
+};
+
+static long ct_reaper_step(__u32 i, void *data)
+{
+	struct ct_reaper_walk *w = data;
+	struct task_struct *t = w->task;
+	struct signal_struct *sig;
+
+	if (!t || BPF_CORE_READ(t, pid) == 0)  /* init_task */
+		return 1;
+	if (BPF_CORE_READ(t, thread_pid, level) != w->level)
+		return 1;
+	sig = BPF_CORE_READ(t, signal);
+	if (BPF_CORE_READ_BITFIELD_PROBED(sig, is_child_subreaper) &&
+	    BPF_CORE_READ(sig, live.counter) > 0) {
+		w->tgid = BPF_CORE_READ(t, tgid);
+		return 1;
+	}
+	w->task = BPF_CORE_READ(t, real_parent);
+	return 0;
+}
+
 static __always_inline __u32 ct_new_reaper(struct task_struct *father)
 {
 	struct signal_struct *sig = BPF_CORE_READ(father, signal);
 	struct pid *fpid = BPF_CORE_READ(father, thread_pid);
 	unsigned int level = BPF_CORE_READ(fpid, level);
-	struct task_struct *reaper, *init;
+	struct task_struct *init;
 	struct upid up = {};
 
 	if (BPF_CORE_READ_BITFIELD_PROBED(sig, has_child_subreaper)) {
-		reaper = BPF_CORE_READ(father, real_parent);
-		for (int i = 0; i < CT_REAPER_DEPTH; i++) {
-			if (!reaper || BPF_CORE_READ(reaper, pid) == 0)  /* init_task */
-				break;
-			if (BPF_CORE_READ(reaper, thread_pid, level) != level)
-				break;
-			sig = BPF_CORE_READ(reaper, signal);
-			if (BPF_CORE_READ_BITFIELD_PROBED(sig, is_child_subreaper) &&
-			    BPF_CORE_READ(sig, live.counter) > 0)
-				return BPF_CORE_READ(reaper, tgid);
-			reaper = BPF_CORE_READ(reaper, real_parent);
-		}
+		struct ct_reaper_walk w = { .task = BPF_CORE_READ(father, real_parent), .level = level };
+
+		bpf_loop(CT_REAPER_DEPTH, ct_reaper_step, &w, 0);
+		if (w.tgid)
+			return w.tgid;
 	}
 	bpf_core_read(&up, sizeof(up), &fpid->numbers[level]);
 	init = BPF_CORE_READ(up.ns, child_reaper);

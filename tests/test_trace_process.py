@@ -203,6 +203,38 @@ def test_orphans_reaper_is_the_kernels(capture):
     assert not sleeper_exit or sleeper_exit[0].reaper is None
 
 
+THREAD_PARENT = """
+import os, subprocess, threading, time
+forked = threading.Event()
+def work():  # the child hangs on this thread, not on the group leader
+    print(subprocess.Popen(["sleep", "1"]).pid, flush=True)
+    forked.set()
+    time.sleep(5)
+threading.Thread(target=work, daemon=True).start()
+forked.wait()
+os._exit(0)
+"""
+
+
+def test_reaper_of_a_child_forked_by_a_thread(capture):
+    """A process whose child hangs on one of its threads, not on its leader,
+    still names the reaper at its exit.  (Which of the exit program's paths
+    runs -- the last thread's own children, another thread's found by the
+    walk, or a handed-on record -- depends on the order the threads exit in.)"""
+    cap = capture(keep_exited=True)
+    proc = subprocess.Popen([sys.executable, "-c", THREAD_PARENT], stdout=subprocess.PIPE, text=True)
+    orphan = int(proc.stdout.readline())
+    proc.wait()
+    truth = _ppid(orphan)
+    cap.finish()
+
+    assert truth != proc.pid
+    fork = next(e for e in cap.events if isinstance(e, ForkEvent) and e.pid == orphan)
+    assert fork.ppid == proc.pid and fork.parent_tid != proc.pid  # forked by the thread
+    exit_ = next(e for e in cap.events if isinstance(e, ExitEvent) and e.pid == proc.pid)
+    assert exit_.reaper == truth
+
+
 def test_capture_starts_when_the_programs_load(tmp_path):
     """The loader attaches the programs as soon as they load: what runs before
     the session opens waits in the ring buffer and comes as its first events."""
