@@ -635,74 +635,71 @@ int handle_enter_unshare(struct trace_event_raw_sys_enter *ctx)
 	return ns_enter(ctx->args[0], 0);
 }
 
-SEC("tracepoint/syscalls/sys_exit_setns")
-int handle_exit_setns(struct trace_event_raw_sys_exit *ctx)
+/* The part of a setns or unshare record the two share. */
+static __always_inline void fill_ns_change(struct ct_header *hdr, struct ct_task *task,
+					   struct ct_ns *before, const struct ns_call *c, long ret)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct ns_call *c = bpf_map_lookup_elem(&ns_calls, &tid);
-	struct ct_setns_event *e;
 	struct task_struct *parent;
 	struct ns_ids ids;
 
+	hdr->flags = ret == 0 ? CT_F_NS_CHANGE : 0;
+	read_task(bpf_get_current_task_btf(), task, &hdr->flags, &ids, &parent);
+	*before = c->before;
+}
+
+/*
+ * setns or unshare returned: the namespaces after the call, beside those
+ * its entry saw.  One body for both; each program passes a constant, so
+ * the other branch is compiled out.
+ */
+static __always_inline int ns_exit(long ret, bool setns)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct ns_call *c = bpf_map_lookup_elem(&ns_calls, &tid);
+
 	if (!c)
 		return 0;
-	if (cfg.ns_changes_only && ctx->ret != 0) {
+	if (cfg.ns_changes_only && ret != 0) {
 		count(CT_CNT_FILTERED);
-		goto out;
+	} else if (setns) {
+		struct ct_setns_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+		if (e) {
+			fill_ns_change(&e->hdr, &e->task, &e->ns_before, c, ret);
+			e->fd = c->arg0;
+			e->nstype = c->arg1;
+			e->ret = ret;
+			fill_header(&e->hdr, CT_EVENT_SETNS, sizeof(*e));
+			bpf_ringbuf_submit(e, rb_flags());
+		} else {
+			count(CT_CNT_LOST);
+		}
+	} else {
+		struct ct_unshare_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+		if (e) {
+			fill_ns_change(&e->hdr, &e->task, &e->ns_before, c, ret);
+			e->__pad = 0;
+			e->flags = c->arg0;
+			e->ret = ret;
+			fill_header(&e->hdr, CT_EVENT_UNSHARE, sizeof(*e));
+			bpf_ringbuf_submit(e, rb_flags());
+		} else {
+			count(CT_CNT_LOST);
+		}
 	}
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(CT_CNT_LOST);
-		goto out;
-	}
-	e->hdr.flags = 0;
-	read_task(task, &e->task, &e->hdr.flags, &ids, &parent);
-	e->ns_before = c->before;
-	e->fd = c->arg0;
-	e->nstype = c->arg1;
-	e->ret = ctx->ret;
-	if (ctx->ret == 0)
-		e->hdr.flags |= CT_F_NS_CHANGE;
-	fill_header(&e->hdr, CT_EVENT_SETNS, sizeof(*e));
-	bpf_ringbuf_submit(e, rb_flags());
-out:
 	bpf_map_delete_elem(&ns_calls, &tid);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_setns")
+int handle_exit_setns(struct trace_event_raw_sys_exit *ctx)
+{
+	return ns_exit(ctx->ret, true);
 }
 
 SEC("tracepoint/syscalls/sys_exit_unshare")
 int handle_exit_unshare(struct trace_event_raw_sys_exit *ctx)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct ns_call *c = bpf_map_lookup_elem(&ns_calls, &tid);
-	struct ct_unshare_event *e;
-	struct task_struct *parent;
-	struct ns_ids ids;
-
-	if (!c)
-		return 0;
-	if (cfg.ns_changes_only && ctx->ret != 0) {
-		count(CT_CNT_FILTERED);
-		goto out;
-	}
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(CT_CNT_LOST);
-		goto out;
-	}
-	e->hdr.flags = 0;
-	read_task(task, &e->task, &e->hdr.flags, &ids, &parent);
-	e->ns_before = c->before;
-	e->__pad = 0;
-	e->flags = c->arg0;
-	e->ret = ctx->ret;
-	if (ctx->ret == 0)
-		e->hdr.flags |= CT_F_NS_CHANGE;
-	fill_header(&e->hdr, CT_EVENT_UNSHARE, sizeof(*e));
-	bpf_ringbuf_submit(e, rb_flags());
-out:
-	bpf_map_delete_elem(&ns_calls, &tid);
-	return 0;
+	return ns_exit(ctx->ret, false);
 }
