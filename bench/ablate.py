@@ -18,6 +18,8 @@ A CONFIG is one of
     spin-execve-return=N  the same steps in the execve-return program instead
                           (sys_exit_execve: the same task, once exec is done),
                           every other program returning at once
+    object=PATH           ctrtrace with another build of its BPF object (an
+                          earlier commit's, a one-off change) beside this one
 
 The variants are built here from bpf/ctrtrace.bpf.c (clang, as bpf/Makefile
 does). A program is made to return at once by a first statement that tests
@@ -107,6 +109,31 @@ def build_variant(config: str, workdir: str) -> str:
     return obj
 
 
+FIXED = ("noop", "execsnoop", "ctrtrace", "ctrtrace+stop")
+
+
+def check_config(config: str) -> None:
+    """ValueError for a configuration that is none of the above."""
+    if config in FIXED:
+        return
+    if config.startswith("object="):
+        if not os.path.isfile(config[len("object="):]):
+            raise ValueError(f"{config}: no such file")
+        return
+    variant_source("", config)
+
+
+def objects_for(configs: list, workdir: str) -> dict:
+    """The BPF object of each configuration that runs ctrtrace with another."""
+    objects = {}
+    for c in configs:
+        if c.startswith("object="):
+            objects[c] = os.path.abspath(c[len("object="):])
+        elif c not in FIXED:
+            objects[c] = build_variant(c, workdir)
+    return objects
+
+
 def make_tracer(config: str, ctrtrace_cmd: list, objects: dict) -> Tracer:
     if config == "noop":
         return Tracer("noop", ["sleep", "3600"])
@@ -115,7 +142,9 @@ def make_tracer(config: str, ctrtrace_cmd: list, objects: dict) -> Tracer:
     env = None
     if config in objects:
         env = {**os.environ, "CTRTRACE_BPF_OBJECT": objects[config]}
-    return Tracer(config, ctrtrace_cmd + ["--json"], env=env, kind="ctrtrace")
+    # the name names its output files: object=PATH's slashes go
+    name = re.sub(r"[^\w.+=-]", "_", config)
+    return Tracer(name, ctrtrace_cmd + ["--json"], env=env, kind="ctrtrace")
 
 
 def wait_tracing(t: Tracer, timeout: float = 30.0) -> None:
@@ -136,8 +165,7 @@ def run(args) -> dict:
         target = os.path.join(workdir, "storm-true")
         shutil.copy("/bin/true", target)
         probes = make_probes(workdir)
-        objects = {c: build_variant(c, workdir) for c in args.configs
-                   if c not in ("noop", "execsnoop", "ctrtrace", "ctrtrace+stop")}
+        objects = objects_for(args.configs, workdir)
         ctrtrace_cmd = args.ctrtrace.split()
         results = {c: [] for c in args.configs}
         for r in range(args.rounds):
@@ -193,11 +221,10 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run as root")
     for c in args.configs:
-        if c not in ("noop", "execsnoop", "ctrtrace", "ctrtrace+stop"):
-            try:
-                variant_source("", c)
-            except ValueError as e:
-                raise SystemExit(str(e))
+        try:
+            check_config(c)
+        except ValueError as e:
+            raise SystemExit(str(e))
     if len(set(args.configs)) != len(args.configs):
         raise SystemExit("each configuration once")
     results = run(args)

@@ -16,6 +16,7 @@ import pytest
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 CTRTRACE = f"{sys.executable} -m tracer"
+OBJECT = os.path.join(os.path.dirname(BENCH), "tracer", "bpf", "ctrtrace.bpf.o")
 
 
 def _run(*args: str, timeout: float = 300) -> str:
@@ -161,6 +162,21 @@ def test_ablate_variants_change_only_the_programs_they_name():
             ab.variant_source(src, bad)
 
 
+def test_ablate_object_configuration(tmp_path):
+    """object=PATH runs ctrtrace with that object, as given; nothing is built for it."""
+    ab = _ablate_module()
+    obj = tmp_path / "other.bpf.o"
+    obj.write_bytes(b"")
+    config = f"object={obj}"
+    ab.check_config(config)
+    assert ab.objects_for(["ctrtrace", config, "execsnoop"], str(tmp_path)) == {config: str(obj)}
+    t = ab.make_tracer(config, ["ctrtrace"], {config: str(obj)})
+    assert t.env["CTRTRACE_BPF_OBJECT"] == str(obj) and "/" not in t.name
+    for bad in (f"object={tmp_path}/missing.o", "object=", "fast"):
+        with pytest.raises(ValueError):
+            ab.check_config(bad)
+
+
 def _execs_seen(tmp_path, env) -> int:
     r = subprocess.run([sys.executable, "-m", "tracer", "--json", "--linger", "0.2", "--", "true"],
                        capture_output=True, text=True, timeout=60, env=env)
@@ -185,8 +201,9 @@ def test_ablate_variants_load_and_do_what_they_say(tmp_path):
 def test_ablate_driver(tmp_path):
     out = tmp_path / "ablate.json"
     _run(os.path.join(BENCH, "ablate.py"), "--rounds", "1", "--execs", "100",
-         "--ctrtrace", CTRTRACE, "--json-out", str(out), "ctrtrace", "ctrtrace+stop", "idle")
+         "--ctrtrace", CTRTRACE, "--json-out", str(out), "ctrtrace", "ctrtrace+stop", "idle",
+         f"object={OBJECT}")
     d = json.loads(out.read_text())
-    assert sorted(d["rounds"]) == ["ctrtrace", "ctrtrace+stop", "idle"]
+    assert sorted(d["rounds"]) == ["ctrtrace", "ctrtrace+stop", "idle", f"object={OBJECT}"]
     assert all(len(rs) == 1 and 0 < rs[0]["ratio"] < 10 for rs in d["rounds"].values())
-    assert len(d["pairs"]) == 3 and all(p["ci"] is None for p in d["pairs"])  # 1 round
+    assert len(d["pairs"]) == 6 and all(p["ci"] is None for p in d["pairs"])  # 1 round
