@@ -10,7 +10,8 @@ A CONFIG is one of
     ctrtrace              ctrtrace --json, as built
     ctrtrace+stop         the same, its process stopped (SIGSTOP) for the traced
                           storm: its records wait in the ring buffer, its reader
-                          costs nothing
+                          costs nothing; any configuration below that runs
+                          ctrtrace takes +stop as well
     idle                  every program attached as usual, each returning at once
     exec-only             the exec program working, the others returning at once
     spin=N                the exec program only counting N empty bpf_loop steps
@@ -19,7 +20,9 @@ A CONFIG is one of
                           (sys_exit_execve: the same task, once exec is done),
                           every other program returning at once
     object=PATH           ctrtrace with another build of its BPF object (an
-                          earlier commit's, a one-off change) beside this one
+                          earlier commit's, a one-off change) beside this one;
+                          like the variants, ready once it says it is tracing
+                          (a one-off build may report nothing)
 
 The variants are built here from bpf/ctrtrace.bpf.c (clang, as bpf/Makefile
 does). A program is made to return at once by a first statement that tests
@@ -112,8 +115,15 @@ def build_variant(config: str, workdir: str) -> str:
 FIXED = ("noop", "execsnoop", "ctrtrace", "ctrtrace+stop")
 
 
+def _unstopped(config: str) -> str:
+    return config[:-len("+stop")] if config.endswith("+stop") else config
+
+
 def check_config(config: str) -> None:
     """ValueError for a configuration that is none of the above."""
+    if config in ("noop+stop", "execsnoop+stop"):
+        raise ValueError(f"{config}: +stop is for ctrtrace")
+    config = _unstopped(config)
     if config in FIXED:
         return
     if config.startswith("object="):
@@ -127,10 +137,11 @@ def objects_for(configs: list, workdir: str) -> dict:
     """The BPF object of each configuration that runs ctrtrace with another."""
     objects = {}
     for c in configs:
-        if c.startswith("object="):
-            objects[c] = os.path.abspath(c[len("object="):])
-        elif c not in FIXED:
-            objects[c] = build_variant(c, workdir)
+        base = _unstopped(c)
+        if base.startswith("object="):
+            objects[c] = os.path.abspath(base[len("object="):])
+        elif base not in FIXED:
+            objects[c] = build_variant(base, workdir)
     return objects
 
 
@@ -177,8 +188,9 @@ def run(args) -> dict:
                 t = make_tracer(c, ctrtrace_cmd, objects)
                 tracers.append(t)
                 t.start(workdir)
-                if c == "idle" or c.startswith("spin"):
-                    wait_tracing(t)
+                plain = _unstopped(c)
+                if plain == "idle" or plain.startswith(("spin", "object=")):
+                    wait_tracing(t)  # an object= build may report nothing either
                 else:
                     t.wait_ready(probes)
                 time.sleep(0.2)

@@ -172,7 +172,11 @@ def test_ablate_object_configuration(tmp_path):
     assert ab.objects_for(["ctrtrace", config, "execsnoop"], str(tmp_path)) == {config: str(obj)}
     t = ab.make_tracer(config, ["ctrtrace"], {config: str(obj)})
     assert t.env["CTRTRACE_BPF_OBJECT"] == str(obj) and "/" not in t.name
-    for bad in (f"object={tmp_path}/missing.o", "object=", "fast"):
+    stopped = f"{config}+stop"
+    ab.check_config(stopped)
+    ab.check_config("idle+stop")
+    assert ab.objects_for([stopped], str(tmp_path)) == {stopped: str(obj)}
+    for bad in (f"object={tmp_path}/missing.o", "object=", "fast", "execsnoop+stop"):
         with pytest.raises(ValueError):
             ab.check_config(bad)
 
