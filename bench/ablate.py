@@ -19,6 +19,14 @@ A CONFIG is one of
     spin-execve-return=N  the same steps in the execve-return program instead
                           (sys_exit_execve: the same task, once exec is done),
                           every other program returning at once
+    norec                 every program reading as usual, its record built in a
+                          per-CPU scratch map and never written to the ring
+                          buffer (ctrtrace reports nothing)
+    outfull               the same records written from the scratch with
+                          bpf_ringbuf_output: what ctrtrace writes, one copy more
+    outsmall              as outfull, but the fork, exit, setns and unshare
+                          records 160 bytes (two cgroup names) short: ctrtrace
+                          cannot read them, so run it as outsmall+stop
     object=PATH           ctrtrace with another build of its BPF object (an
                           earlier commit's, a one-off change) beside this one;
                           like the variants, ready once it says it is tracing
@@ -70,8 +78,43 @@ EXEC_SEC = 'SEC("raw_tp/sched_process_exec")'
 SPIN_SECS = {"spin": EXEC_SEC, "spin-execve-return": 'SEC("tracepoint/syscalls/sys_exit_execve")'}
 
 
+# The records' variants: each pattern is replaced exactly as often as it is
+# listed, or the source has changed under them and they refuse to build.
+SCRATCH = ("struct {\n\t__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);\n\t__uint(max_entries, 1);\n"
+           "\t__type(key, __u32);\n\t__type(value, struct { char b[512]; });\n"
+           "} ablate_scratch SEC(\".maps\");\n\n")
+RESERVE = ("bpf_ringbuf_reserve(&events, sizeof(*e), 0)", 4,
+           "(void *)bpf_map_lookup_elem(&ablate_scratch, &(__u32){0})")
+SUBMIT = "bpf_ringbuf_submit(e, rb_flags());", 4
+DISCARD = ("bpf_ringbuf_discard(e, 0);", 2, "(void)0;")
+EXEC_OUT = (("if (bpf_ringbuf_output(&events, e, len, rb_flags()))", 1),
+            ("if (bpf_ringbuf_output(&events, e, size, rb_flags()))", 1))
+RECORDS = ("norec", "outfull", "outsmall")
+
+
+def records_source(source: str, config: str) -> str:
+    def sub(text, old, count, new):
+        if text.count(old) != count:
+            raise ValueError(f"{config}: expected {old!r} {count} times")
+        return text.replace(old, new)
+
+    out = sub(source, "/* Scratch space for exec events", 1,
+              SCRATCH + "/* Scratch space for exec events")
+    out = sub(out, *RESERVE)
+    out = sub(out, *DISCARD)
+    short = " - 2 * CT_CGROUP_NAME_LEN" if config == "outsmall" else ""
+    write = "(void)0;" if config == "norec" else \
+        f"bpf_ringbuf_output(&events, e, sizeof(*e){short}, rb_flags());"
+    out = sub(out, *SUBMIT, write)
+    for old, count in EXEC_OUT:
+        out = sub(out, old, count, "if (0)" if config == "norec" else old)
+    return out
+
+
 def variant_source(source: str, config: str) -> str:
     """bpf/ctrtrace.bpf.c with the programs changed as the configuration says."""
+    if config in RECORDS:
+        return records_source(source, config)
     spin = re.fullmatch(r"(spin|spin-execve-return)=(\d+)", config)
     if config not in ("idle", "exec-only") and not spin:
         raise ValueError(f"no variant {config!r}")
@@ -129,6 +172,8 @@ def check_config(config: str) -> None:
     if config.startswith("object="):
         if not os.path.isfile(config[len("object="):]):
             raise ValueError(f"{config}: no such file")
+        return
+    if config in RECORDS:
         return
     variant_source("", config)
 
@@ -189,7 +234,7 @@ def run(args) -> dict:
                 tracers.append(t)
                 t.start(workdir)
                 plain = _unstopped(c)
-                if plain == "idle" or plain.startswith(("spin", "object=")):
+                if plain in ("idle",) + RECORDS or plain.startswith(("spin", "object=")):
                     wait_tracing(t)  # an object= build may report nothing either
                 else:
                     t.wait_ready(probes)

@@ -202,6 +202,23 @@ def test_ablate_variants_load_and_do_what_they_say(tmp_path):
     assert _execs_seen(tmp_path, {**os.environ, "CTRTRACE_BPF_OBJECT": obj}) >= 1
 
 
+def test_ablate_record_variants(tmp_path):
+    """norec writes no record, outfull writes the records ctrtrace reads, and
+    outsmall's short ones load; a source they no longer fit is refused."""
+    from tracer.loader import LoadConfig, ProgramLoader
+
+    ab = _ablate_module()
+    src = _bpf_source()
+    with pytest.raises(ValueError):
+        ab.variant_source(src.replace("bpf_ringbuf_discard(e, 0);", "", 1), "norec")
+    norec = ab.build_variant("norec", str(tmp_path))
+    assert _execs_seen(tmp_path, {**os.environ, "CTRTRACE_BPF_OBJECT": norec}) == 0
+    full = ab.build_variant("outfull", str(tmp_path))
+    assert _execs_seen(tmp_path, {**os.environ, "CTRTRACE_BPF_OBJECT": full}) >= 1
+    small = ab.build_variant("outsmall", str(tmp_path))
+    ProgramLoader(LoadConfig(bpf_object=small)).result().close()
+
+
 def test_ablate_driver(tmp_path):
     out = tmp_path / "ablate.json"
     _run(os.path.join(BENCH, "ablate.py"), "--rounds", "1", "--execs", "100",
