@@ -24,6 +24,8 @@ A CONFIG is one of
                           buffer (ctrtrace reports nothing)
     outfull               the same records written from the scratch with
                           bpf_ringbuf_output: what ctrtrace writes, one copy more
+    execrec               as norec, but the exec records written as usual: one
+                          ring-buffer write an exec instead of three
     outsmall              as outfull, but the fork, exit, setns and unshare
                           records 160 bytes (two cgroup names) short: ctrtrace
                           cannot read them, so run it as outsmall+stop
@@ -89,7 +91,7 @@ SUBMIT = "bpf_ringbuf_submit(e, rb_flags());", 4
 DISCARD = ("bpf_ringbuf_discard(e, 0);", 2, "(void)0;")
 EXEC_OUT = (("if (bpf_ringbuf_output(&events, e, len, rb_flags()))", 1),
             ("if (bpf_ringbuf_output(&events, e, size, rb_flags()))", 1))
-RECORDS = ("norec", "outfull", "outsmall")
+RECORDS = ("norec", "execrec", "outfull", "outsmall")
 
 
 def records_source(source: str, config: str) -> str:
@@ -103,7 +105,7 @@ def records_source(source: str, config: str) -> str:
     out = sub(out, *RESERVE)
     out = sub(out, *DISCARD)
     short = " - 2 * CT_CGROUP_NAME_LEN" if config == "outsmall" else ""
-    write = "(void)0;" if config == "norec" else \
+    write = "(void)0;" if config in ("norec", "execrec") else \
         f"bpf_ringbuf_output(&events, e, sizeof(*e){short}, rb_flags());"
     out = sub(out, *SUBMIT, write)
     for old, count in EXEC_OUT:

@@ -203,7 +203,7 @@ def test_ablate_variants_load_and_do_what_they_say(tmp_path):
 
 
 def test_ablate_record_variants(tmp_path):
-    """norec writes no record, outfull writes the records ctrtrace reads, and
+    """norec writes no record, execrec only the execs', outfull the records ctrtrace reads, and
     outsmall's short ones load; a source they no longer fit is refused."""
     from tracer.loader import LoadConfig, ProgramLoader
 
@@ -213,6 +213,8 @@ def test_ablate_record_variants(tmp_path):
         ab.variant_source(src.replace("bpf_ringbuf_discard(e, 0);", "", 1), "norec")
     norec = ab.build_variant("norec", str(tmp_path))
     assert _execs_seen(tmp_path, {**os.environ, "CTRTRACE_BPF_OBJECT": norec}) == 0
+    execrec = ab.variant_source(src, "execrec")
+    assert execrec.count("bpf_ringbuf_output") == 2 and "bpf_ringbuf_submit" not in execrec
     full = ab.build_variant("outfull", str(tmp_path))
     assert _execs_seen(tmp_path, {**os.environ, "CTRTRACE_BPF_OBJECT": full}) >= 1
     small = ab.build_variant("outsmall", str(tmp_path))
