@@ -67,8 +67,9 @@ static __always_inline bool ct_group_dead(struct task_struct *t)
 /*
  * A pid's number and namespace at its own level: the namespace is the one a
  * task lives in, as /proc/PID/ns/pid shows it, task_active_pid_ns() =
- * ns_of_pid(task_pid(t)), and the number is the task's pid there.  Not nsproxy->pid_ns_for_children, which unshare(CLONE_NEWPID)
- * changes for the children only.  struct upid has been {nr, ns} since 2.6.24.
+ * ns_of_pid(task_pid(t)), and the number is the task's pid there.  Not
+ * nsproxy->pid_ns_for_children, which unshare(CLONE_NEWPID) changes for the
+ * children only.  struct upid has been {nr, ns} since 2.6.24.
  */
 static __always_inline struct upid ct_pid_at_level(struct pid *pid)
 {
