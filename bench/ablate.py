@@ -29,6 +29,10 @@ A CONFIG is one of
     outsmall              as outfull, but the fork, exit, setns and unshare
                           records 160 bytes (two cgroup names) short: ctrtrace
                           cannot read them, so run it as outsmall+stop
+    ring=N                ctrtrace with an event buffer of N MiB (--buffer-size)
+    slice=US              ctrtrace whose reader asks the scheduler for a slice of
+                          US microseconds (tracer/schedule.py; 0: the kernel's
+                          default, as before it gave way)
     object=PATH           ctrtrace with another build of its BPF object (an
                           earlier commit's, a one-off change) beside this one;
                           like the variants, ready once it says it is tracing
@@ -158,6 +162,13 @@ def build_variant(config: str, workdir: str) -> str:
 
 
 FIXED = ("noop", "execsnoop", "ctrtrace")  # each ctrtrace one also as +stop
+RING = re.compile(r"ring=([1-9]\d*)")
+SLICE = re.compile(r"slice=(0|[1-9]\d*)")
+
+
+def _options_only(config: str) -> bool:
+    """A configuration that runs the built ctrtrace with other settings."""
+    return bool(RING.fullmatch(config) or SLICE.fullmatch(config))
 
 
 def _unstopped(config: str) -> str:
@@ -169,7 +180,7 @@ def check_config(config: str) -> None:
     if config in ("noop+stop", "execsnoop+stop"):
         raise ValueError(f"{config}: +stop is for ctrtrace")
     config = _unstopped(config)
-    if config in FIXED:
+    if config in FIXED or _options_only(config):
         return
     if config.startswith("object="):
         if not os.path.isfile(config[len("object="):]):
@@ -187,7 +198,7 @@ def objects_for(configs: list, workdir: str) -> dict:
         base = _unstopped(c)
         if base.startswith("object="):
             objects[c] = os.path.abspath(base[len("object="):])
-        elif base not in FIXED:
+        elif base not in FIXED and not _options_only(base):
             objects[c] = build_variant(base, workdir)
     return objects
 
@@ -200,9 +211,14 @@ def make_tracer(config: str, ctrtrace_cmd: list, objects: dict) -> Tracer:
     env = None
     if config in objects:
         env = {**os.environ, "CTRTRACE_BPF_OBJECT": objects[config]}
+    ring = RING.fullmatch(_unstopped(config))
+    size = ["--buffer-size", ring.group(1)] if ring else []
+    slice_us = SLICE.fullmatch(_unstopped(config))
+    if slice_us:
+        env = {**os.environ, "CTRTRACE_READER_SLICE_US": slice_us.group(1)}
     # the name names its output files: object=PATH's slashes go
     name = re.sub(r"[^\w.+=-]", "_", config)
-    return Tracer(name, ctrtrace_cmd + ["--json"], env=env, kind="ctrtrace")
+    return Tracer(name, ctrtrace_cmd + ["--json"] + size, env=env, kind="ctrtrace")
 
 
 def wait_tracing(t: Tracer, timeout: float = 30.0) -> None:

@@ -181,6 +181,22 @@ def test_ablate_object_configuration(tmp_path):
             ab.check_config(bad)
 
 
+def test_ablate_ring_and_slice_configurations(tmp_path):
+    """ring=N runs the built ctrtrace with an N MiB buffer, slice=US with its
+    reader's slice set; nothing is built for them."""
+    ab = _ablate_module()
+    for config in ("ring=1", "ring=16+stop", "slice=0", "slice=2000"):
+        ab.check_config(config)
+        assert ab.objects_for([config], str(tmp_path)) == {}
+    t = ab.make_tracer("ring=2+stop", ["ctrtrace"], {})
+    assert t.argv[-3:] == ["--json", "--buffer-size", "2"] and t.env is None
+    t = ab.make_tracer("slice=0", ["ctrtrace"], {})
+    assert t.argv[-1] == "--json" and t.env["CTRTRACE_READER_SLICE_US"] == "0"
+    for bad in ("ring=0", "ring=", "ring=x", "ring=01", "slice=", "slice=-1", "slice=01"):
+        with pytest.raises(ValueError):
+            ab.check_config(bad)
+
+
 def _execs_seen(tmp_path, env) -> int:
     r = subprocess.run([sys.executable, "-m", "tracer", "--json", "--linger", "0.2", "--", "true"],
                        capture_output=True, text=True, timeout=60, env=env)

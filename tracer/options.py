@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from .loader import DEFAULT_RINGBUF_BYTES, LoadConfig
+from .schedule import reader_slice_ns
 
 
 @dataclass
@@ -30,6 +31,9 @@ class TraceOptions:
     # keep the process table up to date at every event (the tree and namespace
     # views read it at the end); off, it holds the processes seen at start-up
     process_table: bool = True
+    # the reader's scheduler slice, long so that the traced workload preempts
+    # it (schedule.py); 0 leaves the kernel's default
+    reader_slice_ns: int = field(default_factory=reader_slice_ns)
 
     def load_config(self) -> LoadConfig:
         """The part that decides the loaded programs (same names as here)."""

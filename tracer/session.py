@@ -40,6 +40,7 @@ from .options import TraceOptions, kernel_filtered
 from .proctable import ProcessTable
 from .recordlines import RecordLines
 from .ringbuf import RecordReader, open_reader
+from .schedule import giving_way
 
 if TYPE_CHECKING:
     import subprocess
@@ -290,7 +291,9 @@ def trace(
     if loader is None:
         options = kernel_filtered(options, spec.pid, spec.comm, spec.ns_changes,
                                   recording=recorder is not None)
-    with Session(options, loader) as session, _stop_on_signals() as signals:
+    # From here on this thread is the reader: it gives way to the traced workload.
+    with Session(options, loader) as session, _stop_on_signals() as signals, \
+            giving_way(session.options.reader_slice_ns):
         header = session.header
         assert header is not None
         flt = EventFilter(spec, header) if spec.active else None
