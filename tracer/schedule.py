@@ -31,7 +31,7 @@ _SLICE_ENV = "CTRTRACE_READER_SLICE_US"  # for benchmarks: another slice, 0 the 
 
 # sched_setattr, sched_getattr: the generic numbers, and x86-64's
 _SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275), "riscv64": (274, 275)}
-_FAIR_POLICIES = (0, 3)  # SCHED_OTHER, SCHED_BATCH: the ones EEVDF schedules
+_FAIR_POLICIES = (0, 3)  # SCHED_OTHER, SCHED_BATCH (a SCHED_IDLE reader gives way already)
 _RESET_ON_FORK = 0x01
 
 
