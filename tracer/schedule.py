@@ -12,11 +12,11 @@ A long slice for the reader (sched_attr.sched_runtime, Linux 6.12+) turns
 that round: a waking task with a shorter slice preempts it at once, and of
 the tasks waiting for a CPU the reader, whose deadline is the latest, goes
 last.  Its fair share of the CPU is what it was, so under a load that fills
-every CPU it still keeps up.  The one difference between kernels: before
-6.12, sched_setattr ignores the slice of a SCHED_OTHER task, and nothing
-changes.
-RESET_ON_FORK gives the traced command (-- CMD), and every thread started
-later, the default slice again.
+every CPU it still keeps up.  RESET_ON_FORK gives the traced command
+(-- CMD), and every thread started later, the default slice again.
+
+The one difference between kernels: before 6.12, sched_setattr ignores the
+slice of a SCHED_OTHER task, and nothing changes.
 """
 
 from __future__ import annotations
