@@ -400,8 +400,10 @@ static __always_inline int exec_failed(long ret, __u64 filename, __u64 argv)
 	__u64 size;
 	long n;
 
-	if (!task_wanted(task))
+	if (!task_wanted(task)) {
+		count(CT_CNT_FILTERED);
 		return 0;
+	}
 	e = bpf_map_lookup_elem(&exec_heap, &key);
 	if (!e)
 		return 0;
@@ -409,8 +411,10 @@ static __always_inline int exec_failed(long ret, __u64 filename, __u64 argv)
 	read_task(task, &e->task, &e->hdr.flags, &ids, &parent);
 	if (differs_from(&ids, &e->task.ns, parent))
 		e->hdr.flags |= CT_F_NS_CHANGE;
-	else if (cfg.ns_changes_only)
+	else if (cfg.ns_changes_only) {
+		count(CT_CNT_FILTERED);
 		return 0;
+	}
 	e->old_pid = tid;
 	e->ret = ret;
 
@@ -615,8 +619,11 @@ static __always_inline int ns_enter(__u64 arg0, __u64 arg1)
 	struct ns_ids ids = {};
 	__u16 unused = 0;
 
-	if (!task_wanted(task))
+	/* the call's one event is dropped here: its exit finds no entry */
+	if (!task_wanted(task)) {
+		count(CT_CNT_FILTERED);
 		return 0;
+	}
 	read_ns_ids(task, BPF_CORE_READ(task, real_cred), BPF_CORE_READ(task, thread_pid), &ids);
 	read_ns(&ids, &c.before, &unused);
 	bpf_map_update_elem(&ns_calls, &tid, &c, BPF_ANY);
