@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import errno
 import os
 import threading
 from typing import Deque, Dict, Iterator, List, Optional, Tuple
@@ -263,14 +264,24 @@ class BpfObject:
     def attach_all(self) -> None:
         """Attach every program (a few ms, all with the GIL held)."""
         held = self._lib.held
+        log = self._lib.log
+        log.clear()
         p = held.bpf_object__next_program(self._obj, None)
         while p:
             link = held.bpf_program__attach(p)
             if not link:
                 err = ctypes.get_errno()
                 name = held.bpf_program__name(p).decode()
+                # libbpf's first word on it says what was refused (a tracefs
+                # file, perf_event_open, ...)
+                why = next((l.strip() for l in log if l.strip()), "")
+                why = why[len("libbpf: "):] if why.startswith("libbpf: ") else why
+                refused = err in (errno.EACCES, errno.EPERM)
                 raise CtrtraceError(
-                    f"cannot attach BPF program {name}: {_errno_text(err)}", ExitStatus.BPF
+                    f"cannot attach BPF program {name}: {why or os.strerror(err)} (errno {err})"
+                    + ("; tracing needs root, or CAP_BPF and CAP_PERFMON with read access "
+                       "to tracefs" if refused else ""),
+                    ExitStatus.PERMISSION if refused else ExitStatus.BPF,
                 )
             self._links.append(link)
             p = held.bpf_object__next_program(self._obj, p)

@@ -105,15 +105,65 @@ def check_btf(path: str | None = None) -> None:
         )
 
 
-def _tracefs_mounted(path: str) -> bool:
-    return os.path.isdir(os.path.join(path, "events"))
+def _tracefs_state(path: str) -> str:
+    """"ok" (its events directory is there and we may look in it), "denied"
+    (something on the way is closed to us), or "absent"."""
+    try:
+        st = os.stat(os.path.join(path, "events"))
+    except PermissionError:
+        return "denied"
+    except OSError:
+        return "absent"
+    return "ok" if st.st_mode & 0o170000 == 0o040000 else "absent"
+
+
+def _closed_dir(path: str) -> tuple[str, int, int]:
+    """The first directory on the way to path's events that we cannot search:
+    (its path, mode, owner's uid)."""
+    events = os.path.join(path, "events")
+    parts = events.strip("/").split("/")
+    for i in range(len(parts)):
+        d = "/" + "/".join(parts[:i + 1])
+        try:
+            st = os.stat(d)
+        except OSError:
+            break
+        if not os.access(d, os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+            return d, st.st_mode & 0o7777, st.st_uid
+    st = os.stat(path)  # the usual case: tracefs's root is 0700 root
+    return path, st.st_mode & 0o7777, st.st_uid
+
+
+def tracefs_denied(path: str) -> CtrtraceError:
+    """tracefs is mounted but closed to us: libbpf could not read the syscall
+    tracepoints' ids in it (EACCES).  Root, CAP_DAC_READ_SEARCH (or
+    CAP_DAC_OVERRIDE), or a tracefs mounted with a mode or gid that lets us
+    in, can."""
+    try:
+        where, mode, uid = _closed_dir(path)
+        what = f"{where} is mode {mode:04o}, owner uid {uid}"
+    except OSError:
+        what = f"{path} is closed to uid {os.geteuid()}"
+    return CtrtraceError(
+        f"cannot read the syscall tracepoints' ids in tracefs ({what}): run as root, "
+        "add CAP_DAC_READ_SEARCH to CAP_BPF and CAP_PERFMON, or mount tracefs with "
+        f"a mode or gid that lets uid {os.geteuid()} in",
+        ExitStatus.PERMISSION,
+    )
 
 
 def ensure_tracefs() -> str:
     """The syscall tracepoints are attached through tracefs; mount it if absent."""
+    denied = None
     for path in TRACEFS_PATHS:
-        if _tracefs_mounted(path):
+        state = _tracefs_state(path)
+        if state == "ok":
             return path
+        if state == "denied" and denied is None:
+            denied = path
+    if denied is not None:
+        # mounted, or behind a directory closed to us: mounting would not help
+        raise tracefs_denied(denied)
     import subprocess  # rarely needed: not worth its import time on every start
 
     target = TRACEFS_PATHS[0]
@@ -124,8 +174,9 @@ def ensure_tracefs() -> str:
         err = r.stderr.strip()
     except (OSError, subprocess.SubprocessError) as e:
         err = str(e)
-    if _tracefs_mounted(target):
+    if _tracefs_state(target) == "ok":
         return target
+    err = " ".join(err.split())  # mount's message spans lines: the error is one
     raise CtrtraceError(
         f"tracefs is not mounted and mounting it failed ({err or 'unknown error'}): "
         f"run 'mount -t tracefs tracefs {target}'",
