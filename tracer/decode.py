@@ -86,7 +86,7 @@ TYPE_LO, TYPE_HI = (0, 1) if sys.byteorder == "little" else (1, 0)
 
 
 def _cstr(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode(errors="replace")
+    return raw.split(b"\0", 1)[0].decode(errors="surrogateescape")
 
 
 def exec_strings(data: bytes, filename_len: int, args_len: int) -> Tuple[str, List[str]]:
@@ -95,7 +95,7 @@ def exec_strings(data: bytes, filename_len: int, args_len: int) -> Tuple[str, Li
     args = data[filename_len:filename_len + args_len].split(b"\0")
     if args and args[-1] == b"":
         args.pop()
-    return _cstr(data[:filename_len]), [a.decode(errors="replace") for a in args]
+    return _cstr(data[:filename_len]), [a.decode(errors="surrogateescape") for a in args]
 
 
 class Decoder:

@@ -7,14 +7,14 @@ added, the ones here are never renamed.
 from __future__ import annotations
 
 import functools
-import time as _time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
+from .contract import (
+    EVENT_TEXT_FIELDS, FORMAT_NAME, FORMAT_VERSION, iso_ts, parse_iso_ts, text_of, texts_of,
+    with_raw_text,
+)
 from .layout import NS_NAMES
-
-FORMAT_NAME = "ctrtrace"
-FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,30 +50,9 @@ class Namespaces:
         return out
 
 
-@functools.lru_cache(maxsize=64)
-def iso_second(sec: int) -> str:
-    """The whole-second part of a timestamp, up to its '.'."""
-    return _time.strftime("%Y-%m-%dT%H:%M:%S.", _time.gmtime(sec))
-
-
 @functools.lru_cache(maxsize=4096)
 def _ns_dict(ns: "Namespaces") -> Dict[str, int]:
     return {name: getattr(ns, name) for name in NS_NAMES}
-
-
-def iso_ts(wall_ns: int) -> str:
-    # events come a few thousand a second: format each second once
-    sec, frac = divmod(wall_ns, 1_000_000_000)
-    return f"{iso_second(sec)}{frac:09d}Z"
-
-
-def parse_iso_ts(s: str) -> int:
-    """Inverse of iso_ts (nanoseconds since the epoch)."""
-    import datetime as _dt  # replay and --since/--until only
-
-    head, _, frac = s.rstrip("Z").partition(".")
-    t = _dt.datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=_dt.timezone.utc)
-    return int(t.timestamp()) * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +135,7 @@ class ProcessEvent:
         if self.no_nsproxy:
             d["no_nsproxy"] = True
         d.update(self._extra_json())
-        return d
+        return with_raw_text(d, EVENT_TEXT_FIELDS)
 
     def _extra_json(self) -> Dict[str, Any]:
         return {}
@@ -171,7 +150,7 @@ class ProcessEvent:
             tid=int(d["tid"]),
             ppid=int(d["ppid"]),
             vpid=int(d["vpid"]),
-            comm=str(d["comm"]),
+            comm=text_of(d, "comm"),
             uid=int(d["uid"]),
             gid=int(d["gid"]),
             start_ns=int(d.get("start_ns", 0)),
@@ -179,7 +158,7 @@ class ProcessEvent:
             ns=Namespaces.from_dict(d["ns"]),
             no_nsproxy=bool(d.get("no_nsproxy", False)),
             cgroup_id=int(d.get("cgroup_id", 0)),
-            cgroup=str(d.get("cgroup", "")),
+            cgroup=text_of(d, "cgroup"),
             cgroup_v1=bool(d.get("cgroup_v1", False)),
             ns_change=bool(d.get("ns_change", False)),
             container=Container.from_json(d.get("container")),
@@ -216,8 +195,8 @@ class ExecEvent(ProcessEvent):
     def from_json(cls, d: Dict[str, Any]) -> "ExecEvent":
         return cls(
             **cls._common_from_json(d),
-            filename=str(d["filename"]),
-            argv=[str(a) for a in d["argv"]],
+            filename=text_of(d, "filename"),
+            argv=texts_of(d, "argv"),
             argv_truncated=bool(d["argv_truncated"]),
             filename_truncated=bool(d.get("filename_truncated", False)),
             old_pid=int(d.get("old_pid", d["tid"])),
@@ -382,7 +361,7 @@ class Header:
         }
         if self.core_btf:  # recordings made before it was recorded lack it
             d["core_btf"] = self.core_btf
-        return d
+        return with_raw_text(d, ("argv",))
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "Header":
@@ -399,7 +378,7 @@ class Header:
             docker_reachable=bool(d.get("docker_reachable", False)),
             core_btf=str(d.get("core_btf", "")),
             processes=list(d.get("processes", [])),
-            argv=list(d.get("argv", [])),
+            argv=texts_of(d, "argv"),
             format=str(d["format"]),
             version=int(d["version"]),
         )

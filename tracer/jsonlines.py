@@ -18,20 +18,27 @@ start of every trace.
 from __future__ import annotations
 
 from json import JSONEncoder
-from json.encoder import encode_basestring as _json_str
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .events import (
     Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent, SetnsEvent,
-    UnshareEvent, iso_second,
+    UnshareEvent,
 )
+from .contract import is_utf8, iso_second, list_json, text_json
 
 _encode = JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def json_bytes(obj: Any) -> bytes:
-    """Compact JSON in UTF-8: json.dumps(obj, separators=(",", ":"), ensure_ascii=False)."""
-    return _encode(obj).encode()
+    """Compact JSON in UTF-8: json.dumps(obj, separators=(",", ":"), ensure_ascii=False).
+
+    Text a process controls is written by text_json() (exact, with its bytes);
+    a lone surrogate anywhere else (from no UTF-8 source) becomes U+FFFD."""
+    text = _encode(obj)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode()
 
 
 NULL_JSON = b"null"
@@ -83,7 +90,9 @@ class EventLines:
         # entry holding its object (alive, so its id is not reused).
         self._ns: Dict[int, Tuple[Namespaces, bytes]] = {}
         self._containers: Dict[int, Tuple[Container, bytes]] = {}
-        self._names: Dict[str, bytes] = {}  # command, cgroup and file names
+        # command, cgroup and file names; a text that is not UTF-8 is keyed by
+        # (field, text): its JSON names the field (text_json)
+        self._names: Dict[Any, bytes] = {}
         self._argvs: Dict[Tuple[str, ...], bytes] = {}
         self.seconds: Dict[int, bytes] = {}  # second()'s cache, read inline by the hot loops
         self._by_class: Dict[type, Callable[[Any], bytes]] = {
@@ -104,16 +113,21 @@ class EventLines:
             return hit[1]
         return keep(self._containers, id(c), (c, json_bytes(c.to_json())))[1]
 
-    def name(self, s: str) -> bytes:
-        return self._names.get(s) or keep(self._names, s, json_bytes(s))
+    def text(self, field: str, s: str) -> bytes:
+        """The JSON of text field `field` (see contract.text_json)."""
+        hit = self._names.get(s)
+        if hit is not None:
+            return hit
+        if is_utf8(s):
+            return keep(self._names, s, text_json(field, s))
+        key = (field, s)
+        return self._names.get(key) or keep(self._names, key, text_json(field, s))
 
     def argv(self, argv: List[str]) -> bytes:
         key = tuple(argv)
         hit = self._argvs.get(key)
         if hit is None:
-            # json_bytes(argv), without the encoder's generic machinery
-            line = b"[%s]" % b",".join([_json_str(a).encode() for a in argv])
-            hit = keep(self._argvs, key, line, limit=COMMAND_LINES_MAX)
+            hit = keep(self._argvs, key, list_json("argv", argv), limit=COMMAND_LINES_MAX)
         return hit
 
     def second(self, sec: int) -> bytes:
@@ -138,17 +152,17 @@ class EventLines:
         ns = self._ns.get(id(ev.ns))
         c = ev.container
         return (self.seconds.get(sec) or self.second(sec), frac, ev.ktime_ns, ev.cpu, ev.pid,
-                ev.tid, ev.ppid, ev.vpid, names.get(ev.comm) or self.name(ev.comm),
+                ev.tid, ev.ppid, ev.vpid, names.get(ev.comm) or self.text("comm", ev.comm),
                 ev.uid, ev.gid, ev.start_ns, ev.parent_start_ns,
                 ns[1] if ns is not None and ns[0] is ev.ns else self.namespaces(ev.ns),
-                ev.cgroup_id, names.get(ev.cgroup) or self.name(ev.cgroup),
+                ev.cgroup_id, names.get(ev.cgroup) or self.text("cgroup", ev.cgroup),
                 BOOL_JSON[ev.ns_change], NULL_JSON if c is None else self.container(c),
                 OPTIONAL_JSON[ev.cgroup_v1][ev.no_nsproxy])
 
     def _exec(self, ev: ExecEvent) -> bytes:
         old_pid = b"" if ev.old_pid == ev.tid else b',"old_pid":%d' % ev.old_pid
         return EXEC_LINE % (self._common(ev) + (
-            self.name(ev.filename), self.argv(ev.argv), BOOL_JSON[ev.argv_truncated], ev.ret,
+            self.text("filename", ev.filename), self.argv(ev.argv), BOOL_JSON[ev.argv_truncated], ev.ret,
             FILENAME_TRUNCATED_JSON[ev.filename_truncated], old_pid))
 
     def _fork(self, ev: ForkEvent) -> bytes:

@@ -85,13 +85,13 @@ class RecordLines:
     def _ident(self, raw: bytes) -> _Ident:
         comm, ns, cgroup = self._decoder.ident(raw)
         lines = self._lines
-        return keep(self._idents, raw, (lines.name(comm), lines.namespaces(ns), lines.name(cgroup),
-                                        cgroup, ns.mnt))
+        return keep(self._idents, raw, (lines.text("comm", comm), lines.namespaces(ns),
+                                        lines.text("cgroup", cgroup), cgroup, ns.mnt))
 
     def _exec_strings(self, key: bytes, filename_len: int, args_len: int) -> _ExecStrings:
         at = _EXEC_SIZE - _EXEC_STRINGS_AT
         filename, argv = D.exec_strings(key[at:], filename_len, args_len)
-        return keep(self._execs, key, (self._lines.name(filename), self._lines.argv(argv),
+        return keep(self._execs, key, (self._lines.text("filename", filename), self._lines.argv(argv),
                                        shim_container(argv)), limit=COMMAND_LINES_MAX)
 
     def lines(self, records: List[bytes]) -> List[bytes]:

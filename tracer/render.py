@@ -18,6 +18,7 @@ from .events import (
 from .flags import (
     clone_flag_names, errno_name, nstype_name, signal_name, unshare_flag_names,
 )
+from .escape import escape
 from .jsonlines import EventLines, json_bytes
 from .layout import NS_NAMES
 
@@ -54,23 +55,20 @@ def ns_transitions(before: Namespaces, after: Namespaces) -> str:
                     for n in before.changed(after))
 
 
-_CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {10: "\\n", 9: "\\t", 13: "\\r", 127: "\\x7f"}
-
-
-def printable(text: str) -> str:
-    """Control characters escaped: a command line must stay on its line."""
-    return text.translate(_CONTROL)
+# Every line a view prints goes through escape() (escape.py) on its way out;
+# a view that measures a field's width escapes the field first.
+printable = escape
 
 
 def _argv_text(ev: ExecEvent) -> str:
-    text = printable(shlex.join(ev.argv)) if ev.argv else ""
+    text = shlex.join(ev.argv) if ev.argv else ""
     if ev.argv_truncated:
         text += " ..."
     # The path is shown when it says more than argv[0]: a failed PATH lookup,
     # or runc re-executing itself as /proc/self/exe and then as /dev/fd/N.
     if not ev.argv or (ev.argv[0] != ev.filename
                        and (ev.ret or _base(ev.argv[0]) != _base(ev.filename))):
-        text = f"[{printable(ev.filename)}] {text}".rstrip()
+        text = f"[{ev.filename}] {text}".rstrip()
     return text
 
 
@@ -158,7 +156,7 @@ class TextRenderer:
                 f"{detail(ev)}{self._marks_text(ev.ns)}")
         if ev.container is not None:
             text += f"  @{ev.container.label}"
-        return text
+        return escape(text)
 
     @staticmethod
     def summary(s: Summary) -> str:

@@ -9,36 +9,37 @@ from __future__ import annotations
 import collections
 import gzip
 import io
-import json
 import sys
 import zlib
 from dataclasses import dataclass, field
-from typing import IO, Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, Optional, Set, Tuple, Union
 
+from .contract import HEADER_LINE_MAX, LINE_MAX, Invalid, check_header, check_record
 from .errors import CtrtraceError, ExitStatus
-from .events import (
-    EVENT_TYPES, FORMAT_NAME, FORMAT_VERSION, Header, Summary, event_from_json,
-)
+from .events import EVENT_TYPES, Header, Summary, event_from_json
 
 try:  # much faster parsing where available; the json module is the fallback
     import orjson as _orjson
 
-    _loads = _orjson.loads
+    _loads: Callable[[bytes], Any] = _orjson.loads
 except ImportError:  # pragma: no cover - exercised where orjson is absent
-    _loads = json.loads
+    import json as _json
 
-try:  # validates a line without building Python objects: the --json fast path
-    import simdjson as _simdjson
-except ImportError:  # pragma: no cover - exercised where pysimdjson is absent
-    _simdjson = None
+    _loads = _json.loads
 
-_EVENT_KEYS = ("ts", "ktime_ns", "pid", "tid", "ppid", "vpid", "comm", "ns")
+# what loads() raises on a line that is not JSON (the json module: RecursionError
+# for nesting deeper than the interpreter's limit)
+_NOT_JSON = (ValueError, RecursionError)
+# what reading a damaged or cut-off compressed recording raises
+_DAMAGED = (EOFError, zlib.error, gzip.BadGzipFile)
 
 
-class BadLine(Exception):
-    def __init__(self, lineno: int, reason: str) -> None:
-        super().__init__(reason)
-        self.lineno = lineno
+class _Bad:
+    """A line that could not be read whole: the reason, in place of its bytes."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
         self.reason = reason
 
 
@@ -52,15 +53,33 @@ def _open(path: str, stdin: Optional[IO[bytes]]) -> IO[bytes]:
             raise CtrtraceError(f"{path}: {e.strerror}", ExitStatus.BAD_INPUT)
     if not hasattr(raw, "peek"):
         raw = io.BufferedReader(raw)  # type: ignore[arg-type]
-    head = raw.peek(2)[:2]
+    try:
+        head = raw.peek(2)[:2]
+    except OSError as e:
+        raise CtrtraceError(f"{path}: {e.strerror}", ExitStatus.BAD_INPUT)
     if head == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     return raw
 
 
+def _damage(e: BaseException) -> str:
+    if isinstance(e, EOFError):
+        return "the compressed stream ends early: the recording was cut off"
+    return f"the compressed data is damaged ({e})"
+
+
+def _mib(n: int) -> str:
+    return f"{n >> 20} MiB"
+
+
 @dataclass
 class TraceReader:
-    """Iterates over a recording's events as (line number, raw line, dict)."""
+    """Iterates over a recording's events as (line number, raw line, dict).
+
+    Every line is read with a bound (LINE_MAX; the header HEADER_LINE_MAX)
+    and checked against the contract (contract.py) once, whatever the mode:
+    what comes out is a dict of the right types and ranges, so the views,
+    the filters and --json see the same lines and agree on what is bad."""
 
     path: str
     skip_bad: bool = False
@@ -74,132 +93,99 @@ class TraceReader:
     def __post_init__(self) -> None:
         self.name = "<stdin>" if self.path == "-" else self.path
         self._f = _open(self.path, self.stdin)
-        self._lines = self._raw_lines()
-        first = next(self._lines, None)
-        if first is None:
+        try:
+            self._read_header()
+        except BaseException:
+            self.close()
+            raise
+        self._lines = self._raw_lines(2)
+
+    def _read_header(self) -> None:
+        try:
+            line = self._f.readline(HEADER_LINE_MAX + 1)
+        except _DAMAGED as e:
+            raise self._error(1, _damage(e) + ": not a readable recording")
+        except OSError as e:
+            raise self._error(1, e.strerror or str(e))
+        if not line:
             raise self._error(1, "empty file: not a ctrtrace trace")
-        lineno, line = first
+        if not line.endswith(b"\n"):
+            if len(line) > HEADER_LINE_MAX:
+                raise self._error(1, f"the first line is longer than {_mib(HEADER_LINE_MAX)}: "
+                                     "not a ctrtrace trace")
+            if line.startswith(b'{"type":"header"'):
+                raise self._error(1, "the header is cut off: the recording was cut off "
+                                     "before its first event")
+            raise self._error(1, "not a ctrtrace trace (no ctrtrace header on the first line)")
         try:
             d = _loads(line)
-            if not isinstance(d, dict) or d.get("type") != "header" or d.get("format") != FORMAT_NAME:
-                raise ValueError("the first line is not a ctrtrace header")
-        except ValueError:
-            raise self._error(lineno, "not a ctrtrace trace (no ctrtrace header on the first line)")
-        version = d.get("version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise CtrtraceError(
-                f"{self.name}: format version {version} is newer than this ctrtrace reads "
-                f"({FORMAT_VERSION}): upgrade ctrtrace to replay it", ExitStatus.BAD_INPUT)
+        except _NOT_JSON:
+            raise self._error(1, "not a ctrtrace trace (no ctrtrace header on the first line)")
         try:
+            check_header(d)
             self.header = Header.from_json(d)
-        except (KeyError, TypeError, ValueError) as e:
-            raise self._error(lineno, f"damaged header ({e})")
+        except Invalid as e:
+            raise self._error(1, str(e))
+        except (KeyError, TypeError, ValueError) as e:  # the contract should have caught it
+            raise self._error(1, f"damaged header ({e})")
         self.header_line = line
 
     def _error(self, lineno: int, reason: str) -> CtrtraceError:
         return CtrtraceError(f"{self.name}:{lineno}: {reason}", ExitStatus.BAD_INPUT)
 
-    def _raw_lines(self) -> Iterator[Tuple[int, bytes]]:
-        n = 0
-        try:
-            for line in self._f:
-                n += 1
-                yield n, line
-        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-            # a compressed recording that was cut off: what came before is intact
-            yield n + 1, b"\0cut: " + str(e).encode()
+    def _raw_lines(self, n: int) -> Iterator[Tuple[int, Union[bytes, _Bad]]]:
+        """Line n on: each at most LINE_MAX bytes; a longer one is skipped to
+        its end without being kept, a damaged compressed stream ends it."""
+        readline = self._f.readline
+        while True:
+            try:
+                line = readline(LINE_MAX + 1)
+                if len(line) > LINE_MAX and not line.endswith(b"\n"):
+                    yield n, _Bad(f"line longer than {_mib(LINE_MAX)}: not a ctrtrace event")
+                    while line and not line.endswith(b"\n"):  # --skip-bad: past it
+                        line = readline(LINE_MAX)
+                    n += 1
+                    continue
+            except _DAMAGED as e:
+                yield n, _Bad(_damage(e))
+                return
+            except OSError as e:
+                yield n, _Bad(e.strerror or str(e))
+                return
+            if not line:
+                return
+            yield n, line
+            n += 1
 
     def __iter__(self) -> Iterator[Tuple[int, bytes, Dict[str, Any]]]:
         for lineno, line in self._lines:
-            try:
-                d = self._parse(lineno, line)
-            except BadLine as b:
-                if not self.skip_bad:
-                    raise self._error(b.lineno, b.reason + " (--skip-bad goes on past bad lines)")
-                self.bad += 1
-                continue
-            if d["type"] == "summary":
-                self.summary, self.summary_line = d, line
-                continue
-            yield lineno, line, d
-
-    def _parse(self, lineno: int, line: bytes) -> Dict[str, Any]:
-        if line.startswith(b"\0cut: "):
-            raise BadLine(lineno, "the compressed stream ends early: the recording was cut off")
-        if not line.endswith(b"\n"):
-            raise BadLine(lineno, "truncated line: the recording was cut off")
-        try:
-            d = _loads(line)
-        except ValueError as e:
-            raise BadLine(lineno, f"corrupt line ({e})")
-        if not isinstance(d, dict):
-            raise BadLine(lineno, "corrupt line (not a JSON object)")
-        t = d.get("type")
-        if t == "summary":
-            return d
-        if t not in EVENT_TYPES:
-            raise BadLine(lineno, f"unknown record type {t!r}")
-        missing = [k for k in _EVENT_KEYS if k not in d]
-        if missing:
-            raise BadLine(lineno, f"{t} event without {', '.join(missing)}")
-        return d
-
-    def passthrough(self, keep, write, counts: Dict[str, int]) -> None:
-        """The --json path: each event line is validated and filtered without
-        building Python objects (simdjson's lazy parse) and written as it was
-        recorded; counts[type] is kept up to date.
-
-        One tight loop, as this is where replay spends its time."""
-        if _simdjson is None:
-            for _, line, d in self:
-                if keep(d):
-                    write(line)
-                    counts[d["type"]] += 1
-            return
-        parse = _simdjson.Parser().parse
-        Object, types = _simdjson.Object, EVENT_TYPES
-        batch: List[bytes] = []
-        for lineno, line in self._lines:
-            reason = None
-            if line[-1:] != b"\n" or line.startswith(b"\0cut: "):
-                reason = self._parse_error(lineno, line)
+            if type(line) is _Bad:
+                reason = line.reason
+            elif not line.endswith(b"\n"):  # type: ignore[union-attr]
+                reason = "truncated line: the recording was cut off"
             else:
                 try:
-                    d = parse(line)
-                    t = d["type"] if isinstance(d, Object) else None
-                    if t in types:
-                        if ("ts" in d and "ktime_ns" in d and "pid" in d and "tid" in d
-                                and "ppid" in d and "vpid" in d and "comm" in d and "ns" in d):
-                            if keep(d):
-                                batch.append(line)
-                                counts[t] += 1
-                        else:
-                            reason = f"{t} event without " + ", ".join(
-                                k for k in _EVENT_KEYS if k not in d)
-                    elif t == "summary":
-                        self.summary, self.summary_line = d.as_dict(), line
-                    else:
-                        reason = f"unknown record type {t!r}"
-                except ValueError as e:
+                    d = _loads(line)
+                except _NOT_JSON as e:
                     reason = f"corrupt line ({e})"
-                except (KeyError, TypeError) as e:
-                    reason = f"damaged event (no {e})"
-                d = None  # the parser is reused: no reference may outlive the line
-            if reason is not None:
-                if not self.skip_bad:
-                    raise self._error(lineno, reason + " (--skip-bad goes on past bad lines)")
-                self.bad += 1
-            if len(batch) >= 512:
-                write(b"".join(batch))
-                batch.clear()
-        write(b"".join(batch))
+                else:
+                    try:
+                        kind = check_record(d)
+                    except Invalid as e:
+                        reason = str(e)
+                    else:
+                        if kind == "summary":
+                            self.summary, self.summary_line = d, line  # type: ignore[assignment]
+                        else:
+                            yield lineno, line, d  # type: ignore[misc]
+                        continue
+            self.skip(lineno, reason)
 
-    def _parse_error(self, lineno: int, line: bytes) -> str:
-        try:
-            self._parse(lineno, line)
-        except BadLine as b:
-            return b.reason
-        return "bad line"
+    def skip(self, lineno: int, reason: str) -> None:
+        """A bad line: counted with --skip-bad, else the end of the replay."""
+        if not self.skip_bad:
+            raise self._error(lineno, reason + " (--skip-bad goes on past bad lines)")
+        self.bad += 1
 
     def close(self) -> None:
         if self._f is not (self.stdin or sys.stdin.buffer):
@@ -255,11 +241,8 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
         for lineno, line, d in reader:
             try:
                 ev = event_from_json(d)
-            except (KeyError, TypeError, ValueError) as e:
-                if not skip_bad:
-                    raise reader._error(lineno, f"damaged {d['type']} event ({e!r}) "
-                                                "(--skip-bad goes on past bad lines)")
-                reader.bad += 1
+            except (KeyError, TypeError, ValueError) as e:  # the contract should have caught it
+                reader.skip(lineno, f"damaged {d['type']} event ({e})")
                 continue
             if table is not None:
                 table.apply(ev)
@@ -302,10 +285,12 @@ def _replay_json(reader: TraceReader, flt, app, counts: Dict[str, int]) -> Summa
     else:  # a text-only stream
         def write(line: bytes) -> None:
             out.write(line.decode())
-    keep = flt.wants if flt is not None else (lambda d: True)
     try:
         write(reader.header_line)
-        reader.passthrough(keep, write, counts)
+        for _, line, d in reader:
+            if flt is None or flt.wants(d):
+                write(line)
+                counts[d["type"]] += 1
     finally:
         reader.close()
     summary = shown_summary(reader, counts, flt.dropped if flt else 0)

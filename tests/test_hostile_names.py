@@ -1,0 +1,92 @@
+"""A traced process names itself with escape sequences: root's terminal sees
+them escaped, in every view, live and replayed; the recording keeps the bytes.
+
+On the real kernel: the process sets its comm with prctl(PR_SET_NAME), forks,
+and execs a file whose name and argv carry controls, bidirectional overrides
+and bytes that are not UTF-8.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+CTRTRACE = os.path.join(os.path.dirname(sys.executable), "ctrtrace")
+
+TITLE = b"\x1b]2;PWNED\x07\x1b[2J"            # retitles and clears a terminal
+C1_CSI = "\u009b".encode()                      # the 8-bit CSI, as UTF-8
+RLO = "\u202e".encode()                         # right-to-left override
+NOT_UTF8 = b"\xff\xfe"
+ARGV = [b"true", TITLE, C1_CSI + b"31m", RLO + b"gnp.exe", NOT_UTF8, b"line\nbreak"]
+
+CHILD = textwrap.dedent("""
+    import ctypes, os, sys
+    ctypes.CDLL(None).prctl(15, {title!r}, 0, 0, 0)  # PR_SET_NAME
+    pid = os.fork()
+    if pid == 0:
+        os._exit(7)
+    os.waitpid(pid, 0)
+    os.execv(os.fsencode(sys.argv[1]), {argv!r})
+""").format(title=TITLE, argv=ARGV)
+
+
+def _assert_printable(data: bytes, what: str) -> str:
+    text = data.decode("utf-8")  # escaped output is valid UTF-8
+    for line in text.split("\n"):
+        assert line.isprintable(), f"{what}: raw control in {line!r}"
+    return text
+
+
+@pytest.fixture
+def hostile_run(tmp_path):
+    link = os.path.join(os.fsencode(tmp_path), b"\xff" + TITLE + RLO + NOT_UTF8)
+    os.symlink(b"/bin/true", link)
+    rec = tmp_path / "hostile.jsonl"
+    r = subprocess.run([CTRTRACE, "-w", str(rec), "--", sys.executable, "-c", CHILD,
+                        os.fsdecode(link)], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    return r, rec, link
+
+
+@pytest.mark.bpf
+def test_live_and_replayed_views_show_escapes(hostile_run):
+    r, rec, link = hostile_run
+    live = _assert_printable(r.stdout, "live text")
+    # the comm set with prctl, on the fork and the exit of the child it forked
+    assert "\\x1b]2;PWNED\\x07\\x1b[2J exit 7" in live
+    assert "'\\x1b]2;PWNED\\x07\\x1b[2J' '\\u009b31m' '\\u202egnp.exe' '\\xff\\xfe' " \
+           "'line\\nbreak'" in live
+    assert "/\\xff\\x1b]2;PWNED\\x07\\x1b[2J\\u202e\\xff\\xfe] true" in live  # the path it ran
+
+    replayed = subprocess.run([CTRTRACE, "replay", str(rec)], capture_output=True, timeout=60)
+    assert replayed.returncode == 0
+    # replay prints exactly what the live view printed
+    assert _assert_printable(replayed.stdout, "replay") == live
+    for view in ("--tree", "--ns"):
+        out = subprocess.run([CTRTRACE, "replay", str(rec), view], capture_output=True,
+                             timeout=60)
+        assert out.returncode == 0
+        _assert_printable(out.stdout, view)
+    tree = subprocess.run([CTRTRACE, "replay", str(rec), "--tree"], capture_output=True,
+                          timeout=60).stdout.decode()
+    assert "true \\x1b]2;PWNED\\x07\\x1b[2J \\u009b31m" in tree
+
+
+@pytest.mark.bpf
+def test_recording_keeps_the_exact_bytes(hostile_run):
+    _, rec, link = hostile_run
+    events = [json.loads(line) for line in rec.read_bytes().splitlines()[1:-1]]
+    (ex,) = [e for e in events if e["type"] == "exec" and e["argv"][:1] == ["true"]]
+    assert [base64.b64decode(a) for a in ex["argv_base64"]] == ARGV
+    assert base64.b64decode(ex["filename_base64"]) == link
+    assert ex["argv"][1] == TITLE.decode()  # valid UTF-8 stays text, controls and all
+    # comm: the kernel keeps the first 15 bytes of the file's name
+    assert base64.b64decode(ex["comm_base64"]) == os.path.basename(link)[:15] == b"\xff" + TITLE
+    child_exit = [e for e in events if e["type"] == "exit" and e["exit_code"] == 7]
+    assert child_exit and child_exit[0]["comm"] == TITLE.decode()

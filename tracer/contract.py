@@ -1,0 +1,500 @@
+"""The JSON Lines contract: every record's fields, their types and ranges.
+
+One description, read by everything that reads a recording: replay checks
+each line against it once, in every mode (text, --json, --tree, --ns, any
+filter), so that a wrong type or a value out of range is one message naming
+the file and the line, and never reaches a view.  Fields may be added to the
+contract; the ones here are not renamed.  Unknown fields are allowed (a newer
+ctrtrace of the same format version may add some).
+
+Text that a traced process controls (comm, filename, argv, cgroup) is bytes
+in the kernel, and need not be UTF-8.  In memory it is a str decoded with
+surrogateescape (a byte that is not UTF-8 becomes U+DC80..U+DCFF, as
+os.fsdecode does).  In JSON the field holds the text with U+FFFD for each
+such byte, so that every JSON reader can use it, and a sibling field
+NAME_base64 holds the exact bytes (for argv, a list: one string per
+argument); the sibling is there only when the text is not valid UTF-8.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import functools
+import json
+import re
+import time as _time
+from dataclasses import dataclass
+from json.encoder import encode_basestring as _json_str
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .layout import NS_NAMES
+
+FORMAT_NAME = "ctrtrace"
+FORMAT_VERSION = 1
+
+# Replay reads a line at most this long: far above any real event (an exec's
+# argv is at most 2 KiB of bytes, ~13 KiB once escaped, plus its base64).
+LINE_MAX = 1 << 20
+# The header lists every process alive at the start of the trace.
+HEADER_LINE_MAX = 16 << 20
+
+RAW_SUFFIX = "_base64"
+
+_U32 = (1 << 32) - 1
+_U64 = (1 << 64) - 1
+_S32 = (-(1 << 31), (1 << 31) - 1)
+PID_MAX = 1 << 22  # the kernel's PID_MAX_LIMIT
+
+
+# -- time ----------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=64)
+def iso_second(sec: int) -> str:
+    """The whole-second part of a timestamp, up to its '.'."""
+    return _time.strftime("%Y-%m-%dT%H:%M:%S.", _time.gmtime(sec))
+
+
+def iso_ts(wall_ns: int) -> str:
+    # events come a few thousand a second: format each second once
+    sec, frac = divmod(wall_ns, 1_000_000_000)
+    return f"{iso_second(sec)}{frac:09d}Z"
+
+
+_TS = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z\Z")
+
+
+@functools.lru_cache(maxsize=256)
+def _epoch_second(fields: Tuple[str, ...]) -> int:
+    """Seconds since the epoch of (year, month, day, hour, minute, second)."""
+    t = _dt.datetime(*map(int, fields), tzinfo=_dt.timezone.utc)  # type: ignore[misc]
+    return int(t.timestamp())
+
+
+def parse_iso_ts(s: str) -> int:
+    """Inverse of iso_ts (nanoseconds since the epoch); ValueError if s is not one."""
+    m = _TS.match(s)
+    if m is None:
+        raise ValueError(f"not a UTC time: {s!r}")
+    frac = m.group(7) or ""
+    return _epoch_second(m.groups()[:6]) * 1_000_000_000 + int(frac.ljust(9, "0"))
+
+
+# -- writing text fields -------------------------------------------------------
+
+def is_utf8(text: str) -> bool:
+    """Whether text encodes to UTF-8 as it is (no byte escaped on decoding)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def text_bytes(text: str) -> bytes:
+    """The exact bytes a decoded text field came from."""
+    return text.encode("utf-8", "surrogateescape" if _escaped_only(text) else "replace")
+
+
+def _escaped_only(text: str) -> bool:
+    return not any(0xD800 <= ord(c) <= 0xDFFF and not 0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
+
+def shown_text(text: str) -> str:
+    """text as valid Unicode: U+FFFD for each byte that was not UTF-8."""
+    return text_bytes(text).decode("utf-8", "replace")
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text_bytes(text)).decode("ascii")
+
+
+def text_json(name: str, text: str) -> bytes:
+    """The JSON of a text field's value, followed by its sibling NAME_base64
+    when the text is not valid UTF-8: what goes after '"NAME":'."""
+    if is_utf8(text):
+        return _json_str(text).encode()
+    return b'%s,"%s%s":"%s"' % (_json_str(shown_text(text)).encode(), name.encode(),
+                                RAW_SUFFIX.encode(), _b64(text).encode())
+
+
+def list_json(name: str, texts: Sequence[str]) -> bytes:
+    """text_json() for a list of texts (argv)."""
+    out = b"[%s]" % b",".join([_json_str(t).encode() if is_utf8(t)
+                               else _json_str(shown_text(t)).encode() for t in texts])
+    if all(is_utf8(t) for t in texts):
+        return out
+    return b'%s,"%s%s":[%s]' % (out, name.encode(), RAW_SUFFIX.encode(),
+                                ",".join(f'"{_b64(t)}"' for t in texts).encode())
+
+
+def with_raw_text(d: Dict[str, Any], names: Sequence[str]) -> Dict[str, Any]:
+    """d (a record's dict) with its text fields as JSON holds them: each
+    NAME_base64 sibling right after its field, where the text is not UTF-8."""
+    if all(is_utf8(d[n]) if isinstance(d.get(n), str) else
+           all(is_utf8(t) for t in d.get(n) or ()) for n in names):
+        return d
+    out: Dict[str, Any] = {}
+    for key, value in d.items():
+        if key in names and isinstance(value, str) and not is_utf8(value):
+            out[key] = shown_text(value)
+            out[key + RAW_SUFFIX] = _b64(value)
+        elif key in names and isinstance(value, list) and not all(is_utf8(t) for t in value):
+            out[key] = [shown_text(t) for t in value]
+            out[key + RAW_SUFFIX] = [_b64(t) for t in value]
+        else:
+            out[key] = value
+    return out
+
+
+# -- reading text fields -------------------------------------------------------
+
+def _decode_b64(value: str) -> str:
+    return base64.b64decode(value, validate=True).decode("utf-8", "surrogateescape")
+
+
+def text_of(d: Dict[str, Any], name: str, default: str = "") -> str:
+    """A checked record's text field, exact (from NAME_base64 when there is one)."""
+    raw = d.get(name + RAW_SUFFIX)
+    if raw is not None:
+        return _decode_b64(raw)
+    return d.get(name, default)
+
+
+def texts_of(d: Dict[str, Any], name: str) -> List[str]:
+    raw = d.get(name + RAW_SUFFIX)
+    if raw is not None:
+        return [_decode_b64(t) for t in raw]
+    return list(d.get(name) or ())
+
+
+# -- the description -------------------------------------------------------------
+
+class Kind:
+    """A field's type and range; check() says what is wrong, or None."""
+
+    doc = ""
+
+    def check(self, v: Any) -> Optional[str]:
+        raise NotImplementedError
+
+
+def _show(v: Any) -> str:
+    """A bad value, short, as JSON, for a message (escaped when it is printed)."""
+    if isinstance(v, (list, dict)):
+        return "a list" if isinstance(v, list) else "an object"
+    text = json.dumps(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class Int(Kind):
+    def __init__(self, lo: int, hi: int, nullable: bool = False, doc: str = "") -> None:
+        self.lo, self.hi, self.nullable = lo, hi, nullable
+        self.doc = doc or f"integer {lo}..{hi}" + (" or null" if nullable else "")
+
+    def check(self, v: Any) -> Optional[str]:
+        if type(v) is int:
+            if self.lo <= v <= self.hi:
+                return None
+            return f"{_show(v)} is out of range ({self.lo}..{self.hi})"
+        if v is None and self.nullable:
+            return None
+        return f"{_show(v)} is not an integer"
+
+
+class Seconds(Kind):
+    doc = "seconds, a number 0..1e10"
+
+    def check(self, v: Any) -> Optional[str]:
+        if type(v) in (int, float) and 0 <= v <= 1e10:
+            return None
+        return f"{_show(v)} is not a number of seconds (0..1e10)"
+
+
+class Bool(Kind):
+    doc = "true or false"
+
+    def check(self, v: Any) -> Optional[str]:
+        return None if type(v) is bool else f"{_show(v)} is not true or false"
+
+
+class Str(Kind):
+    def __init__(self, nullable: bool = False, one_of: Sequence[str] = (), doc: str = "") -> None:
+        self.nullable, self.one_of = nullable, tuple(one_of)
+        self.doc = doc or ("string" + (" or null" if nullable else ""))
+
+    def check(self, v: Any) -> Optional[str]:
+        if type(v) is str:
+            if self.one_of and v not in self.one_of:
+                return f"{_show(v)} is not one of {', '.join(self.one_of)}"
+            return None
+        if v is None and self.nullable:
+            return None
+        return f"{_show(v)} is not a string"
+
+
+class Timestamp(Kind):
+    doc = "UTC time, 2026-11-27T22:10:49.409898773Z"
+
+    def check(self, v: Any) -> Optional[str]:
+        if type(v) is not str:
+            return f"{_show(v)} is not a UTC time (YYYY-MM-DDTHH:MM:SS.NNNNNNNNNZ)"
+        try:
+            parse_iso_ts(v)
+        except (ValueError, OverflowError):
+            return f"{_show(v)} is not a UTC time (YYYY-MM-DDTHH:MM:SS.NNNNNNNNNZ)"
+        return None
+
+
+class Base64(Kind):
+    doc = "base64 of the exact bytes"
+
+    def check(self, v: Any) -> Optional[str]:
+        if type(v) is not str:
+            return f"{_show(v)} is not a base64 string"
+        try:
+            base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            return f"{_show(v)} is not base64"
+        return None
+
+
+class ListOf(Kind):
+    def __init__(self, item: Kind, max_items: int, doc: str = "") -> None:
+        self.item, self.max_items = item, max_items
+        self.doc = doc or f"list of {item.doc}"
+
+    def check(self, v: Any) -> Optional[str]:
+        if type(v) is not list:
+            return f"{_show(v)} is not a list"
+        if len(v) > self.max_items:
+            return f"more than {self.max_items} items"
+        check = self.item.check
+        for i, item in enumerate(v):
+            why = check(item)
+            if why is not None:
+                return f"[{i}]: {why}"
+        return None
+
+
+class CountMap(Kind):
+    doc = "object of event type -> count"
+
+    def check(self, v: Any) -> Optional[str]:
+        if type(v) is not dict:
+            return f"{_show(v)} is not an object"
+        for k, n in v.items():
+            if k not in EVENT_TYPES:
+                return f"{_show(k)} is not an event type"
+            why = COUNT.check(n)
+            if why is not None:
+                return f"{k}: {why}"
+        return None
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: Kind
+    required: bool = True
+    doc: str = ""
+
+
+class Obj(Kind):
+    """A JSON object with these fields (others are allowed and ignored)."""
+
+    def __init__(self, fields: Sequence[Field], nullable: bool = False, doc: str = "") -> None:
+        self.fields = tuple(fields)
+        self.nullable = nullable
+        self.doc = doc or ("object" + (" or null" if nullable else ""))
+        self._checks = tuple((f.name, f.kind.check, f.required) for f in self.fields)
+        # argv and argv_base64: one base64 string per argument
+        self._lists = tuple(f.name for f in self.fields if isinstance(f.kind, ListOf)
+                            and f.name + RAW_SUFFIX in {g.name for g in self.fields})
+
+    def check(self, v: Any) -> Optional[str]:
+        if type(v) is not dict:
+            if v is None and self.nullable:
+                return None
+            return f"{_show(v)} is not an object"
+        for name, check, required in self._checks:
+            if name in v:
+                why = check(v[name])
+                if why is not None:
+                    return f"{name}: {why}"
+            elif required:
+                return f"no {name}"
+        for name in self._lists:
+            raw = v.get(name + RAW_SUFFIX)
+            if raw is not None and len(raw) != len(v.get(name) or ()):
+                return f"{name}{RAW_SUFFIX} does not match {name}"
+        return None
+
+
+def _raw(name: str, kind: Kind, required: bool = True, doc: str = "") -> Tuple[Field, Field]:
+    """A text field a process controls, and its NAME_base64 sibling."""
+    sibling: Kind = ListOf(Base64(), kind.max_items) if isinstance(kind, ListOf) else Base64()
+    return (Field(name, kind, required, doc),
+            Field(name + RAW_SUFFIX, sibling, False, f"the exact bytes of {name}, when not UTF-8"))
+
+
+COUNT = Int(0, _U64, doc="count")
+PID = Int(0, PID_MAX, doc="pid")
+NS = Obj([Field(n, Int(0, _U32, doc="inode")) for n in NS_NAMES], doc="namespace inodes")
+CONTAINER = Obj([
+    Field("id", Str()),
+    Field("name", Str(nullable=True), False),
+    Field("image", Str(nullable=True), False),
+    Field("runtime", Str(), False),
+    Field("source", Str(one_of=("cgroup", "namespace", "shim")), False),
+], nullable=True, doc="container or null")
+ARGV = ListOf(Str(), 1 << 16, doc="list of strings")
+
+EVENT_TYPES = ("exec", "fork", "exit", "setns", "unshare")
+
+COMMON = (
+    Field("type", Str(one_of=EVENT_TYPES + ("header", "summary"))),
+    Field("ts", Timestamp(), doc="wall clock of the event"),
+    Field("ktime_ns", Int(0, _U64), doc="CLOCK_MONOTONIC of the event"),
+    Field("cpu", Int(0, _U32), False),
+    Field("pid", PID),
+    Field("tid", PID),
+    Field("ppid", PID, doc="the parent at the event"),
+    Field("vpid", PID, doc="the pid in the process's own pid namespace"),
+    *_raw("comm", Str()),
+    Field("uid", Int(0, _U32)),
+    Field("gid", Int(0, _U32)),
+    Field("start_ns", Int(0, _U64), False, "start time since boot: with pid, the identity"),
+    Field("parent_start_ns", Int(0, _U64), False),
+    Field("ns", NS),
+    Field("no_nsproxy", Bool(), False),
+    Field("cgroup_id", Int(0, _U64), False),
+    *_raw("cgroup", Str(), False),
+    Field("cgroup_v1", Bool(), False),
+    Field("ns_change", Bool(), False),
+    Field("container", CONTAINER, False),
+)
+
+EVENTS: Dict[str, Obj] = {
+    "exec": Obj(COMMON + (
+        *_raw("filename", Str()),
+        *_raw("argv", ARGV),
+        Field("argv_truncated", Bool()),
+        Field("filename_truncated", Bool(), False),
+        Field("old_pid", PID, False),
+        Field("ret", Int(*_S32), False, "0, or -errno for a failed exec"),
+    )),
+    "fork": Obj(COMMON + (
+        Field("parent_pid", PID, doc="the caller"),
+        Field("parent_tid", PID, False),
+        Field("clone_flags", Int(0, _U64, nullable=True), False),
+        Field("thread", Bool(), False),
+    )),
+    "exit": Obj(COMMON + (
+        Field("exit_code", Int(0, 255)),
+        Field("signal", Int(0, 127)),
+        Field("status", Int(0, 0xFFFF), False, "the wait(2) status"),
+        Field("core_dumped", Bool(), False),
+        Field("reaper", Int(0, PID_MAX, nullable=True), False),
+    )),
+    "setns": Obj(COMMON + (
+        Field("fd", Int(*_S32)),
+        Field("nstype", Int(*_S32)),
+        Field("ret", Int(*_S32)),
+        Field("ns_before", NS),
+    )),
+    "unshare": Obj(COMMON + (
+        Field("flags", Int(0, _U64)),
+        Field("ret", Int(*_S32)),
+        Field("ns_before", NS),
+    )),
+}
+
+PROCESS = Obj([
+    Field("pid", PID),
+    Field("ppid", PID),
+    Field("vpid", PID, False),
+    *_raw("comm", Str()),
+    *_raw("argv", ARGV, False),
+    Field("argv_truncated", Bool(), False),
+    Field("start_ns", Int(0, _U64), False),
+    Field("uid", Int(0, _U32), False),
+    Field("ns", NS),
+    *_raw("cgroup", Str(), False),
+    Field("container", CONTAINER, False),
+], doc="a process alive at the start")
+
+HEADER = Obj([
+    Field("type", Str(one_of=("header",))),
+    Field("format", Str(one_of=(FORMAT_NAME,))),
+    Field("version", Int(1, FORMAT_VERSION)),
+    Field("hostname", Str()),
+    Field("kernel", Str()),
+    Field("boot_time", Timestamp(), False),
+    Field("boot_time_ns", Int(0, _U64)),
+    Field("ts", Timestamp()),
+    Field("start_ktime_ns", Int(0, _U64)),
+    Field("host_ns", NS),
+    Field("host_ns_pid", PID, False),
+    Field("tracer_pid", PID, False),
+    *_raw("argv", ARGV, False),
+    Field("docker_socket", Str(nullable=True), False),
+    Field("docker_reachable", Bool(), False),
+    Field("core_btf", Str(), False),
+    Field("processes", ListOf(PROCESS, PID_MAX), False),
+])
+
+SUMMARY = Obj([
+    Field("type", Str(one_of=("summary",))),
+    Field("ts", Timestamp()),
+    Field("events", COUNT, False),
+    Field("counts", CountMap()),
+    Field("lost", COUNT),
+    Field("threads", COUNT, False),
+    Field("filtered_in_kernel", COUNT, False),
+    Field("filtered_in_userspace", COUNT, False),
+    Field("duration_s", Seconds(), False),
+    Field("bad_lines", COUNT, False),
+])
+
+# the raw-text fields of each record, for the writers
+EVENT_TEXT_FIELDS = ("comm", "cgroup", "filename", "argv")
+
+
+class Invalid(ValueError):
+    """A record that does not keep the contract; str() says what is wrong."""
+
+
+def check_header(d: Any) -> None:
+    """Raises Invalid unless d is a header this ctrtrace reads."""
+    if type(d) is not dict or d.get("type") != "header" or d.get("format") != FORMAT_NAME:
+        raise Invalid("not a ctrtrace trace (no ctrtrace header on the first line)")
+    version = d.get("version")
+    if type(version) is int and version > FORMAT_VERSION:
+        raise Invalid(f"format version {version} is newer than this ctrtrace reads "
+                      f"({FORMAT_VERSION}): upgrade ctrtrace to replay it")
+    why = HEADER.check(d)
+    if why is not None:
+        raise Invalid(f"damaged header: {why}")
+
+
+def check_record(d: Any) -> str:
+    """The type of a checked event or summary line; raises Invalid."""
+    if type(d) is not dict:
+        raise Invalid("corrupt line (not a JSON object)")
+    t = d.get("type")
+    rec = EVENTS.get(t) if type(t) is str else None
+    if rec is None:
+        if t == "summary":
+            why = SUMMARY.check(d)
+            if why is not None:
+                raise Invalid(f"damaged summary: {why}")
+            return t
+        raise Invalid(f"unknown record type {_show(t)}")
+    why = rec.check(d)
+    if why is not None:
+        raise Invalid(f"damaged {t} event: {why}")
+    return t
