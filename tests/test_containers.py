@@ -1,14 +1,21 @@
-"""Container attribution logic, without a kernel: cgroup names, shims, recorded traces."""
+"""Container attribution logic, without a kernel: cgroup names, shims, recorded
+traces, and names from an engine that goes away and comes back (a fake one on
+a unix socket; tests/test_docker.py has the real one)."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from tracer.containers import ContainerResolver, container_from_cgroup, shim_container
-from tracer.events import Header, event_from_json
+from tracer.dockerapi import DockerClient, EventWatch
+from tracer.events import Header, Namespaces, event_from_json
 
 DATA = Path(__file__).parent / "data"
 ID = "3df112ebced56878fee4b83fd49e463a99621d4dc7e1ac1cd048284ab069df62"
@@ -92,3 +99,258 @@ def test_docker_exec_setns_is_attributed_before_the_cgroup():
 def test_host_processes_are_not_attributed():
     pairs = _reattribute("session.jsonl")
     assert all(e.container is None for e, _ in pairs)
+
+
+# -- an engine that goes away and comes back ---------------------------------------
+
+
+class FakeEngine:
+    """A Docker engine on a unix socket that can stop and start again: inspect,
+    list, and the stream of creations (create() announces to every open stream).
+
+    mode "up" answers; "broken" reads each request and closes without a word
+    (a client sees no answer, as from an engine that is away, but the request
+    is counted); "hung" reads it and never answers."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.containers = {}
+        self.requests = []           # the path of every request read
+        self.mode = "up"
+        self.streams = []
+        self._lock = threading.Lock()
+        self._listener = None
+        self._held = []              # "hung" connections, closed at stop
+        self.start()
+
+    def start(self, mode: str = "up") -> None:
+        self.mode = mode
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(self.path)
+        s.listen(64)
+        s.settimeout(0.05)
+        self._listener = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def stop(self) -> None:
+        """Gone: nobody listens, every stream is cut."""
+        s, self._listener = self._listener, None
+        if s is not None:
+            s.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        with self._lock:
+            conns, self.streams = self.streams + self._held, []
+            self._held = []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def _accept(self, s) -> None:
+        while self._listener is s:
+            try:
+                conn, _ = s.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        req = b""
+        while b"\r\n\r\n" not in req:
+            data = conn.recv(4096)
+            if not data:
+                conn.close()
+                return
+            req += data
+        path = req.split()[1].decode()
+        with self._lock:
+            self.requests.append(path)
+            mode = self.mode
+        if mode == "broken":
+            conn.close()
+            return
+        if mode == "hung":
+            with self._lock:
+                self._held.append(conn)
+            return
+        if path.startswith("/events"):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            with self._lock:
+                self.streams.append(conn)
+            return
+        if path == "/containers/json":
+            body, status = json.dumps([{"Id": c} for c in self.containers]).encode(), "200 OK"
+        else:
+            cid = path.split("/")[2]
+            data = self.containers.get(cid)
+            body = json.dumps(data or {"message": "No such container"}).encode()
+            status = "200 OK" if data else "404 Not Found"
+        conn.sendall(f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        conn.close()
+
+    def create(self, cid: str, name: str, announce: bool = True) -> None:
+        self.containers[cid] = {"Id": cid, "Name": "/" + name, "Config": {"Image": "alpine"},
+                                "State": {"Pid": 0}}
+        if not announce:
+            return
+        line = json.dumps({"Type": "container", "Action": "create",
+                           "Actor": {"ID": cid, "Attributes": {"name": name, "image": "alpine"}}})
+        chunk = f"{len(line) + 1:x}\r\n{line}\n\r\n".encode()
+        with self._lock:
+            streams = list(self.streams)
+        for c in streams:
+            try:
+                c.sendall(chunk)
+            except OSError:
+                pass
+
+    def asked(self, cid: str) -> int:
+        with self._lock:
+            return self.requests.count(f"/containers/{cid}/json")
+
+
+HOST = Namespaces(mnt=1, uts=2, ipc=3, pid=4, pid_for_children=4, net=5, cgroup=6, user=7,
+                  time=8, time_for_children=8)
+CID1, CID2 = "1" * 64, "2" * 64
+
+
+@pytest.fixture
+def engine(tmp_path):
+    e = FakeEngine(str(tmp_path / "docker.sock"))
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def resolver_for():
+    made = []
+
+    def make(engine, retry_interval: float = 0.2, timeout: float = 1.0) -> ContainerResolver:
+        r = ContainerResolver(DockerClient(engine.path, timeout=timeout), HOST)
+        r.retry_interval = retry_interval
+        r.seed([], lambda pid: HOST)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
+@pytest.fixture
+def fast_reconnect(monkeypatch):
+    monkeypatch.setattr(EventWatch, "RETRY_MAX", 0.2, raising=False)
+
+
+def _name(r: ContainerResolver, cid: str):
+    c = r.attribute_process(f"docker/{cid}", 0, 12345)
+    assert c is not None and c.id == cid
+    return c.name
+
+
+def _eventually(pred, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+def test_an_id_first_seen_while_the_engine_is_away_is_named_once_it_is_back(
+        engine, resolver_for, fast_reconnect):
+    engine.create(CID1, "before", announce=False)
+    engine.stop()
+    r = resolver_for(engine)
+    assert _name(r, CID1) is None
+    engine.start()
+    assert _eventually(lambda: _name(r, CID1) == "before")
+    c = r.attribute_process(f"docker/{CID1}", 0, 1)
+    assert (c.name, c.image, c.source) == ("before", "alpine", "cgroup")
+
+
+def test_named_when_the_engine_is_back_even_without_its_event_stream(engine, resolver_for):
+    # the retries alone: the watch waits seconds before it tries again
+    engine.create(CID1, "before", announce=False)
+    engine.stop()
+    r = resolver_for(engine)
+    r._watch.close()
+    assert _name(r, CID1) is None
+    engine.start()
+    assert _eventually(lambda: _name(r, CID1) == "before", timeout=3)
+
+
+def test_the_event_stream_reconnects_after_the_engine_restarts(engine, resolver_for,
+                                                               fast_reconnect):
+    r = resolver_for(engine)
+    assert _eventually(lambda: len(engine.streams) == 1)
+    engine.stop()
+    engine.start()
+    assert _eventually(lambda: len(engine.streams) == 1)
+    engine.create(CID2, "after")  # announced on the new stream only
+    assert _eventually(lambda: CID2 in r._details)
+    assert _name(r, CID2) == "after"
+    assert engine.asked(CID2) == 0  # named by the stream, not by asking
+    reconnects = [p for p in engine.requests if p.startswith("/events")]
+    assert len(reconnects) == 2 and "since=" in reconnects[1]
+
+
+def test_an_engine_started_after_the_trace_is_followed(engine, resolver_for, fast_reconnect):
+    engine.stop()
+    r = resolver_for(engine)
+    engine.start()
+    assert _eventually(lambda: len(engine.streams) == 1)
+    engine.create(CID2, "later")
+    assert _eventually(lambda: CID2 in r._details)
+    assert _name(r, CID2) == "later" and engine.asked(CID2) == 0
+
+
+def test_questions_to_an_engine_that_does_not_answer_are_rate_limited(engine, resolver_for):
+    engine.mode = "broken"  # reads each request, answers nothing
+    r = resolver_for(engine, retry_interval=0.5)
+    t0 = time.monotonic()
+    n = 0
+    while time.monotonic() - t0 < 2.2:  # the event path: every event of the container
+        assert _name(r, CID1) is None
+        n += 1
+    assert n > 1000
+    # at first sight (unless known away), then once per interval: not per event
+    assert 2 <= engine.asked(CID1) <= 1 + 2.2 / 0.5 + 1, engine.asked(CID1)
+
+
+def test_an_engine_that_hangs_costs_the_event_path_one_timeout(engine, resolver_for):
+    r = resolver_for(engine, timeout=0.3)
+    engine.mode = "hung"
+    t0 = time.monotonic()
+    for i in range(20):
+        assert _name(r, f"{i:064x}") is None
+    assert time.monotonic() - t0 < 0.3 * 2, "each new id waited for the engine"
+
+
+def test_an_id_the_engine_does_not_know_is_not_asked_again(engine, resolver_for):
+    r = resolver_for(engine)
+    for _ in range(100):
+        assert _name(r, CID1) is None
+    time.sleep(0.5)
+    assert engine.asked(CID1) == 1
+    engine.create(CID1, "late")  # its creation event still names it
+    assert _eventually(lambda: _name(r, CID1) == "late")
+
+
+def test_close_stops_every_thread_at_once(engine, resolver_for, fast_reconnect):
+    engine.stop()
+    r = resolver_for(engine)
+    _name(r, CID1)  # something to retry
+    threads = [r._watch._thread, r._retrier]
+    assert all(t is not None and t.is_alive() for t in threads)
+    t0 = time.monotonic()
+    r.close()
+    assert time.monotonic() - t0 < 1
+    assert not any(t.is_alive() for t in threads)

@@ -280,3 +280,127 @@ def test_the_json_command_against_ground_truth(sleep_container, tmp_path):
     assert recorded[1:-1] == events
     assert summary["counts"] == {t: sum(e["type"] == t for e in events) for t in summary["counts"]}
     assert summary["lost"] == 0
+
+
+class EngineProxy:
+    """The real engine's socket, relayed through one of ours that can go away
+    and come back: to the resolver, dockerd stops and starts again, while the
+    engine itself (which other tests use at the same time) runs on."""
+
+    def __init__(self, path: str, target: str = "/var/run/docker.sock") -> None:
+        self.path, self.target = path, target
+        self.requests = []  # the request line of each connection
+        self._conns = []
+        self._lock = threading.Lock()
+        self._listener = None
+        self.start()
+
+    def start(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(self.path)
+        s.listen(64)
+        s.settimeout(0.05)
+        self._listener = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def stop(self) -> None:
+        import os
+
+        s, self._listener = self._listener, None
+        if s is not None:
+            s.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _accept(self, s) -> None:
+        while self._listener is s:
+            try:
+                a, _ = s.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            b.connect(self.target)
+            with self._lock:
+                self._conns += [a, b]
+            for src, dst in ((a, b), (b, a)):
+                threading.Thread(target=self._pipe, args=(src, dst, src is a),
+                                 daemon=True).start()
+
+    def _pipe(self, src, dst, request: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if request:
+                    self.requests.append(data.split(b"\r\n", 1)[0].decode())
+                    request = False
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _wait_until(pred, timeout: float = 10.0) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while not pred() and time.monotonic() < end:
+        time.sleep(0.05)
+    return pred()
+
+
+def test_names_come_back_with_the_engine(capture, sleep_container, tmp_path):
+    """A container first seen while the engine is away is named once it is
+    back; the event stream is followed again and names a container created
+    after that."""
+    proxy = EngineProxy(str(tmp_path / "docker.sock"))
+    quick = "back-again"
+    docker("rm", "-f", quick, check=False)
+    try:
+        cap = capture(docker_socket=proxy.path)
+        resolver = cap.session.resolver
+
+        def streams() -> int:
+            return sum(" /events?" in r for r in proxy.requests)
+
+        assert streams() == 1
+        proxy.stop()  # the engine is away: requests fail, the stream is cut
+        cid = docker("run", "--rm", "-d", "--name", NAME, "alpine", "sleep", "900")
+        sleep = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.argv == ["sleep", "900"])
+        assert sleep.container is not None and sleep.container.id == cid
+        assert sleep.container.name is None  # unnamed for now
+
+        proxy.start()  # the engine is back
+        assert _wait_until(lambda: resolver.attribute_process(
+            sleep.cgroup, sleep.ns.mnt, sleep.pid).name == NAME)
+        docker("exec", NAME, "/bin/true", "again")
+        again = cap.wait_for(lambda e: isinstance(e, ExecEvent)
+                             and e.argv == ["/bin/true", "again"])
+        assert (again.container.id, again.container.name) == (cid, NAME)
+
+        # created after the engine came back, and never run: only the event
+        # stream can have named it
+        qid = docker("create", "--name", quick, "alpine", "true")
+        assert _wait_until(lambda: qid in resolver._details)
+        assert resolver._details[qid].name == quick
+        assert streams() == 2
+        cap.finish()
+    finally:
+        proxy.stop()
+        docker("rm", "-f", quick, check=False)

@@ -12,7 +12,7 @@ import urllib.parse
 
 import pytest
 
-from tracer.dockerapi import DockerClient, _quote
+from tracer.dockerapi import DockerClient, EventWatch, _quote
 
 
 class Server:
@@ -189,3 +189,93 @@ def test_quote_round_trips(text):
     q = _quote(text)
     assert urllib.parse.unquote(q) == text
     assert all(c.isalnum() or c in "%_.-~" for c in q)
+
+
+def _wait(pred, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while not pred() and time.monotonic() < end:
+        time.sleep(0.01)
+    return pred()
+
+
+def _one_event(cid: str, then=None):
+    """A stream answer: one creation, then then() (default: the stream ends)."""
+    def stream(conn):
+        conn.sendall(ok(b"", "Transfer-Encoding: chunked"))
+        line = json.dumps({"Actor": {"ID": cid, "Attributes": {"name": cid[:4]}}}) + "\n"
+        conn.sendall(f"{len(line):x}\r\n{line}\r\n".encode())
+        if then is not None:
+            then()
+    return stream
+
+
+def test_the_event_stream_reconnects_when_it_ends(serve, monkeypatch):
+    monkeypatch.setattr(EventWatch, "RETRY_MAX", 0.2)
+    release = threading.Event()
+    # the engine cuts the first stream (it stopped); the second stays open
+    server = serve(_one_event("a" * 64), _one_event("b" * 64, lambda: release.wait(5)))
+    seen, connects = [], []
+    watch = DockerClient(server.path).follow(lambda cid, a: seen.append(cid),
+                                             lambda: connects.append(1))
+    assert _wait(lambda: len(seen) == 2), seen
+    assert seen == ["a" * 64, "b" * 64]
+    assert connects == [1]  # at the reconnection, not the first connection
+    assert watch.connections == 2 and watch.connected
+    first, again = (r.split()[1] for r in server.requests)
+    assert "since=" not in first
+    # what came meanwhile, as far as the engine kept it: since the stream ended
+    since = int(urllib.parse.parse_qs(again.split("?", 1)[1])["since"][0])
+    assert abs(since - time.time()) < 5
+    t = time.monotonic()
+    watch.close()
+    assert time.monotonic() - t < 1 and not watch._thread.is_alive()
+    release.set()
+
+
+def test_follow_waits_for_an_engine_that_is_not_there_yet(tmp_path, monkeypatch):
+    monkeypatch.setattr(EventWatch, "RETRY_MAX", 0.2)
+    path = str(tmp_path / "later.sock")
+    seen, connects = [], []
+    client = DockerClient(path)
+    watch = client.follow(lambda cid, a: seen.append(cid), lambda: connects.append(1))
+    assert client.reachable is False and not watch.connected
+    time.sleep(0.3)
+    release = threading.Event()
+    server = Server(path, [_one_event("c" * 64, lambda: release.wait(5))])
+    try:
+        assert _wait(lambda: seen == ["c" * 64])
+        assert connects == [1] and client.reachable is True
+    finally:
+        watch.close()
+        release.set()
+        server.close()
+    assert not watch._thread.is_alive()
+
+
+def test_close_while_waiting_to_reconnect_is_prompt(tmp_path):
+    watch = DockerClient(str(tmp_path / "absent.sock")).follow(lambda cid, a: None)
+    time.sleep(0.5)  # in its back-off
+    t = time.monotonic()
+    watch.close()
+    assert time.monotonic() - t < 0.5 and not watch._thread.is_alive()
+
+
+def test_a_stream_cut_at_once_is_not_reopened_in_a_tight_loop(tmp_path):
+    # an engine that accepts the stream and ends it at once, over and over
+    answers = [ok(b"0\r\n\r\n", "Transfer-Encoding: chunked")] * 50
+    server = Server(str(tmp_path / "flappy.sock"), answers)
+    watch = DockerClient(server.path).follow(lambda cid, a: None)
+    time.sleep(1.0)
+    watch.close()
+    server.close()
+    # back-off 0.1, 0.2, 0.4 s...: a handful, not hundreds
+    assert 2 <= len(server.requests) <= 6, len(server.requests)
+
+
+def test_request_tells_no_answer_from_not_found(serve, tmp_path):
+    server = serve(b'HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}',
+                   ok(b'{"Id": "x"}', "Content-Length: 11"))
+    client = DockerClient(server.path)
+    assert client.request("/containers/x/json") == (404, None)
+    assert client.request("/containers/x/json") == (200, {"Id": "x"})
+    assert DockerClient(str(tmp_path / "absent.sock")).request("/x") == (None, None)

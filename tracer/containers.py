@@ -11,12 +11,17 @@ Three facts, in this order of trust:
 
 Names and images come from the Docker Engine API (dockerapi.py), asked
 once per container and cached, so that a container that is already gone
-still resolves.  Without a reachable engine the id alone is shown.
+still resolves.  Without a reachable engine the id alone is shown; the ids
+it did not answer about are asked again off the event path, each at most
+once every RETRY_INTERVAL seconds and all at once when its event stream
+(followed again whenever it ends) is back.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from .dockerapi import DockerClient, EventWatch
@@ -29,6 +34,7 @@ _SCOPE = re.compile(r"^(docker|cri-containerd|crio|libpod)-([0-9a-f]{64})\.scope
 _SCOPE_RUNTIME = {"docker": "docker", "cri-containerd": "containerd", "crio": "cri-o",
                   "libpod": "podman"}
 _SHIM = re.compile(r"containerd-shim(-runc-v\d)?$")
+RETRY_INTERVAL = 1.0  # seconds between two questions about one id to an engine that was away
 
 
 def container_from_cgroup(cgroup: str) -> Optional[Tuple[str, str]]:
@@ -77,8 +83,19 @@ class ContainerResolver:
         self._by_cgroup: Dict[str, Optional[Tuple[str, str]]] = {}
         self._by_mnt: Dict[int, Tuple[str, str]] = {}      # mount ns inode -> (runtime, id)
         self._by_pid: Dict[int, Tuple[str, str]] = {}      # shims and their descendants
-        self._missing: set = set()                         # ids the engine did not know
+        self._missing: set = set()                         # ids the engine did not name when asked
         self._watch: Optional[EventWatch] = None
+        # Ids asked about while the engine did not answer, to ask again (the
+        # engine did not know the others in _missing: they are not asked
+        # again, though their creation event may still name them).  The
+        # retry thread asks; the event path only adds.
+        self.retry_interval = RETRY_INTERVAL
+        self._retry: Dict[str, None] = {}
+        self._engine_down = False      # the last question went unanswered: ask later, not now
+        self._lock = threading.Lock()  # _retry and _retrier
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._retrier: Optional[threading.Thread] = None
 
     # -- what is known before the trace starts --------------------------------
 
@@ -91,8 +108,10 @@ class ContainerResolver:
                 self._by_pid[proc.pid] = self._shim_key(*shim)
         if self.client is None:
             return
-        self._watch = self.client.watch(self._on_created)
-        for c in self.client.running():
+        self._watch = self.client.follow(self._on_created, self._on_engine_back)
+        running = self.client.running()
+        self._engine_down = self.client.reachable is False  # first sightings: ask later
+        for c in running:
             data = self.client.inspect(c["Id"])
             if not data:
                 continue
@@ -133,26 +152,92 @@ class ContainerResolver:
                                        runtime="docker")
 
     def close(self) -> None:
+        self._closed.set()
+        self._wake.set()
         if self._watch is not None:
             self._watch.close()
             self._watch = None
+        with self._lock:
+            retrier, self._retrier = self._retrier, None
+        if retrier is not None:
+            retrier.join(timeout=2)
 
     def _details_for(self, runtime: str, cid: str, source: str) -> Container:
         known = self._details.get(cid)
         if known is None:
-            data = None
             if self.client is not None and runtime == "docker" and cid not in self._missing:
-                data = self.client.inspect(cid)
-            if data:
-                known = self._details[cid] = _info(cid, data, runtime, source)
-            else:
-                # not (yet) known: the event stream may still name it
-                self._missing.add(cid)
+                known = self._ask(cid, runtime, source)
+            if known is None:
+                # not (yet) known: the event stream, or asking again, may still name it
                 return Container(id=cid, runtime=runtime, source=source)
         if known.source != source:
             return Container(id=known.id, name=known.name, image=known.image,
                              runtime=known.runtime, source=source)
         return known
+
+    # -- asking the engine ---------------------------------------------------
+
+    def _ask(self, cid: str, runtime: str, source: str) -> Optional[Container]:
+        """The first question about an id: now, unless the engine is away (a
+        question to an engine that hangs costs the client's timeout); later
+        if it does not answer."""
+        assert self.client is not None
+        self._missing.add(cid)
+        if not self._engine_down:
+            status, data = self.client.request(f"/containers/{cid}/json")
+            if data:
+                known = self._details[cid] = _info(cid, data, runtime, source)
+                return known
+            if status is not None:
+                return None  # the engine does not know it
+            self._engine_down = True
+        with self._lock:
+            self._retry[cid] = None
+            if self._retrier is None and not self._closed.is_set():
+                self._retrier = threading.Thread(target=self._ask_again, name="docker-retry",
+                                                 daemon=True)
+                self._retrier.start()
+        return None
+
+    def _on_engine_back(self) -> None:
+        """The event stream connected again (in its thread): ask at once."""
+        self._engine_down = False
+        self._wake.set()
+
+    def _ask_again(self) -> None:
+        """The retry thread: a round of questions at most every retry_interval,
+        while ids wait for an answer."""
+        assert self.client is not None
+        last = time.monotonic()  # the first question was just asked
+        while True:
+            self._wake.wait(self.retry_interval)
+            self._wake.clear()
+            pause = last + self.retry_interval - time.monotonic()
+            if pause > 0 and self._closed.wait(pause):
+                return
+            if self._closed.is_set():
+                return
+            last = time.monotonic()
+            with self._lock:
+                ids = list(self._retry)
+            for cid in ids:
+                if self._closed.is_set():
+                    return
+                if cid not in self._details:  # else named by its creation event meanwhile
+                    status, data = self.client.request(f"/containers/{cid}/json")
+                    if status is None:
+                        self._engine_down = True
+                        break  # still away: the others wait for the next round too
+                    self._engine_down = False
+                    if data:
+                        self._details[cid] = _info(cid, data, "docker", "cgroup")
+                with self._lock:
+                    self._retry.pop(cid, None)
+            with self._lock:
+                if not self._retry:  # nothing left to ask: _ask starts another thread
+                    if self._retrier is threading.current_thread():
+                        self._retrier = None
+                    return
 
     def attribute(self, ev: ProcessEvent) -> Optional[Container]:
         # lineage first: it must follow every fork and shim exec, attributed or not

@@ -14,7 +14,8 @@ import _socket
 import json
 import os
 import threading
-from typing import Callable, Dict, Iterator, List, Optional
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
 
@@ -129,15 +130,22 @@ def _get(path: str, url: str, timeout: Optional[float]) -> tuple[_socket.socket,
         raise OSError("no answer")
 
 
+Callback = Callable[[str, Dict[str, str]], None]
+
+
 class DockerClient:
-    """The engine's answers as JSON; None (and reachable False) when it does not answer."""
+    """The engine's answers as JSON; None (and reachable False) when it does not answer.
+
+    Safe to share between threads: each call is a connection of its own."""
 
     def __init__(self, path: Optional[str] = None, timeout: float = 1.0) -> None:
         self.path = path or docker_socket_path()
         self.timeout = timeout
-        self.reachable: Optional[bool] = None  # unknown until the first call
+        self.reachable: Optional[bool] = None  # as of the last call; unknown until the first
 
-    def _get(self, url: str):
+    def request(self, url: str) -> Tuple[Optional[int], Any]:
+        """(HTTP status, the body as JSON or None); (None, None) when the engine
+        does not answer."""
         try:
             sock, resp = _get(self.path, url, self.timeout)
             try:
@@ -146,20 +154,26 @@ class DockerClient:
                 sock.close()
         except (OSError, ValueError):
             self.reachable = False
-            return None
+            return None, None
         self.reachable = True
         if resp.status != 200:
-            return None
+            return resp.status, None
         try:
-            return json.loads(body)
+            return 200, json.loads(body)
         except ValueError:
-            return None
+            return 200, None
 
-    def watch(self, on_container: Callable[[str, Dict[str, str]], None]) -> Optional["EventWatch"]:
-        """Follow the engine's container events in a thread; None if unreachable."""
+    def _get(self, url: str):
+        return self.request(url)[1]
+
+    def _open_events(self, since: Optional[int] = None) -> Optional[tuple[_socket.socket, _Response]]:
+        """The event stream of container creations, open; None if the engine does not answer."""
         filters = _quote(json.dumps({"type": ["container"], "event": ["create"]}))
+        url = f"/events?filters={filters}"
+        if since is not None:
+            url += f"&since={since}"
         try:
-            sock, resp = _get(self.path, f"/events?filters={filters}", self.timeout)
+            sock, resp = _get(self.path, url, self.timeout)
         except OSError:
             self.reachable = False
             return None
@@ -168,7 +182,22 @@ class DockerClient:
             return None
         sock.settimeout(None)  # the stream stays open until we close it
         self.reachable = True
-        return EventWatch(sock, resp, on_container)
+        return sock, resp
+
+    def follow(self, on_container: Callback,
+               on_connect: Optional[Callable[[], None]] = None) -> "EventWatch":
+        """Follow the engine's container creations in a thread, from now on if
+        the engine answers now, and from whenever it does if not; reconnected
+        when the stream ends, until close().  on_connect runs in that thread
+        at each connection after the first attempt."""
+        return EventWatch(self, on_container, on_connect, self._open_events())
+
+    def watch(self, on_container: Callback) -> Optional["EventWatch"]:
+        """follow(), or None (and nothing left running) if the engine does not answer now."""
+        first = self._open_events()
+        if first is None:
+            return None
+        return EventWatch(self, on_container, None, first)
 
     def inspect(self, cid: str) -> Optional[dict]:
         return self._get(f"/containers/{cid}/json")
@@ -180,17 +209,69 @@ class DockerClient:
 class EventWatch:
     """A thread reading the engine's event stream: a container's name and image
     are known from its creation, before its first process runs, so even one
-    that is removed at once resolves."""
+    that is removed at once resolves.
 
-    def __init__(self, sock: _socket.socket, resp: _Response,
-                 on_container: Callable[[str, Dict[str, str]], None]) -> None:
-        self._sock, self._resp, self._cb = sock, resp, on_container
+    When the stream ends (the engine stopped or restarted) the thread connects
+    again, waiting RETRY_MIN seconds, then twice as long each time up to
+    RETRY_MAX, and asks for the events since the stream ended (what a restarted
+    engine still has of them)."""
+
+    RETRY_MIN = 0.1
+    RETRY_MAX = 2.0
+
+    def __init__(self, client: DockerClient, on_container: Callback,
+                 on_connect: Optional[Callable[[], None]] = None,
+                 first: Optional[tuple[_socket.socket, _Response]] = None) -> None:
+        self._client, self._cb, self._on_connect = client, on_container, on_connect
+        self._first = first
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sock: Optional[_socket.socket] = None   # the stream being read
+        self.connections = 0                            # streams opened so far
         self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
         self._thread.start()
 
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
     def _run(self) -> None:
+        conn, self._first = self._first, None
+        delay = self.RETRY_MIN
+        since: Optional[int] = None
+        while not self._stop.is_set():
+            reconnect = conn is None
+            if conn is None:
+                conn = self._client._open_events(since)
+            if conn is None:
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.RETRY_MAX)
+                continue
+            sock, resp = conn
+            conn = None
+            with self._lock:
+                if self._stop.is_set():
+                    sock.close()
+                    return
+                self._sock = sock
+            self.connections += 1
+            if reconnect and self._on_connect is not None:
+                self._on_connect()
+            opened = time.monotonic()
+            self._read(resp)
+            with self._lock:
+                self._sock = None
+            sock.close()
+            since = int(time.time()) - 1  # what came while we were away, if the engine kept it
+            # a stream that lasted is a fresh start; one cut at once waits longer each time
+            if time.monotonic() - opened > self.RETRY_MAX:
+                delay = self.RETRY_MIN
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.RETRY_MAX)
+
+    def _read(self, resp: _Response) -> None:
         try:
-            for line in self._resp.lines():
+            for line in resp.lines():
                 try:
                     ev = json.loads(line)
                 except ValueError:
@@ -202,9 +283,11 @@ class EventWatch:
             pass  # the engine went away or we closed the stream
 
     def close(self) -> None:
-        try:
-            self._sock.shutdown(_socket.SHUT_RDWR)
-        except OSError:
-            pass
+        self._stop.set()
+        with self._lock:
+            if self._sock is not None:
+                try:
+                    self._sock.shutdown(_socket.SHUT_RDWR)
+                except OSError:
+                    pass
         self._thread.join(timeout=2)
-        self._sock.close()
