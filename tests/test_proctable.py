@@ -38,8 +38,9 @@ def test_reparenting_follows_the_kernels_reaper(name, reparented):
     for proc in t:
         if proc.parents:
             moved += 1
-            last = proc.parents[-1]
-            assert exits[last]["reaper"] == proc.ppid
+            last = proc.parents[-1]  # (pid, start_ns): the process it was taken from
+            assert exits[last[0]]["reaper"] == proc.ppid
+            assert exits[last[0]]["start_ns"] == last[1]
         elif proc.pid in exit_index and proc.ppid in exit_index:
             # it exited before its parent: never reparented
             assert exit_index[proc.pid] < exit_index[proc.ppid]
@@ -51,7 +52,7 @@ def test_shim_double_fork_reparents_to_the_reaper():
     events = _events("docker-run.jsonl")
     first = next(e for e in events if e["type"] == "exit" and e["comm"] == "containerd-shim")
     t = _table("docker-run.jsonl")
-    shim = [p for p in t if p.parents == [first["pid"]]]
+    shim = [p for p in t if p.parents == [(first["pid"], first["start_ns"])]]
     assert len(shim) == 1 and shim[0].ppid == first["reaper"]
     assert shim[0].argv[0].endswith("containerd-shim-runc-v2")
 

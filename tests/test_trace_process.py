@@ -254,3 +254,85 @@ def test_capture_starts_when_the_programs_load(tmp_path):
     ex = [e for e in events if e.type == "exec" and e.filename == str(probe)]
     assert len(ex) == 1
     assert header.start_ktime_ns <= min(e.ktime_ns for e in events)
+
+
+NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
+
+# Writes ns_last_pid, then forks: the child gets the pid after it (unless
+# another fork on the machine came in between: the caller checks and retries).
+SECOND_WITH_PID = """
+import subprocess, sys
+with open(sys.argv[1], "w") as f:
+    f.write(sys.argv[2])
+p = subprocess.Popen(["sh", "-c", "sleep 0.02 & wait", "second"])
+print(p.pid, flush=True)
+p.wait()
+"""
+
+
+def _free_pid(after: int) -> int:
+    with open("/proc/sys/kernel/pid_max") as f:
+        pid_max = int(f.read())
+    n = after
+    while True:
+        n = n + 1 if n + 1 < min(pid_max, 2 ** 22) else 301
+        if not os.path.exists(f"/proc/{n}"):
+            return n
+
+
+def test_a_reused_pid_is_two_processes_in_the_tree(capture):
+    """Two processes get the same pid in one trace (ns_last_pid makes the
+    kernel's next pid N): the tree shows both, each with its own child and
+    command, under its own parent."""
+    from tracer import views
+
+    cap = capture(keep_exited=True, process_table=True)
+    with open(NS_LAST_PID) as f:
+        n = _free_pid(int(f.read()) + 2000)
+    for _attempt in range(20):
+        with open(NS_LAST_PID, "w") as f:
+            f.write(str(n - 1))
+        first = subprocess.Popen(["sh", "-c", "sleep 0.01 & wait", "first"])
+        first.wait()  # reaped: its pid is free again
+        cap.events.extend(cap.session.drain())
+        if first.pid != n:
+            n = _free_pid(n + 100)
+            continue
+        runner = subprocess.Popen([sys.executable, "-c", SECOND_WITH_PID, NS_LAST_PID, str(n - 1)],
+                                  stdout=subprocess.PIPE, text=True)
+        second = int(runner.stdout.readline())
+        runner.wait()
+        cap.events.extend(cap.session.drain())
+        if second == n:
+            break
+        n = _free_pid(n + 100)
+    else:
+        pytest.fail("could not make the kernel reuse a pid (other processes kept taking it)")
+    cap.finish()
+
+    # (a process of the machine's may have had pid n too, before or after: not ours)
+    ours = (os.getpid(), runner.pid)
+    forks = [e for e in cap.events if isinstance(e, ForkEvent) and e.pid == n and e.ppid in ours]
+    assert len(forks) == 2 and forks[0].start_ns < forks[1].start_ns
+    assert forks[0].ppid == os.getpid() and forks[1].ppid == runner.pid
+
+    table = cap.session.table
+    lines = views.process_tree(table, cap.session.header.host_ns)
+    rows = [l for l in lines if l.split()[0] == str(n) and " & wait " in l]
+    assert len(rows) == 2, "\n".join(lines)
+    for row, word, sleep in zip(rows, ("first", "second"), ("sleep 0.01", "sleep 0.02")):
+        assert row.endswith(f"sleep {sleep[-4:]} & wait {word}")
+        below = lines[lines.index(row) + 1]
+        assert below.endswith("\\_ " + sleep)
+        assert below.index("\\_ ") == row.index("\\_ ") + 4  # its child, one level down
+    parent_row = lines[lines.index(rows[1]) - 1]
+    assert parent_row.split()[0] == str(runner.pid)  # the second's parent, not the first's
+
+    procs = [p for p in table.with_pid(n) if p.birth_ppid in ours]
+    assert [p.key for p in procs] == [(n, f.start_ns) for f in forks]
+    for p, word, parent in zip(procs, ("first", "second"), ours):
+        assert p.argv == ["sh", "-c", f"sleep 0.0{1 if word == 'first' else 2} & wait", word]
+        assert p.exited and p.exit_status == 0 and p.birth_ppid == parent
+        kids = [table.by_key(k) for k in p.children]
+        assert len(kids) == 1 and kids[0].birth_key == p.key
+        assert kids[0].argv == ["sleep", "0.01" if word == "first" else "0.02"]

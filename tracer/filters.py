@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Optional, Set
+from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
 from .errors import CtrtraceError, ExitStatus
 from .events import Header, ProcessEvent, parse_iso_ts
 from .layout import CT_COMM_LEN
+from .proctable import ProcKey, same_start
 
 
 @dataclass
@@ -65,7 +66,13 @@ def _time_bound(text: str, header: Header) -> int:
 
 
 class EventFilter:
-    """A predicate over events, with the state --pid needs (the tracked family)."""
+    """A predicate over events, with the state --pid needs (the tracked family).
+
+    The family is of processes, not pids: a pid reused during the trace by a
+    process outside the family is not followed.  Members are known as the
+    process table keys them (proctable.ProcKey: pid and start time, /proc's
+    for those alive at start-up), and an event's process is matched against
+    them with the table's rule (proctable.same_start)."""
 
     def __init__(self, spec: FilterSpec, header: Header) -> None:
         self.spec = spec
@@ -73,9 +80,12 @@ class EventFilter:
         self._comm = spec.comm[:CT_COMM_LEN - 1] if spec.comm else None
         self._since = _time_bound(spec.since, header) if spec.since else None
         self._until = _time_bound(spec.until, header) if spec.until else None
-        self._tracked: Optional[Set[int]] = None
+        # the live members of the family: pid -> (start_ns, from /proc)
+        self._tracked: Optional[Dict[int, Tuple[int, bool]]] = None
+        self._family: Set[ProcKey] = set()  # every member, alive or not
         if spec.pid is not None:
             self._tracked = _family(spec.pid, header.processes)
+            self._family = {(pid, start) for pid, (start, _) in self._tracked.items()}
 
     def wants(self, d: Dict[str, Any]) -> bool:
         ok = self._check(d)
@@ -87,6 +97,7 @@ class EventFilter:
         c = ev.container
         return self.wants({
             "type": ev.type, "pid": ev.pid, "ppid": ev.ppid, "comm": ev.comm,
+            "start_ns": ev.start_ns, "parent_start_ns": ev.parent_start_ns,
             "ktime_ns": ev.ktime_ns, "ns_change": ev.ns_change,
             "parent_pid": getattr(ev, "parent_pid", None), "thread": getattr(ev, "thread", False),
             "container": {"id": c.id, "name": c.name} if c else None,
@@ -96,7 +107,7 @@ class EventFilter:
         """For the views: a process (seen at start-up or born during the trace)
         that the filters would keep, whether or not it had shown events."""
         s = self.spec
-        if self._tracked is not None and proc.pid not in self._tracked:
+        if self._tracked is not None and proc.key not in self._family:
             return False
         if self._comm is not None and proc.comm != self._comm:
             return False
@@ -111,6 +122,28 @@ class EventFilter:
             return False  # these select events, not processes
         return True
 
+    def _follows(self, pid: Optional[int], start: int) -> bool:
+        """Is the process (pid, start) a live member of the family?  (start 0:
+        unknown, the live member with that pid.)"""
+        assert self._tracked is not None
+        member = self._tracked.get(pid) if pid is not None else None
+        if member is None or not same_start(member[0], member[1], start):
+            return False
+        if not member[0] and start:  # known from now on
+            self._tracked[pid] = (start, False)  # type: ignore[index]
+            self._family.add((pid, start))  # type: ignore[arg-type]
+        return True
+
+    def _follow(self, pid: int, start: int) -> None:
+        """A child of the family is born (or, if the family already has it
+        from the start-up, seen being born: it was born just before then)."""
+        assert self._tracked is not None
+        member = self._tracked.get(pid)
+        if member is not None and member[0] and same_start(member[0], member[1], start):
+            return
+        self._tracked[pid] = (start, False)
+        self._family.add((pid, start))
+
     def _check(self, d: Dict[str, Any]) -> bool:
         s = self.spec
         t = d["ktime_ns"]
@@ -119,15 +152,17 @@ class EventFilter:
         if self._until is not None and t > self._until:
             return False
         if self._tracked is not None:
-            pid = d["pid"]
+            pid, start = d["pid"], d.get("start_ns") or 0
             if d["type"] == "fork" and not d.get("thread"):
                 # as the kernel does: a child of a followed process is followed
-                if d.get("parent_pid") in self._tracked or d["ppid"] in self._tracked:
-                    self._tracked.add(pid)
-            if pid not in self._tracked:
+                # (the caller, parent_pid, is alive: its pid is enough)
+                if self._follows(d.get("parent_pid"), 0) or \
+                        self._follows(d["ppid"], d.get("parent_start_ns") or 0):
+                    self._follow(pid, start)
+            if not self._follows(pid, start):
                 return False
             if d["type"] == "exit":
-                self._tracked.discard(pid)
+                del self._tracked[pid]
         if self._comm is not None and d["comm"] != self._comm:
             return False
         if s.ns_changes and not d.get("ns_change"):
@@ -144,15 +179,21 @@ class EventFilter:
         return True
 
 
-def _family(pid: int, processes: Iterable[Dict[str, Any]]) -> Set[int]:
-    """pid and its descendants among the processes alive at the start."""
+def _family(pid: int, processes: Iterable[Dict[str, Any]]) -> Dict[int, Tuple[int, bool]]:
+    """pid and its descendants among the processes alive at the start (alive
+    together: a pid names one of them), with their start times as the header
+    has them (/proc's); pid itself with an unknown start (0) if it was not
+    alive then (the first process to get it is followed, as in the kernel)."""
     children: Dict[int, list] = {}
-    for p in processes:
-        children.setdefault(int(p["ppid"]), []).append(int(p["pid"]))
-    out, todo = set(), [pid]
+    starts: Dict[int, int] = {}
+    for d in processes:
+        children.setdefault(int(d["ppid"]), []).append(int(d["pid"]))
+        starts[int(d["pid"])] = int(d.get("start_ns", 0))
+    out: Dict[int, Tuple[int, bool]] = {}
+    todo = [pid]
     while todo:
         p = todo.pop()
         if p not in out:
-            out.add(p)
+            out[p] = (starts.get(p, 0), True)
             todo.extend(children.get(p, []))
     return out

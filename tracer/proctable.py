@@ -9,12 +9,40 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Set
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from .events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
 from .system import read_ns
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+TICK_NS = 1_000_000_000 // _CLK_TCK  # /proc's precision for a start time
+
+# A process is a pid and a start time: pids are reused (pid_max is 32768 by
+# default), so within one trace a pid can name several processes.
+ProcKey = Tuple[int, int]  # (pid, start_ns)
+
+
+def same_start(known: int, from_proc: bool, start: int) -> bool:
+    """Can the process the table knows with start time `known` be the one an
+    event reports with `start` (the kernel's task->group_leader->start_time)?
+
+    0 is unknown on either side (recordings made before start times were
+    recorded) and matches.  A process read from /proc at start-up (from_proc)
+    is known only to the clock tick, and on CLOCK_BOOTTIME, where the kernel's
+    start_time is CLOCK_MONOTONIC: /proc's value is
+    floor(start_boottime / tick) * tick, and start_boottime = start_time +
+    the time the machine had been suspended before the process started (0 on
+    a machine never suspended, days on a laptop).  So the kernel's value lies
+    in [known - suspended, known + tick): without knowing how long the
+    machine was suspended, there is no lower bound, and the only start that
+    provably is another process is one at or past known + tick (it started
+    after this one).  That is enough: the table asks this of a process it
+    holds as alive (no other process can have its pid until its exit event),
+    and a later start means its exit was lost and the pid reused.
+    """
+    if known == start or not known or not start:
+        return True
+    return from_proc and start < known + TICK_NS
 
 
 @dataclass(slots=True)
@@ -25,7 +53,7 @@ class Process:
     ppid: int
     comm: str
     argv: List[str]
-    start_ns: int              # since boot; from /proc only to clock-tick precision
+    start_ns: int              # since boot; from /proc only to the clock tick (see same_start)
     ns: Namespaces
     vpid: int = 0
     uid: int = 0
@@ -33,10 +61,18 @@ class Process:
     container: Optional[Container] = None
     from_proc: bool = False    # seen at start-up rather than born during the trace
     exited: bool = False
-    exit_status: Optional[int] = None  # the wait(2) status word, once exited
-    children: Set[int] = field(default_factory=set)
-    parents: List[int] = field(default_factory=list)  # earlier parents, oldest first (reparenting)
+    exit_status: Optional[int] = None  # the wait(2) status word, once exited (None: not seen)
+    children: Set[ProcKey] = field(default_factory=set)  # its children now (keys)
+    parents: List[ProcKey] = field(default_factory=list)  # earlier parents, oldest first (reparenting)
     birth_ppid: int = 0        # the parent it was born to (or had at start-up)
+    parent_key: ProcKey = (0, 0)  # its parent now: ppid and that process's start (0: unknown)
+    birth_key: ProcKey = (0, 0)   # the parent it was born to (or had at start-up)
+
+    @property
+    def key(self) -> ProcKey:
+        """Its identity: (pid, start_ns).  For a process read from /proc the
+        start is /proc's (to the clock tick), as the recording's header has it."""
+        return (self.pid, self.start_ns)
 
     def to_json(self) -> Dict[str, Any]:
         """The snapshot form, in a recording's header."""
@@ -119,80 +155,202 @@ def read_process(pid: int) -> Optional[Process]:
 class ProcessTable:
     """keep_exited: remember processes after they exit (the tree and namespace
     views need them); otherwise an exit forgets the process, so that a long
-    live trace holds only the processes alive now."""
+    live trace holds only the processes alive now.
+
+    Processes are keyed by (pid, start_ns) (ProcKey): a pid reused within the
+    trace is a new process, with its own children.  Events name a process and
+    its parent by pid and start time; a process the table holds as alive
+    stays the one its pid names until its exit event, or until an event gives
+    that pid a start time that is not its (the exit was lost: the old one is
+    then ended, with no status, and a new one made).
+    """
 
     def __init__(self, keep_exited: bool = True) -> None:
         self.keep_exited = keep_exited
-        self._procs: Dict[int, Process] = {}
+        self._procs: Dict[ProcKey, Process] = {}
+        # every process with that pid, oldest first: only the last can be alive
+        self._by_pid: Dict[int, List[Process]] = {}
 
     def __len__(self) -> int:
         return len(self._procs)
 
-    def __contains__(self, pid: int) -> bool:
-        return pid in self._procs
-
-    def get(self, pid: int) -> Optional[Process]:
-        return self._procs.get(pid)
+    def __contains__(self, item: object) -> bool:
+        """A pid (any process that had it) or a key."""
+        if isinstance(item, tuple):
+            return item in self._procs
+        return item in self._by_pid
 
     def __iter__(self) -> Iterator[Process]:
         return iter(self._procs.values())
 
+    # -- lookups --------------------------------------------------------------
+
+    def get(self, pid: int) -> Optional[Process]:
+        """The process with this pid now, or the last one to have had it."""
+        procs = self._by_pid.get(pid)
+        return procs[-1] if procs else None
+
+    def alive(self, pid: int) -> Optional[Process]:
+        """The live process with this pid, if the table knows it."""
+        procs = self._by_pid.get(pid)
+        if procs and not procs[-1].exited:
+            return procs[-1]
+        return None
+
+    def with_pid(self, pid: int) -> List[Process]:
+        """Every process that had this pid during the trace, oldest first."""
+        return list(self._by_pid.get(pid, ()))
+
+    def by_key(self, key: ProcKey) -> Optional[Process]:
+        """The process the table keys so (keys from Process.key, children, parents)."""
+        return self._procs.get(key)
+
+    def find(self, pid: int, start_ns: int) -> Optional[Process]:
+        """The process an event names by pid and start time (its own, or its
+        parent's): exact for processes born during the trace, within the
+        clock tick for those read from /proc (same_start); start 0 (unknown)
+        names the last process with that pid."""
+        p = self._procs.get((pid, start_ns))
+        if p is not None:
+            return p
+        procs = self._by_pid.get(pid)
+        if not procs:
+            return None
+        if not start_ns:
+            return procs[-1]
+        for p in reversed(procs):
+            if (p.from_proc or not p.start_ns) and same_start(p.start_ns, True, start_ns):
+                return p
+        return None
+
+    def _holder(self, pid: int, start_ns: int) -> Optional[Process]:
+        """The process an event of (pid, start_ns) is about, if the table has it."""
+        if start_ns:
+            p = self._procs.get((pid, start_ns))
+            if p is not None:
+                return p
+        cur = self.alive(pid)
+        if cur is not None and same_start(cur.start_ns, cur.from_proc, start_ns):
+            return cur
+        return None
+
+    def _key_of(self, pid: int, start_ns: int) -> ProcKey:
+        """The key of the process an event names (its parent, say), as the
+        table knows it; the event's own numbers if the table does not."""
+        p = self.find(pid, start_ns)
+        return p.key if p is not None else (pid, start_ns)
+
+    # -- start-up -------------------------------------------------------------
+
     def seed_from_proc(self) -> None:
         """Every process alive now, as /proc shows it."""
+        seeded = []
         for name in os.listdir("/proc"):
             if name.isdigit():
                 proc = read_process(int(name))
                 if proc is not None:
-                    self._add(proc)
+                    seeded.append(proc)
+        self._seed(seeded)
 
     def seed_from_snapshot(self, processes: Iterable[Dict[str, Any]]) -> None:
         """The processes a recording's header lists."""
-        for d in processes:
-            self._add(Process.from_json(d))
+        self._seed([Process.from_json(d) for d in processes])
 
-    def _add(self, proc: Process) -> None:
-        if not proc.birth_ppid:
-            proc.birth_ppid = proc.ppid
-        old = self._procs.get(proc.pid)
-        if old is not None:
-            self._unlink(old)
-        self._procs[proc.pid] = proc
-        parent = self._procs.get(proc.ppid)
+    def _seed(self, procs: List[Process]) -> None:
+        """Processes alive together (a pid names one of them): linked to their
+        parents once all are in, whatever order /proc listed them in."""
+        for proc in procs:
+            old = self.alive(proc.pid)
+            if old is not None:  # read twice: the later read wins
+                self._forget(old)
+            self._insert(proc)
+        for proc in procs:
+            if self._procs.get(proc.key) is not proc:
+                continue
+            parent = self.alive(proc.ppid)
+            proc.parent_key = parent.key if parent is not None else (proc.ppid, 0)
+            if not proc.birth_ppid:
+                proc.birth_ppid, proc.birth_key = proc.ppid, proc.parent_key
+            if parent is not None:
+                parent.children.add(proc.key)
+
+    # -- the table's own bookkeeping ------------------------------------------
+
+    def _insert(self, proc: Process) -> None:
+        old = self._procs.get(proc.key)
+        if old is not None:  # only where start times are unknown (0): the pid decides
+            self._forget(old)
+        self._procs[proc.key] = proc
+        procs = self._by_pid.setdefault(proc.pid, [])
+        i = len(procs)
+        while i and procs[i - 1].start_ns > proc.start_ns and not procs[i - 1].from_proc:
+            i -= 1  # an earlier holder of the pid, learnt of late
+        procs.insert(i, proc)
+        if i < len(procs) - 1:
+            proc.exited = True  # a later process has its pid: it is gone
+
+    def _forget(self, proc: Process) -> None:
+        self._unlink(proc)
+        if self._procs.get(proc.key) is proc:
+            del self._procs[proc.key]
+        procs = self._by_pid.get(proc.pid)
+        if procs is not None:
+            try:
+                procs.remove(proc)
+            except ValueError:
+                pass
+            if not procs:
+                del self._by_pid[proc.pid]
+
+    def _link(self, proc: Process) -> None:
+        parent = self._procs.get(proc.parent_key)
         if parent is not None:
-            parent.children.add(proc.pid)
+            parent.children.add(proc.key)
 
     def _unlink(self, proc: Process) -> None:
-        parent = self._procs.get(proc.ppid)
+        parent = self._procs.get(proc.parent_key)
         if parent is not None:
-            parent.children.discard(proc.pid)
+            parent.children.discard(proc.key)
+
+    def _end(self, proc: Process) -> None:
+        """proc's pid now names another process: it ended without an exit event
+        (a lost event).  Its status stays unknown."""
+        proc.exited = True
+        if not self.keep_exited:
+            self._forget(proc)
+
+    def _new(self, ev: ProcessEvent, argv: List[str], parent_key: ProcKey) -> Process:
+        cur = self.alive(ev.pid)
+        if cur is not None and (cur.from_proc or not ev.start_ns or ev.start_ns > cur.start_ns):
+            self._end(cur)
+        proc = Process(pid=ev.pid, ppid=ev.ppid, comm=ev.comm, argv=argv,
+                       start_ns=ev.start_ns, ns=ev.ns, vpid=ev.vpid, uid=ev.uid,
+                       cgroup=ev.cgroup, container=ev.container,
+                       birth_ppid=ev.ppid, parent_key=parent_key, birth_key=parent_key)
+        self._insert(proc)
+        self._link(proc)
+        return proc
+
+    # -- events ---------------------------------------------------------------
 
     def apply(self, ev: ProcessEvent) -> None:
         """Bring the table up to date with one event."""
         if isinstance(ev, ForkEvent):
-            if ev.thread:
-                return
-            # the command line is the caller's (not the parent's under CLONE_PARENT)
-            parent = self._procs.get(ev.parent_pid) or self._procs.get(ev.ppid)
-            self._add(Process(
-                pid=ev.pid, ppid=ev.ppid, comm=ev.comm,
-                argv=list(parent.argv) if parent else [],
-                start_ns=ev.start_ns, ns=ev.ns, vpid=ev.vpid, uid=ev.uid,
-                cgroup=ev.cgroup, container=ev.container,
-            ))
+            if not ev.thread:
+                self._fork(ev)
             return
-        proc = self._procs.get(ev.pid)
+        proc = self._holder(ev.pid, ev.start_ns)
         if proc is None:
-            # born before the trace and missed by the snapshot (a race at start)
-            proc = Process(pid=ev.pid, ppid=ev.ppid, comm=ev.comm, argv=[],
-                           start_ns=ev.start_ns, ns=ev.ns, vpid=ev.vpid, uid=ev.uid)
-            self._add(proc)
-        if proc.ppid != ev.ppid:
-            old = self._procs.get(ev.ppid)
+            # born before the trace and missed by the snapshot (a race at
+            # start), or its fork event was lost
+            proc = self._new(ev, [], self._key_of(ev.ppid, ev.parent_start_ns))
+        elif not self._same_parent(proc, ev.ppid, ev.parent_start_ns):
+            old = self.find(ev.ppid, ev.parent_start_ns)
             # An event read just before the kernel reparented the process (its
             # parent's exit is already applied) must not move it back; any
             # other difference is a reparenting whose exit event we did not see.
-            if not (old is not None and old.exited and ev.ppid in proc.parents):
-                self._reparent(proc, ev.ppid)
+            if not (old is not None and old.exited and old.key in proc.parents):
+                self._reparent(proc, old.key if old is not None else (ev.ppid, ev.parent_start_ns))
         proc.comm = ev.comm
         proc.ns = ev.ns
         proc.vpid = ev.vpid
@@ -207,28 +365,74 @@ class ProcessTable:
             proc.exit_status = ev.status
             if ev.reaper:
                 # the kernel hands its children to the reaper right after this event
+                reaper = self.alive(ev.reaper)
+                rkey = reaper.key if reaper is not None else (ev.reaper, 0)
                 for child in [self._procs[c] for c in proc.children if c in self._procs]:
                     if not child.exited:
-                        self._reparent(child, ev.reaper)
-            if not self.keep_exited:
-                self._unlink(proc)
-                del self._procs[proc.pid]
+                        self._reparent(child, rkey)
+        if proc.exited and not self.keep_exited:
+            self._forget(proc)
 
-    def _reparent(self, proc: Process, new_ppid: int) -> None:
+    def _fork(self, ev: ForkEvent) -> None:
+        parent = self.find(ev.ppid, ev.parent_start_ns)
+        pkey = parent.key if parent is not None else (ev.ppid, ev.parent_start_ns)
+        # the command line is the caller's (not the parent's under CLONE_PARENT)
+        caller = (self.alive(ev.parent_pid) if ev.parent_pid != ev.ppid else None) or parent
+        proc = self._holder(ev.pid, ev.start_ns)
+        if proc is None:
+            self._new(ev, list(caller.argv) if caller else [], pkey)
+            return
+        if proc.exited:
+            return  # a fork of a process already ended: nothing to learn
+        # Already known: read from /proc at start-up, having been born between
+        # the programs' attaching and that read.  Its birth is the fork's.
         self._unlink(proc)
-        proc.parents.append(proc.ppid)
-        proc.ppid = new_ppid
-        parent = self._procs.get(new_ppid)
-        if parent is not None:
-            parent.children.add(proc.pid)
+        proc.ppid = proc.birth_ppid = ev.ppid
+        proc.parent_key = proc.birth_key = pkey
+        proc.parents = []
+        if not proc.argv and caller is not None:
+            proc.argv = list(caller.argv)
+        self._link(proc)
+
+    def _same_parent(self, proc: Process, ppid: int, parent_start_ns: int) -> bool:
+        """Is (ppid, parent_start_ns), from an event, proc's parent as the table has it?"""
+        pid, start = proc.parent_key
+        if pid != ppid:
+            return False
+        if start == parent_start_ns:
+            return True
+        if not start:  # unknown until now (a reaper the table did not know)
+            if parent_start_ns:
+                self._unlink(proc)
+                proc.parent_key = self._key_of(ppid, parent_start_ns)
+                self._link(proc)
+            return True
+        if not parent_start_ns:
+            return True
+        parent = self._procs.get(proc.parent_key)
+        return parent is not None and parent.from_proc and \
+            same_start(parent.start_ns, True, parent_start_ns)
+
+    def _reparent(self, proc: Process, new_parent: ProcKey) -> None:
+        self._unlink(proc)
+        proc.parents.append(proc.parent_key)
+        proc.parent_key = new_parent
+        proc.ppid = new_parent[0]
+        self._link(proc)
 
     def descendants(self, pid: int) -> List[int]:
-        """pid and every live descendant known to the table."""
-        out, todo = [], [pid]
+        """pid and the pids of its live descendants known to the table (what
+        the kernel's map of followed processes is seeded with for --pid)."""
+        out = [pid]
+        root = self.alive(pid)
+        todo = [root] if root is not None else []
+        seen = {root.key} if root is not None else set()
         while todo:
-            p = todo.pop()
-            out.append(p)
-            proc = self._procs.get(p)
-            if proc is not None:
-                todo.extend(c for c in proc.children if not self._procs[c].exited)
+            proc = todo.pop()
+            for key in proc.children:
+                child = self._procs.get(key)
+                if child is not None and not child.exited and key not in seen:
+                    seen.add(key)
+                    out.append(child.pid)
+                    todo.append(child)
         return out

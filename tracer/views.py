@@ -3,11 +3,11 @@ table (like lsns), built from the process table at the end of a trace."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Set
+from typing import Dict, Iterable, List, Optional, Set, Union
 
 from .events import Namespaces
 from .flags import signal_name
-from .proctable import Process, ProcessTable
+from .proctable import Process, ProcessTable, ProcKey
 from .render import printable
 
 # the namespace kinds a process lives in (the *_for_children ones are where
@@ -52,28 +52,40 @@ def tree_marks(p: Process, parent: Optional[Process], host: Namespaces) -> str:
 # As in ps --forest, the children of init and kthreadd are roots of their own.
 _TOP = (0, 1, 2)
 
+# What a view shows, as the events named it: (pid, start_ns) keys.  A bare pid
+# (older callers) stands for every process that had it during the trace.
+Shown = Set[Union[ProcKey, int]]
 
-def _displayed(table: ProcessTable, shown: Optional[Set[int]]) -> Dict[int, Process]:
+
+def _named(table: ProcessTable, item: Union[ProcKey, int]) -> Iterable[Process]:
+    if isinstance(item, tuple):
+        p = table.find(*item)
+        return (p,) if p is not None else ()
+    return table.with_pid(item)
+
+
+def _displayed(table: ProcessTable, shown: Optional[Shown]) -> Dict[ProcKey, Process]:
     if shown is None:
-        return {p.pid: p for p in table}
-    out: Dict[int, Process] = {}
-    for pid in shown:
-        p = table.get(pid)
-        while p is not None and p.pid not in out:
-            out[p.pid] = p  # the process and its ancestors, for context
-            p = table.get(p.birth_ppid) if p.birth_ppid not in _TOP else None
+        return {p.key: p for p in table}
+    out: Dict[ProcKey, Process] = {}
+    for item in shown:
+        for named in _named(table, item):
+            p: Optional[Process] = named
+            while p is not None and p.key not in out:
+                out[p.key] = p  # the process and its ancestors, for context
+                p = table.by_key(p.birth_key) if p.birth_ppid not in _TOP else None
     return out
 
 
 def process_tree(table: ProcessTable, host: Namespaces,
-                 shown: Optional[Set[int]] = None) -> List[str]:
+                 shown: Optional[Shown] = None) -> List[str]:
     """Processes under the parent they were born to; an adoption is noted."""
     procs = _displayed(table, shown)
-    kids: Dict[int, List[Process]] = {}
+    kids: Dict[ProcKey, List[Process]] = {}
     roots: List[Process] = []
     for p in procs.values():
-        if p.birth_ppid in procs and p.birth_ppid not in _TOP:
-            kids.setdefault(p.birth_ppid, []).append(p)
+        if p.birth_key in procs and p.birth_ppid not in _TOP:
+            kids.setdefault(p.birth_key, []).append(p)
         else:
             roots.append(p)
     order = lambda p: (p.start_ns, p.pid)  # noqa: E731
@@ -86,7 +98,7 @@ def process_tree(table: ProcessTable, host: Namespaces,
         note = f"  (adopted by {p.ppid})" if p.parents else ""
         rows.append((p, (prefix + " \\_ " if depth else "") + _command(p) + note))
         below = prefix + ("    " if last else " |  ") if depth else ""
-        children = sorted(kids.get(p.pid, []), key=order)
+        children = sorted(kids.get(p.key, []), key=order)
         for i, c in enumerate(children):
             walk(c, below, i == len(children) - 1, depth + 1)
 
@@ -95,8 +107,8 @@ def process_tree(table: ProcessTable, host: Namespaces,
 
     cells = []
     for p, text in rows:
-        parent = procs.get(p.birth_ppid)
-        cont = p.container.label if p.container else ""
+        parent = procs.get(p.birth_key)
+        cont = printable(p.container.label) if p.container else ""
         cells.append((str(p.pid), str(p.vpid), tree_marks(p, parent, host), cont, _end(p), text))
     heads = ("PID", "VPID", "NAMESPACES", "CONTAINER", "END", "COMMAND")
     w = [max(len(heads[i]), *(len(c[i]) for c in cells)) if cells else len(heads[i])
@@ -107,7 +119,7 @@ def process_tree(table: ProcessTable, host: Namespaces,
 
 
 def namespace_table(table: ProcessTable, host: Namespaces,
-                    shown: Optional[Set[int]] = None) -> List[str]:
+                    shown: Optional[Shown] = None) -> List[str]:
     """One row per namespace, like lsns: NPROCS counts the processes in it at
     the end of the trace, PID is the lowest of them (of all seen, if none is
     left), and the owner is the host or a container."""
@@ -121,11 +133,11 @@ def namespace_table(table: ProcessTable, host: Namespaces,
     rows = []
     for (inode, kind), members in sorted(by_ns.items()):
         alive = [p for p in members if not p.exited]
-        first = min(alive or members, key=lambda p: p.pid)
+        first = min(alive or members, key=lambda p: (p.pid, p.start_ns))
         if inode == getattr(host, kind):
             owner = "host"
         else:
-            owner = next((p.container.label for p in members if p.container), "-")
+            owner = next((printable(p.container.label) for p in members if p.container), "-")
         rows.append((str(inode), kind, str(len(alive)), str(first.pid), _user(first.uid),
                      owner, _command(first)))
     heads = ("NS", "TYPE", "NPROCS", "PID", "USER", "CONTAINER", "COMMAND")
@@ -136,16 +148,19 @@ def namespace_table(table: ProcessTable, host: Namespaces,
     return [fmt(heads)] + [fmt(r) for r in rows]
 
 
-def selection(table: ProcessTable, flt, shown_pids: Set[int]) -> Optional[Set[int]]:
+def selection(table: ProcessTable, flt, shown: Shown) -> Optional[Shown]:
     """The processes a filtered view shows: those with shown events, and those
-    the filters keep as processes (a container's that had no event)."""
+    the filters keep as processes (a container's that had no event).
+
+    shown: the (pid, start_ns) of each shown event's process (ev.pid,
+    ev.start_ns); bare pids are taken too, for every process that had them."""
     if flt is None:
         return None
-    return shown_pids | {p.pid for p in table if flt.wants_process(p)}
+    return set(shown) | {p.key for p in table if flt.wants_process(p)}
 
 
 def render(tree: bool, ns_table: bool, table: ProcessTable, host: Namespaces,
-           shown: Optional[Set[int]]) -> List[str]:
+           shown: Optional[Shown]) -> List[str]:
     out: List[str] = []
     if tree:
         out += process_tree(table, host, shown)
