@@ -21,6 +21,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "..", "tests", "data", "docker-run.jsonl")
+PID_MAX = 1 << 22  # the kernel's PID_MAX_LIMIT: a recording's pids are below it
 
 
 def synthesize(path: str, n: int) -> None:
@@ -33,14 +34,18 @@ def synthesize(path: str, n: int) -> None:
         f.write(json.dumps(header, separators=(",", ":")) + "\n")
         written, round_ = 0, 0
         while written < n:
-            shift_pid = 100_000 * (round_ + 1)  # a new family of processes each round
+            # a new family of processes each round: other pids (within the
+            # kernel's range, so pids come back as they do on a busy host) and
+            # later start times
+            shift_pid = 1_000 * (round_ + 1)
             for e in events:
                 if written == n:
                     break
                 d = dict(e)
-                d["pid"] += shift_pid
-                d["tid"] += shift_pid
+                d["pid"] = 1 + (d["pid"] + shift_pid) % (PID_MAX - 1)
+                d["tid"] = 1 + (d["tid"] + shift_pid) % (PID_MAX - 1)
                 d["ktime_ns"] += round_ * span
+                d["start_ns"] = d.get("start_ns", 0) + round_ * span
                 f.write(json.dumps(d, separators=(",", ":")) + "\n")
                 counts[d["type"]] = counts.get(d["type"], 0) + 1
                 written += 1
@@ -54,7 +59,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=1_000_000)
     # the installed command, with its dependencies (a bare python3 may lack
-    # pysimdjson and orjson, and measure the fallbacks)
+    # orjson, and measure the fallback)
     ap.add_argument("--ctrtrace", default="ctrtrace")
     args = ap.parse_args()
     base = shlex.split(args.ctrtrace)

@@ -90,3 +90,25 @@ def test_recording_keeps_the_exact_bytes(hostile_run):
     assert base64.b64decode(ex["comm_base64"]) == os.path.basename(link)[:15] == b"\xff" + TITLE
     child_exit = [e for e in events if e["type"] == "exit" and e["exit_code"] == 7]
     assert child_exit and child_exit[0]["comm"] == TITLE.decode()
+
+
+@pytest.mark.bpf
+def test_processes_from_proc_keep_their_bytes_and_a_bounded_command_line():
+    """A process alive at start-up: its /proc command line, not UTF-8 and 100 KB
+    long, is in the header as an exec event would carry it, exactly."""
+    long_arg = b"x" * 100_000
+    proc = subprocess.Popen([b"sh", b"-c", b"sleep 30", NOT_UTF8 + TITLE, long_arg])
+    try:
+        r = subprocess.run([CTRTRACE, "--json", "-d", "0.1", "--no-docker"], capture_output=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        header = json.loads(r.stdout.splitlines()[0])
+        (p,) = [p for p in header["processes"] if p["pid"] == proc.pid]
+        raw = [base64.b64decode(a) for a in p["argv_base64"]]
+        assert raw[:4] == [b"sh", b"-c", b"sleep 30", NOT_UTF8 + TITLE]
+        assert p["argv_truncated"] is True
+        assert len(b"\0".join(raw)) == 2048  # bpf/ctrtrace.h CT_ARGS_MAX
+        assert long_arg.startswith(raw[4])
+    finally:
+        proc.kill()
+        proc.wait()

@@ -250,8 +250,6 @@ def test_replay_tree_of_a_recording_with_a_reused_pid(tmp_path):
     assert rows[str(UTS_A)][2] == "0" and rows[str(NET_B)][2] == "2"
 
 
-@pytest.mark.xfail(strict=True, reason="replay.run_replay passes shown pids, not (pid, start_ns) "
-                   "keys, to views.selection: remove this mark once it passes keys")
 def test_replay_filtered_tree_shows_the_followed_process_not_its_pid(tmp_path):
     """--pid 600: the second 500 is its descendant; the first 500 is not,
     and a filtered view must not bring it in by its pid."""

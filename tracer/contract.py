@@ -181,6 +181,13 @@ class Kind:
     def check(self, v: Any) -> Optional[str]:
         raise NotImplementedError
 
+    def inline(self, x: str, env: Dict[str, Any]) -> str:
+        """A Python expression, true when the value named x keeps this kind:
+        what the generated checks of Obj run (env: the names it uses)."""
+        name = f"_k{len(env)}"
+        env[name] = self.check
+        return f"{name}({x}) is None"
+
 
 def _show(v: Any) -> str:
     """A bad value, short, as JSON, for a message (escaped when it is printed)."""
@@ -204,6 +211,10 @@ class Int(Kind):
             return None
         return f"{_show(v)} is not an integer"
 
+    def inline(self, x: str, env: Dict[str, Any]) -> str:
+        ok = f"(type({x}) is int and {self.lo} <= {x} <= {self.hi})"
+        return f"({x} is None or {ok})" if self.nullable else ok
+
 
 class Seconds(Kind):
     doc = "seconds, a number 0..1e10"
@@ -220,6 +231,9 @@ class Bool(Kind):
     def check(self, v: Any) -> Optional[str]:
         return None if type(v) is bool else f"{_show(v)} is not true or false"
 
+    def inline(self, x: str, env: Dict[str, Any]) -> str:
+        return f"type({x}) is bool"
+
 
 class Str(Kind):
     def __init__(self, nullable: bool = False, one_of: Sequence[str] = (), doc: str = "") -> None:
@@ -234,6 +248,14 @@ class Str(Kind):
         if v is None and self.nullable:
             return None
         return f"{_show(v)} is not a string"
+
+    def inline(self, x: str, env: Dict[str, Any]) -> str:
+        ok = f"type({x}) is str"
+        if self.one_of:
+            name = f"_k{len(env)}"
+            env[name] = frozenset(self.one_of)
+            ok = f"({ok} and {x} in {name})"
+        return f"({x} is None or {ok})" if self.nullable else ok
 
 
 class Timestamp(Kind):
@@ -279,6 +301,13 @@ class ListOf(Kind):
                 return f"[{i}]: {why}"
         return None
 
+    def inline(self, x: str, env: Dict[str, Any]) -> str:
+        if isinstance(self.item, Str) and not self.item.one_of and not self.item.nullable:
+            # argv: a list of strings, the common case, checked in one pass
+            return (f"(type({x}) is list and len({x}) <= {self.max_items} "
+                    f"and all([type(_i) is str for _i in {x}]))")
+        return super().inline(x, env)
+
 
 class CountMap(Kind):
     doc = "object of event type -> count"
@@ -314,8 +343,39 @@ class Obj(Kind):
         # argv and argv_base64: one base64 string per argument
         self._lists = tuple(f.name for f in self.fields if isinstance(f.kind, ListOf)
                             and f.name + RAW_SUFFIX in {g.name for g in self.fields})
+        self._ok = self._generate()
+
+    def _generate(self) -> Any:
+        """ok(v): whether v keeps the description, as one generated function of
+        the fields' inline tests; check() says why only when it does not."""
+        env: Dict[str, Any] = {"_missing": object()}
+        body = ["def ok(v):",
+                "    if type(v) is not dict:",
+                f"        return {'v is None' if self.nullable else 'False'}",
+                "    get = v.get"]
+        for i, f in enumerate(self.fields):
+            x = f"x{i}"
+            body.append(f"    {x} = get({f.name!r}, _missing)")
+            body.append(f"    if {x} is _missing:")
+            body.append("        return False" if f.required else "        pass")
+            body.append(f"    elif not ({f.kind.inline(x, env)}):")
+            body.append("        return False")
+        for name in self._lists:
+            body.append(f"    r = get({name + RAW_SUFFIX!r})")
+            body.append(f"    if r is not None and len(r) != len(get({name!r}) or ()):")
+            body.append("        return False")
+        body.append("    return True")
+        exec("\n".join(body), env)  # noqa: S102 - the source is made here, from the fields
+        return env["ok"]
+
+    def inline(self, x: str, env: Dict[str, Any]) -> str:
+        name = f"_k{len(env)}"
+        env[name] = self._ok
+        return f"{name}({x})"
 
     def check(self, v: Any) -> Optional[str]:
+        if self._ok(v):
+            return None
         if type(v) is not dict:
             if v is None and self.nullable:
                 return None
@@ -331,7 +391,7 @@ class Obj(Kind):
             raw = v.get(name + RAW_SUFFIX)
             if raw is not None and len(raw) != len(v.get(name) or ()):
                 return f"{name}{RAW_SUFFIX} does not match {name}"
-        return None
+        return "does not keep the contract"  # ok() and the loop above disagree
 
 
 def _raw(name: str, kind: Kind, required: bool = True, doc: str = "") -> Tuple[Field, Field]:

@@ -11,7 +11,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
+from .contract import text_of, texts_of, with_raw_text
 from .events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
+from .layout import CT_ARGS_MAX
 from .system import read_ns
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -67,6 +69,7 @@ class Process:
     birth_ppid: int = 0        # the parent it was born to (or had at start-up)
     parent_key: ProcKey = (0, 0)  # its parent now: ppid and that process's start (0: unknown)
     birth_key: ProcKey = (0, 0)   # the parent it was born to (or had at start-up)
+    argv_truncated: bool = False  # /proc's command line was longer than an exec event's
 
     @property
     def key(self) -> ProcKey:
@@ -76,27 +79,32 @@ class Process:
 
     def to_json(self) -> Dict[str, Any]:
         """The snapshot form, in a recording's header."""
-        return {"pid": self.pid, "ppid": self.ppid, "vpid": self.vpid, "comm": self.comm,
-                "argv": self.argv, "start_ns": self.start_ns, "uid": self.uid,
-                "ns": self.ns.to_dict(), "cgroup": self.cgroup,
-                "container": self.container.to_json() if self.container else None}
+        d = {"pid": self.pid, "ppid": self.ppid, "vpid": self.vpid, "comm": self.comm,
+             "argv": self.argv, "start_ns": self.start_ns, "uid": self.uid,
+             "ns": self.ns.to_dict(), "cgroup": self.cgroup,
+             "container": self.container.to_json() if self.container else None}
+        if self.argv_truncated:
+            d["argv_truncated"] = True
+        return with_raw_text(d, ("comm", "argv", "cgroup"))
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "Process":
-        return cls(pid=int(d["pid"]), ppid=int(d["ppid"]), comm=str(d["comm"]),
-                   argv=[str(a) for a in d.get("argv", [])], start_ns=int(d.get("start_ns", 0)),
+        return cls(pid=int(d["pid"]), ppid=int(d["ppid"]), comm=text_of(d, "comm"),
+                   argv=texts_of(d, "argv"), argv_truncated=bool(d.get("argv_truncated")),
+                   start_ns=int(d.get("start_ns", 0)),
                    ns=Namespaces.from_dict(d["ns"]), vpid=int(d.get("vpid", d["pid"])),
-                   uid=int(d.get("uid", 0)), cgroup=str(d.get("cgroup", "")),
+                   uid=int(d.get("uid", 0)), cgroup=text_of(d, "cgroup"),
                    container=Container.from_json(d.get("container")), from_proc=True)
 
 
-def _slurp(path: str) -> bytes:
+def _slurp(path: str, limit: int = 65536) -> bytes:
+    """Up to limit bytes of a /proc file."""
     # os.open/os.read: a third of the cost of open().read() for these small files
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        data = os.read(fd, 65536)
-        while len(data) >= 65536 and (more := os.read(fd, 65536)):
-            data += more  # a long command line
+        data = os.read(fd, limit)
+        while len(data) < limit and (more := os.read(fd, limit - len(data))):
+            data += more
         return data
     finally:
         os.close(fd)
@@ -105,7 +113,7 @@ def _slurp(path: str) -> bytes:
 def _cgroup(text: bytes) -> str:
     """The same "parent/leaf" naming the kernel side reports: the v2 placement
     when there is one below the root, else the v1 memory hierarchy's."""
-    lines = [l.split(":", 2) for l in text.decode(errors="replace").splitlines()]
+    lines = [l.split(":", 2) for l in text.decode(errors="surrogateescape").splitlines()]
     paths = {l[1]: l[2] for l in lines if len(l) == 3}
     path = paths.get("", "/")
     if path == "/":
@@ -132,22 +140,27 @@ def read_process(pid: int) -> Optional[Process]:
     try:
         stat = _slurp(base + "stat")
         status = _slurp(base + "status")
-        cmdline = _slurp(base + "cmdline")
+        # as much of the command line as an exec event carries
+        cmdline = _slurp(base + "cmdline", CT_ARGS_MAX + 1)
         cgroup = _slurp(base + "cgroup")
     except OSError:
         return None
     try:
         # comm may hold spaces and parentheses: it ends at the last ')'
         close = stat.rindex(b")")
-        comm = stat[stat.index(b"(") + 1:close].decode(errors="replace")
+        comm = stat[stat.index(b"(") + 1:close].decode(errors="surrogateescape")
         fields = stat[close + 2:].split()
         ppid, start_ticks = int(fields[1]), int(fields[19])
     except (ValueError, IndexError):
         return None
     uid = _status_field(status, b"\nUid:", 0, 0)  # the real uid
     vpid = _status_field(status, b"\nNSpid:", -1, pid)  # in its own pid namespace
-    argv = [a.decode(errors="replace") for a in cmdline.split(b"\0")[:-1]] if cmdline else []
-    return Process(pid=pid, ppid=ppid, comm=comm, argv=argv,
+    truncated = len(cmdline) > CT_ARGS_MAX
+    args = cmdline[:CT_ARGS_MAX].split(b"\0")
+    if args[-1] == b"":
+        args.pop()
+    argv = [a.decode(errors="surrogateescape") for a in args]
+    return Process(pid=pid, ppid=ppid, comm=comm, argv=argv, argv_truncated=truncated,
                    start_ns=start_ticks * 1_000_000_000 // _CLK_TCK, ns=read_ns(pid),
                    vpid=vpid, uid=uid, cgroup=_cgroup(cgroup), from_proc=True)
 
@@ -360,6 +373,7 @@ class ProcessTable:
             proc.container = ev.container
         if isinstance(ev, ExecEvent) and ev.ret == 0:
             proc.argv = list(ev.argv)
+            proc.argv_truncated = ev.argv_truncated
         elif isinstance(ev, ExitEvent):
             proc.exited = True
             proc.exit_status = ev.status
@@ -392,6 +406,7 @@ class ProcessTable:
         proc.parents = []
         if not proc.argv and caller is not None:
             proc.argv = list(caller.argv)
+            proc.argv_truncated = caller.argv_truncated
         self._link(proc)
 
     def _same_parent(self, proc: Process, ppid: int, parent_start_ns: int) -> bool:

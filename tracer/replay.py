@@ -230,7 +230,7 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     if views:
         table = ProcessTable()
         table.seed_from_snapshot(header.processes)
-    shown_pids: Set[int] = set()
+    shown: Set[Tuple[int, int]] = set()  # (pid, start_ns) of each shown event's process
     counts = event_counts()
     renderer = TextRenderer(header.host_ns, header.start_ktime_ns)
     if as_json and not views:
@@ -250,7 +250,7 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
                 continue
             counts[d["type"]] += 1
             if views:
-                shown_pids.add(d["pid"])
+                shown.add((ev.pid, ev.start_ns))
             else:
                 out.write(renderer.line(ev) + "\n")
     finally:
@@ -264,7 +264,7 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
 
         assert table is not None
         app.lines(v.render(tree, ns_table, table, header.host_ns,
-                           v.selection(table, flt, shown_pids)))
+                           v.selection(table, flt, shown)))
     out.flush()
     text = TextRenderer.summary(summary)
     if reader.bad:

@@ -20,6 +20,8 @@ COMMAND_WIDTH = 160  # like ps, which cuts at the terminal's width
 
 def _command(p: Process) -> str:
     text = printable(" ".join(p.argv)) if p.argv else f"[{printable(p.comm)}]"
+    if p.argv and p.argv_truncated:
+        text += " ..."
     return text if len(text) <= COMMAND_WIDTH else text[:COMMAND_WIDTH - 4] + " ..."
 
 
