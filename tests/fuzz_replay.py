@@ -40,7 +40,8 @@ HEADER_FIELDS = ["version", "processes", "processes.0", "processes.0.pid", "proc
 SUMMARY_FIELDS = ["counts", "counts.exec", "lost", "ts", "duration_s"]
 
 MODES: List[List[str]] = [[], ["--json"], ["--tree"], ["--ns"], ["--tree", "--ns"],
-                          ["--json", "--container", "sleep-container"], ["--comm", "sleep"]]
+                          ["--json", "--container", "sleep-container"], ["--comm", "sleep"],
+                          ["--pid", "1"], ["--tree", "--pid", "1"], ["--since", "0.1"]]
 
 
 def _set(d: Any, path: str, value: Any) -> bool:

@@ -203,3 +203,33 @@ def test_a_50_mb_line(work):
         status, err, secs, mb = _replay([str(path), *extra], work)
         assert status == (0 if extra else 6), err
         assert secs < 10 and mb < MAX_RSS_MB, (extra, secs, mb)
+
+
+def test_a_chain_of_processes_as_deep_as_it_wants(work):
+    """Each process forks the next: 10,000 levels in the header, 3,000 more by
+    fork events.  The tree is drawn without recursion, its indentation
+    bounded, every process on its own row."""
+    lines = open(SOURCE, "rb").read().splitlines(keepends=True)
+    header = json.loads(lines[0])
+    proto = header["processes"][-1]
+    header["processes"] = [dict(proto, pid=1000 + i, ppid=1000 + i - 1 if i else 1, vpid=1000 + i,
+                                start_ns=i * 10_000_000, argv=[f"p{i}"]) for i in range(10_000)]
+    fork = next(json.loads(line) for line in lines[1:] if b'"type":"fork"' in line)
+    events = []
+    for i in range(3000):
+        pid, parent = 20_000 + i, (20_000 + i - 1 if i else 1000 + 9999)
+        parent_start = 200_000_000_000 + i - 1 if i else 9999 * 10_000_000
+        events.append(dict(fork, pid=pid, tid=pid, ppid=parent, parent_pid=parent, parent_tid=parent,
+                           start_ns=200_000_000_000 + i, parent_start_ns=parent_start,
+                           thread=False, container=None))
+    path = work / "chain.jsonl"
+    path.write_bytes(b"".join(json.dumps(d, separators=(",", ":")).encode() + b"\n"
+                              for d in [header, *events]))
+    os.chmod(path, 0o644)
+    r = subprocess.run(AS_NOBODY + [CTRTRACE, "replay", str(path), "--tree"], cwd=str(work),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    rows = r.stdout.decode().splitlines()[1:]
+    assert len(rows) >= 13_000
+    assert max(len(row) for row in rows) < 600
+    assert any("[depth 12999] " in row for row in rows), rows[-3:]

@@ -16,6 +16,7 @@ NS_KINDS = ("mnt", "uts", "ipc", "pid", "net", "cgroup", "user", "time")
 
 
 COMMAND_WIDTH = 160  # like ps, which cuts at the terminal's width
+MAX_INDENT = 64      # tree levels drawn indented; deeper rows say their depth
 
 
 def _command(p: Process) -> str:
@@ -94,18 +95,25 @@ def process_tree(table: ProcessTable, host: Namespaces,
 
     rows = []
 
-    def walk(p: Process, prefix: str, last: bool, depth: int) -> None:
-        # as ps --forest draws it: " \_ " before a child, " |  " while its
-        # parent has siblings still to come
+    # Depth first, as ps --forest draws it: " \_ " before a child, " |  " while
+    # its parent has siblings still to come.  A stack, not recursion: a chain
+    # of processes (each forks the next) is as deep as a process wants; past
+    # MAX_INDENT levels the indentation stops growing and the row says its depth.
+    todo = [(r, "", True, 0) for r in sorted(roots, key=order, reverse=True)]
+    while todo:
+        p, prefix, last, depth = todo.pop()
         note = f"  (adopted by {p.ppid})" if p.parents else ""
-        rows.append((p, (prefix + " \\_ " if depth else "") + _command(p) + note))
-        below = prefix + ("    " if last else " |  ") if depth else ""
+        deep = f"[depth {depth}] " if depth > MAX_INDENT else ""
+        rows.append((p, (prefix + " \\_ " if depth else "") + deep + _command(p) + note))
+        if not depth:
+            below = ""
+        elif depth <= MAX_INDENT:
+            below = prefix + ("    " if last else " |  ")
+        else:
+            below = prefix
         children = sorted(kids.get(p.key, []), key=order)
-        for i, c in enumerate(children):
-            walk(c, below, i == len(children) - 1, depth + 1)
-
-    for r in sorted(roots, key=order):
-        walk(r, "", True, 0)
+        for i in range(len(children) - 1, -1, -1):
+            todo.append((children[i], below, i == len(children) - 1, depth + 1))
 
     cells = []
     for p, text in rows:
