@@ -6,7 +6,8 @@ Writes the damaged files into WORKDIR, replays each in every mode in this
 process (through the click command, as `ctrtrace replay` runs), and prints
 one JSON object per replay: the file, the mode, the exit status, what the
 command wrote to stderr, whether anything but SystemExit escaped, whether
-every line --json wrote keeps the contract, and the seconds it took.
+its output was printable and every line --json wrote keeps the contract,
+and the seconds it took.
 tests/test_replay_fuzz.py runs it as an unprivileged user under an
 address-space limit and judges the results.
 """
@@ -118,6 +119,10 @@ def variants(lines: List[bytes]) -> Iterator[Tuple[str, bytes]]:
         "events-before-header": b"".join(events) + header + summary,
         "two-summaries-then-events": header + summary + b"".join(events) + summary,
         "byte-flips": bytes(b ^ 0x20 if i % 97 == 13 else b for i, b in enumerate(whole)),
+        # valid JSON whose strings hold raw C1 controls and a bidi override
+        "raw-c1": header.replace(b'"hostname":"', '"hostname":"\u009b2J\u202e'.encode(), 1)
+        + events[0].replace(b'"comm":"', '"comm":"\u009b31m\u202e'.encode(), 1)
+        + b"".join(events[1:]) + summary,
     }
     for name, content in odd.items():
         yield name + ".jsonl", content
@@ -152,6 +157,11 @@ def replay(path: str, mode: List[str], skip_bad: bool) -> Dict[str, Any]:
     out.flush()
     data = out.buffer.getvalue()  # type: ignore[attr-defined]
     contract_ok = True
+    try:  # what reaches a terminal: UTF-8, printable
+        if not all(line.isprintable() for line in data.decode().splitlines()):
+            contract_ok = False
+    except UnicodeDecodeError:
+        contract_ok = False
     if "--json" in mode and status == 0 and escaped is None:
         for i, line in enumerate(data.splitlines()):
             try:
@@ -161,7 +171,7 @@ def replay(path: str, mode: List[str], skip_bad: bool) -> Dict[str, Any]:
                 contract_ok = False
     return {"file": os.path.basename(path), "mode": " ".join(mode), "skip_bad": skip_bad,
             "status": status, "stderr": err.getvalue(), "escaped": escaped,
-            "json_ok": contract_ok, "seconds": round(seconds, 3)}
+            "out_ok": contract_ok, "seconds": round(seconds, 3)}
 
 
 def main() -> None:

@@ -145,7 +145,7 @@ def test_the_environment_overrides(tmp_path):
      "deb http://ubuntu-mirror.example.invalid/ubuntu noble-security main\n",
      "CTRTRACE_BOX_MIRROR"),
     (f"deb {M} bookworm main\n", "CTRTRACE_BOX_SECURITY_MIRROR"),
-    (f"deb cdrom:[Debian GNU/Linux 12]/ bookworm main\n", "CTRTRACE_BOX_MIRROR"),
+    ("deb cdrom:[Debian GNU/Linux 12]/ bookworm main\n", "CTRTRACE_BOX_MIRROR"),
 ])
 def test_nothing_found_is_one_clear_line(tmp_path, sources, missing):
     d = apt(tmp_path, sources)

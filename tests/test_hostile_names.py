@@ -81,6 +81,12 @@ def test_live_and_replayed_views_show_escapes(hostile_run):
 @pytest.mark.bpf
 def test_recording_keeps_the_exact_bytes(hostile_run):
     _, rec, link = hostile_run
+    # JSON escapes what is not printable (C1, bidi, ...) too: a terminal showing
+    # the recording, or `replay --json`, sees no control
+    _assert_printable(rec.read_bytes(), "recording")
+    out = subprocess.run([CTRTRACE, "replay", "--json", str(rec)], capture_output=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout == rec.read_bytes()
     events = [json.loads(line) for line in rec.read_bytes().splitlines()[1:-1]]
     (ex,) = [e for e in events if e["type"] == "exec" and e["argv"][:1] == ["true"]]
     assert [base64.b64decode(a) for a in ex["argv_base64"]] == ARGV

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import List
 
-import pytest
 from click.testing import CliRunner
 
 from tracer import views

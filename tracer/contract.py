@@ -112,19 +112,43 @@ def _b64(text: str) -> str:
     return base64.b64encode(text_bytes(text)).decode("ascii")
 
 
+def _json_char(c: str) -> str:
+    code = ord(c)
+    if 0xD800 <= code <= 0xDFFF:
+        return "\ufffd"  # a lone surrogate has no UTF-8: no JSON reader takes it
+    if code > 0xFFFF:
+        code -= 0x10000
+        return "\\u%04x\\u%04x" % (0xD800 + (code >> 10), 0xDC00 + (code & 0x3FF))
+    return "\\u%04x" % code
+
+
+def json_safe(encoded: str) -> str:
+    """Encoded JSON with every character that is not printable (C1 controls,
+    DEL, bidirectional overrides, ...) as a \\u escape: the same text to any
+    JSON reader, and nothing that acts on a terminal that shows the line.
+    The encoder has escaped C0 controls already; structure is printable."""
+    if encoded.isprintable():
+        return encoded
+    return "".join(c if c.isprintable() else _json_char(c) for c in encoded)
+
+
+def _json_text(text: str) -> bytes:
+    return json_safe(_json_str(text)).encode()
+
+
 def text_json(name: str, text: str) -> bytes:
     """The JSON of a text field's value, followed by its sibling NAME_base64
     when the text is not valid UTF-8: what goes after '"NAME":'."""
     if is_utf8(text):
-        return _json_str(text).encode()
-    return b'%s,"%s%s":"%s"' % (_json_str(shown_text(text)).encode(), name.encode(),
+        return _json_text(text)
+    return b'%s,"%s%s":"%s"' % (_json_text(shown_text(text)), name.encode(),
                                 RAW_SUFFIX.encode(), _b64(text).encode())
 
 
 def list_json(name: str, texts: Sequence[str]) -> bytes:
     """text_json() for a list of texts (argv)."""
-    out = b"[%s]" % b",".join([_json_str(t).encode() if is_utf8(t)
-                               else _json_str(shown_text(t)).encode() for t in texts])
+    out = b"[%s]" % b",".join([_json_text(t) if is_utf8(t) else _json_text(shown_text(t))
+                               for t in texts])
     if all(is_utf8(t) for t in texts):
         return out
     return b'%s,"%s%s":[%s]' % (out, name.encode(), RAW_SUFFIX.encode(),

@@ -24,7 +24,7 @@ from .events import (
     Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent, SetnsEvent,
     UnshareEvent,
 )
-from .contract import is_utf8, iso_second, list_json, text_json
+from .contract import is_utf8, iso_second, json_safe, list_json, text_json
 
 _encode = JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -32,13 +32,10 @@ _encode = JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 def json_bytes(obj: Any) -> bytes:
     """Compact JSON in UTF-8: json.dumps(obj, separators=(",", ":"), ensure_ascii=False).
 
-    Text a process controls is written by text_json() (exact, with its bytes);
-    a lone surrogate anywhere else (from no UTF-8 source) becomes U+FFFD."""
-    text = _encode(obj)
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode()
+    Characters that are not printable are \\u escapes (contract.json_safe);
+    text a process controls is written by text_json() (exact, with its
+    bytes); a lone surrogate anywhere else (from no UTF-8 source) is U+FFFD."""
+    return json_safe(_encode(obj)).encode()
 
 
 NULL_JSON = b"null"

@@ -86,6 +86,7 @@ class TraceReader:
     stdin: Optional[IO[bytes]] = None
     header: Header = field(init=False)
     header_line: bytes = field(init=False, default=b"")
+    header_dict: Dict[str, Any] = field(init=False, default_factory=dict)
     summary: Optional[Dict[str, Any]] = field(init=False, default=None)
     summary_line: bytes = field(init=False, default=b"")
     bad: int = field(init=False, default=0)
@@ -124,6 +125,7 @@ class TraceReader:
         try:
             check_header(d)
             self.header = Header.from_json(d)
+            self.header_dict = d
         except Invalid as e:
             raise self._error(1, str(e))
         except (KeyError, TypeError, ValueError) as e:  # the contract should have caught it
@@ -273,6 +275,17 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     return summary
 
 
+def _shown_json(line: bytes, d: Any) -> bytes:
+    """A recorded line as it was, unless it holds a character that is not
+    printable (ctrtrace writes those as \\u escapes; a made-up recording
+    need not): then the same values, re-encoded with them escaped."""
+    if line.isascii() or line[:-1].decode().isprintable():
+        return line
+    from .jsonlines import json_bytes
+
+    return json_bytes(d) + b"\n"
+
+
 def _replay_json(reader: TraceReader, flt, app, counts: Dict[str, int]) -> Summary:
     """JSON Lines out: the header and each kept event exactly as recorded."""
     from .jsonlines import json_bytes
@@ -286,10 +299,10 @@ def _replay_json(reader: TraceReader, flt, app, counts: Dict[str, int]) -> Summa
         def write(line: bytes) -> None:
             out.write(line.decode())
     try:
-        write(reader.header_line)
+        write(_shown_json(reader.header_line, reader.header_dict))
         for _, line, d in reader:
             if flt is None or flt.wants(d):
-                write(line)
+                write(line if line.isascii() else _shown_json(line, d))
                 counts[d["type"]] += 1
     finally:
         reader.close()
@@ -297,7 +310,7 @@ def _replay_json(reader: TraceReader, flt, app, counts: Dict[str, int]) -> Summa
     if reader.summary is None:
         app.message(f"{reader.name}: no summary line: the recording did not end cleanly")
     if reader.summary is not None and flt is None and not reader.bad:
-        write(reader.summary_line)  # unchanged: replay reproduces the file
+        write(_shown_json(reader.summary_line, reader.summary))  # replay reproduces the file
     else:
         obj = summary.to_json()
         obj["bad_lines"] = reader.bad
