@@ -80,11 +80,49 @@ def test_an_unsafe_or_disabled_cache_falls_back_to_the_kernel_btf(tmp_path, monk
     assert corebtf.for_object(default_object_path()).path is None
 
 
-def test_a_damaged_subset_is_refused_and_the_kernel_btf_used(tmp_path, monkeypatch):
+def _tiny_btf() -> bytes:
+    """Well-formed BTF with one type, int: not what the relocations need."""
+    strings = b"\0int\0"
+    types = struct.pack("<IIII", 1, 1 << 24, 4, 32)  # BTF_KIND_INT, 4 bytes, 32 bits
+    return struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types),
+                       len(strings)) + types + strings
+
+
+def test_valid_btf_checks_the_header_and_the_types():
+    with open(corebtf.KERNEL_BTF, "rb") as f:
+        kernel = f.read()
+    assert corebtf.valid_btf(kernel) and corebtf.valid_btf(_tiny_btf())
+    for bad in (b"", kernel[:20], kernel[:-1], kernel + b"\0", b"\x9f\xeb\x01\x00 not BTF",
+                _tiny_btf()[:-1], _tiny_btf().replace(b"\x20\0\0\0", b"")):
+        assert not corebtf.valid_btf(bad)
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage", "empty"])
+def test_a_damaged_subset_is_made_again(tmp_path, damage):
+    """A subset cut short (a full disk, a crash) or overwritten is not used as
+    it is (libbpf refusing it would cost the subset on every start): it is
+    made again."""
+    cache = tmp_path / "cache"
+    good = corebtf.for_object(default_object_path(), str(cache))
+    with open(good.path, "rb") as f:
+        whole = f.read()
+    spoilt = {"cut": whole[:len(whole) // 2], "garbage": b"\x9f\xeb\x01\x00 not BTF",
+              "empty": b""}[damage]
+    with open(good.path, "wb") as f:
+        f.write(spoilt)
+    again = corebtf.for_object(default_object_path(), str(cache))
+    assert again == good
+    with open(again.path, "rb") as f:
+        assert f.read() == whole
+    assert sorted(os.listdir(cache)) == [os.path.basename(good.path)]  # no temporary left
+
+
+def test_a_subset_libbpf_refuses_is_not_used(tmp_path, monkeypatch):
+    """Well-formed, but not the types the relocations need: the kernel's BTF decides."""
     cache = tmp_path / "cache"
     good = corebtf.for_object(default_object_path(), str(cache))
     with open(good.path, "wb") as f:
-        f.write(b"\x9f\xeb\x01\x00 not BTF")
+        f.write(_tiny_btf())
     monkeypatch.setenv("CTRTRACE_CACHE_DIR", str(cache))
     ld = ProgramLoader(LoadConfig())
     obj = ld.result()
@@ -92,3 +130,37 @@ def test_a_damaged_subset_is_refused_and_the_kernel_btf_used(tmp_path, monkeypat
         assert ld.core_btf.path is None and "refused" in ld.core_btf.source
     finally:
         obj.close()
+
+
+def test_a_symlink_in_the_cache_is_not_followed(tmp_path):
+    cache = tmp_path / "cache"
+    good = corebtf.for_object(default_object_path(), str(cache))
+    elsewhere = tmp_path / "elsewhere.btf"
+    elsewhere.write_bytes(_tiny_btf())
+    os.unlink(good.path)
+    os.symlink(elsewhere, good.path)
+    again = corebtf.for_object(default_object_path(), str(cache))
+    assert again == good and not os.path.islink(again.path)
+    with open(again.path, "rb") as f:
+        made = f.read()
+    assert corebtf.valid_btf(made) and made != _tiny_btf()
+    assert elsewhere.read_bytes() == _tiny_btf()
+
+
+def test_a_cache_another_user_could_swap_is_not_used(tmp_path):
+    """In a world-writable directory without the sticky bit anyone can rename
+    the cache away and put theirs in its place; a symbolic link someone else
+    made is theirs too."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    got = corebtf.for_object(default_object_path(), str(shared / "cache"))
+    assert got.path is None and "not a private directory" in got.source
+    os.chmod(shared, 0o1777)  # sticky: only the owner renames
+    assert corebtf.for_object(default_object_path(), str(shared / "cache")).source == "subset"
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    os.symlink(mine, shared / "theirs")
+    os.lchown(shared / "theirs", 65534, 65534)
+    got = corebtf.for_object(default_object_path(), str(shared / "theirs"))
+    assert got.path is None and "not a private directory" in got.source

@@ -14,14 +14,18 @@ A subset is made once per (object, kernel) pair and cached under
 kernel's build id (the GNU build-id note in /sys/kernel/notes: the linker's
 hash of the image, BTF included) with the size of its BTF -- or, for a
 kernel without a build id, a CRC-32 of its BTF -- so a new kernel or a
-rebuilt object gets a new subset, never a stale one.  Without bpftool, with
-an unsafe cache directory, or on any failure, the kernel's full BTF is
-used: slower, same result.
+rebuilt object gets a new subset, never a stale one.  A cached file that is
+not whole, well-formed BTF of ours (cut short, overwritten) is made again.
+The files are written as root: each is made under a new name nobody else
+can have taken (O_EXCL|O_NOFOLLOW) and renamed into place, in a directory
+nobody else can write to.  Without bpftool, with an unsafe cache directory,
+or on any failure, the kernel's full BTF is used: slower, same result.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import zlib
 from typing import NamedTuple, Optional
@@ -82,13 +86,83 @@ def kernel_key() -> str:
 
 
 def _safe_dir(path: str) -> bool:
-    """Ours, and writable by nobody else: what it holds steers the relocations."""
+    """Ours, and writable by nobody else: what it holds steers the relocations.
+    Not a symbolic link someone else made, nor in a directory where anyone
+    could swap it for theirs (world-writable without the sticky bit)."""
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
+        lst = os.lstat(path)
         st = os.stat(path)
+        parent = os.stat(os.path.dirname(os.path.realpath(path)))
     except OSError:
         return False
-    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+    me = os.geteuid()
+    return (lst.st_uid == me and st.st_uid == me and not st.st_mode & 0o022
+            and stat.S_ISDIR(st.st_mode)
+            and not (parent.st_mode & 0o002 and not parent.st_mode & stat.S_ISVTX))
+
+
+# struct btf_header: magic, version, flags, hdr_len; then type_off, type_len,
+# str_off, str_len (offsets from the header's end)
+_BTF_HEADER = struct.Struct("<HBBIIIII")
+BTF_MAGIC = 0xEB9F
+# bytes that follow struct btf_type (12) for each kind: fixed, and per vlen
+_BTF_KIND_EXTRA = {
+    1: (4, 0), 2: (0, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 7: (0, 0),
+    8: (0, 0), 9: (0, 0), 10: (0, 0), 11: (0, 0), 12: (0, 0), 13: (0, 8), 14: (4, 0),
+    15: (0, 12), 16: (0, 0), 17: (4, 0), 18: (0, 0), 19: (0, 12),
+}
+
+
+def valid_btf(data: bytes) -> bool:
+    """Whether data is whole, well-formed raw BTF: the header, its sections
+    within the data and ending with it, the types' records filling their
+    section, their names within the strings (a kind this list does not know
+    ends the walk: bpftool, newer, knows better)."""
+    if len(data) < _BTF_HEADER.size:
+        return False
+    magic, version, _, hdr_len, type_off, type_len, str_off, str_len = \
+        _BTF_HEADER.unpack_from(data)
+    if magic != BTF_MAGIC or version != 1 or hdr_len < _BTF_HEADER.size:
+        return False
+    end = hdr_len + max(type_off + type_len, str_off + str_len)
+    if end != len(data) or type_off % 4 or str_len == 0:
+        return False
+    strings = data[hdr_len + str_off:hdr_len + str_off + str_len]
+    if strings[0] != 0 or strings[-1] != 0:
+        return False
+    off, stop = hdr_len + type_off, hdr_len + type_off + type_len
+    while off < stop:
+        if off + 12 > stop:
+            return False
+        name_off, info = struct.unpack_from("<II", data, off)
+        kind = info >> 24 & 0x1F
+        extra = _BTF_KIND_EXTRA.get(kind)
+        if extra is None:
+            return kind > max(_BTF_KIND_EXTRA)
+        if name_off >= str_len:
+            return False
+        off += 12 + extra[0] + extra[1] * (info & 0xFFFF)
+    return off == stop
+
+
+def _usable(path: str) -> bool:
+    """A cached subset we made, whole: ours, writable by us only, valid BTF."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022
+                or st.st_size > 64 << 20):
+            return False
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return valid_btf(f.read())
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _generate(obj_path: str, out: str) -> bool:
@@ -99,22 +173,41 @@ def _generate(obj_path: str, out: str) -> bool:
         (p for p in ("/usr/sbin/bpftool", "/sbin/bpftool") if os.access(p, os.X_OK)), None)
     if bpftool is None:
         return False
-    tmp = f"{out}.{os.getpid()}.tmp"
+    # A new file of ours under a name nobody can have taken; bpftool writes
+    # into it through /proc/self/fd, so that nothing else could be written.
+    directory, base = os.path.split(out)
+    tmp = os.path.join(directory, f".{base}.{os.urandom(6).hex()}.tmp")
     try:
-        r = subprocess.run([bpftool, "gen", "min_core_btf", KERNEL_BTF, tmp, obj_path],
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return False
+    try:
+        r = subprocess.run([bpftool, "gen", "min_core_btf", KERNEL_BTF, f"/proc/self/fd/{fd}",
+                            obj_path], pass_fds=(fd,),
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
-        if r.returncode != 0 or not os.path.getsize(tmp):
+        if r.returncode != 0:
             return False
-        os.chmod(tmp, 0o600)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            if not valid_btf(f.read()):
+                return False
         os.replace(tmp, out)  # atomic: a concurrent start sees all of it or none
         return True
     except (OSError, subprocess.SubprocessError):
         return False
     finally:
+        os.close(fd)
         try:
             os.unlink(tmp)
         except OSError:
             pass
+
+
+def discard(path: str) -> None:
+    """A cached subset libbpf refused: the next start makes it again."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def for_object(obj_path: str, directory: Optional[str] = None) -> CoreBtf:
@@ -129,12 +222,7 @@ def for_object(obj_path: str, directory: Optional[str] = None) -> CoreBtf:
     if not _safe_dir(directory):
         return CoreBtf(None, f"kernel ({directory} is not a private directory)")
     path = os.path.join(directory, f"core-{key}.btf")
-    st = None
-    try:
-        st = os.stat(path)
-    except OSError:
-        pass
-    if st is None or st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        if not _generate(obj_path, path):
-            return CoreBtf(None, "kernel (no subset: bpftool gen min_core_btf unavailable)")
+    # missing, not ours, or damaged (cut short, overwritten): made again
+    if not _usable(path) and not _generate(obj_path, path):
+        return CoreBtf(None, "kernel (no subset: bpftool gen min_core_btf unavailable)")
     return CoreBtf(path, "subset")
