@@ -80,8 +80,11 @@ class App:
             self.message(f"Docker is not reachable at {h.docker_socket}: containers are shown by id")
 
     def message(self, text: str) -> None:
-        self.err.write(f"ctrtrace: {text}\n")
-        self.err.flush()
+        try:
+            self.err.write(f"ctrtrace: {text}\n")
+            self.err.flush()
+        except OSError:  # stderr itself fails: there is nowhere to say anything
+            _silence(self.err)
 
     def lines(self, lines: List[str]) -> None:
         for line in lines:
@@ -103,17 +106,48 @@ def collect_garbage() -> None:
         gc.enable()
 
 
+def _silence(stream: IO[str]) -> None:
+    """The stream's descriptor on /dev/null: what is left in its buffers goes
+    there at exit, instead of failing again (and again) on the way out."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (tests): nothing is written at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def quiet_broken_pipe() -> None:
     """The reader went away (e.g. '| head'): stop quietly."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    _silence(sys.stdout)
     sys.exit(int(ExitStatus.OK))
+
+
+def _out_fd(app: App) -> Optional[int]:
+    try:
+        return app.out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _stdout_failed(app: App, e: OSError) -> CtrtraceError:
+    _silence(app.out)
+    return CtrtraceError(f"cannot write standard output: {e.strerror or e}", ExitStatus.ERROR)
 
 
 def run(app: App, a: LiveArgs) -> None:
     """Trace until Ctrl-C, the duration or the command's end; exits with the
-    command's status when there is one."""
+    command's status when there is one.
+
+    Outputs that fail end the trace (session.trace): a recording that cannot
+    be written, or a standard output that fails otherwise than by its reader
+    going away, with the summary on stderr and one error line (status 1); a
+    reader that went away ('| head'), quietly, with the command's status (or
+    0 without a command), 141 (128 + SIGPIPE) if the command had to be ended.
+    """
     recorder = None
+    failure = None
     try:
         if a.as_json and (a.tree or a.ns_table):
             raise CtrtraceError("--tree and --ns print text: record with -w and replay with "
@@ -134,7 +168,7 @@ def run(app: App, a: LiveArgs) -> None:
         try:
             from .filters import FilterSpec
             from .render import JsonSink
-            from .session import trace
+            from .session import OutputError, trace
 
             spec = FilterSpec(pid=a.pid, comm=a.comm, ns_changes=a.ns_changes,
                               container=a.container, containers_only=a.containers_only)
@@ -146,17 +180,26 @@ def run(app: App, a: LiveArgs) -> None:
 
                 recorder = Recorder(a.write, lines)
             view = JsonSink(app.out, lines) if a.as_json else _LazyTextSink(app)
-            result = trace(opts, view, spec=spec, recorder=recorder, duration=a.duration,
-                           command=a.command, linger=a.linger,
-                           command_stdout=app.command_stdout(), on_ready=app.ready,
-                           loader=loader)
+            try:
+                result = trace(opts, view, spec=spec, recorder=recorder, duration=a.duration,
+                               command=a.command, linger=a.linger,
+                               command_stdout=app.command_stdout(), on_ready=app.ready,
+                               loader=loader, out_fd=_out_fd(app))
+            except OutputError as e:
+                failure, result = e, e.result
         finally:
             loader.close()  # a no-op once the session has the programs
-        if views:
+        if views and failure is None:
             from . import views as v
 
             shown = v.selection(result.table, result.filter, result.shown_pids)
-            app.lines(v.render(a.tree, a.ns_table, result.table, result.header.host_ns, shown))
+            try:
+                app.lines(v.render(a.tree, a.ns_table, result.table, result.header.host_ns,
+                                   shown))
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                raise _stdout_failed(app, e)
     except CtrtraceError as e:
         app.fail(e)
     except BrokenPipeError:
@@ -166,10 +209,24 @@ def run(app: App, a: LiveArgs) -> None:
     finally:
         if recorder is not None:
             recorder.close()
+    status = result.command_status
+    if failure is not None:
+        if failure.recording:
+            app.fail(failure)
+        if not failure.broken_pipe:
+            from .render import TextRenderer
+
+            err = _stdout_failed(app, failure.cause)  # type: ignore[arg-type]
+            app.message(TextRenderer.summary(result.summary))
+            app.fail(err)
+        _silence(app.out)
+        if a.command and (status is None or result.command_stopped):
+            import signal
+
+            status = 128 + signal.SIGPIPE  # as if '| head' had ended ctrtrace and the command
     if a.write:
         app.message(f"recorded to {a.write}")
-    if result.command_status is not None:
-        status = result.command_status
+    if status is not None:
         sys.exit(status if status >= 0 else 128 - status)
 
 

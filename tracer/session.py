@@ -17,6 +17,7 @@ import collections
 import contextlib
 import ctypes
 import dataclasses
+import errno
 import os
 import signal
 import time
@@ -45,8 +46,8 @@ from .schedule import giving_way
 if TYPE_CHECKING:
     import subprocess
 
-__all__ = ["DEFAULT_RINGBUF_BYTES", "POLL_MS", "RunResult", "Session", "TraceOptions",
-           "default_object_path", "kernel_filtered", "trace"]
+__all__ = ["DEFAULT_RINGBUF_BYTES", "POLL_MS", "OutputError", "RunResult", "Session",
+           "TraceOptions", "default_object_path", "kernel_filtered", "trace"]
 
 POLL_MS = 25  # the longest wait for events: the loop checks signals, the deadline, a command
 # The kernel wakes the reader for the first record after a drain (rb_flags in
@@ -264,6 +265,135 @@ class RunResult:
     filter: Optional[EventFilter]
     command_status: Optional[int] = None  # exit status of the command run under the trace
     signal: Optional[int] = None          # the signal that ended the trace
+    command_stopped: bool = False         # the command still ran at the end: the trace ended it
+
+
+class OutputError(CtrtraceError):
+    """The view's stream or the recording could not be written: the trace
+    stopped there and ended as it would have (the command ended, the summary
+    written where it still could be).  .result says how it ended; .recording
+    tells which output failed; .cause is the error itself."""
+
+    def __init__(self, cause: BaseException, recording: bool, result: RunResult) -> None:
+        if isinstance(cause, CtrtraceError):
+            message = cause.message
+        else:
+            what = "the recording" if recording else "the output"
+            message = f"cannot write {what}: {getattr(cause, 'strerror', None) or cause}"
+        super().__init__(message, ExitStatus.ERROR)
+        self.cause = cause
+        self.recording = recording
+        self.result = result
+
+    @property
+    def broken_pipe(self) -> bool:
+        """The view's reader went away (EPIPE): not an error for a command line."""
+        return not self.recording and getattr(self.cause, "errno", None) == errno.EPIPE
+
+
+class _Discard:
+    """Where a failed sink's calls go for the rest of the trace."""
+
+    def header(self, h: Header) -> None: ...
+    def event(self, ev: ProcessEvent) -> None: ...
+    def add_lines(self, lines: List[bytes]) -> None: ...
+    def flush(self) -> None: ...
+    def summary(self, s: Summary) -> None: ...
+
+
+# A command still running when the trace ends gets SIGTERM, and SIGKILL after
+# this long (or at once at a second Ctrl-C or SIGTERM).
+TERM_GRACE_S = 5.0
+PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
+
+
+def _processes() -> Iterator[Tuple[int, int, int]]:
+    """(pid, ppid, process group) of every process, from /proc."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+            ppid, pgrp = stat[stat.rindex(b")") + 2:].split(b" ", 3)[1:3]
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        yield int(name), int(ppid), int(pgrp)
+
+
+def _job(child: int, pgid: int, own: Set[int]) -> Tuple[List[int], List[int]]:
+    """The command's processes in its process group pgid (what Ctrl-C in a
+    terminal would reach, less what detached itself): child, the orphans that
+    came to us (our children but child and those in own, which were ours
+    before), and their descendants; and the orphans alone."""
+    children: Dict[int, List[int]] = collections.defaultdict(list)
+    for pid, ppid, pgrp in _processes():
+        if pgrp == pgid:
+            children[ppid].append(pid)
+    orphans = [p for p in children.get(os.getpid(), []) if p != child and p not in own]
+    job, todo = [child, *orphans], [child, *orphans]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        job += kids
+        todo += kids
+    return job, orphans
+
+
+def _child_subreaper(on: int) -> int:
+    """Sets whether this process adopts its descendants' orphans; what it was."""
+    libc = ctypes.CDLL(None)
+    was = ctypes.c_int(0)
+    libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(was), 0, 0, 0)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, on, 0, 0, 0)
+    return was.value
+
+
+def _end_command(child: subprocess.Popen, signals: List[int]) -> bool:
+    """Ends the command if it still runs, and reaps it; whether it had to be ended.
+
+    SIGTERM goes to the command and to its descendants in its process group:
+    ending only a shell would leave its children running, orphaned.  A
+    process the scan of /proc missed (forked meanwhile) and orphaned by the
+    end of its parent comes to us (a child subreaper from now on: the trace
+    has ended, so no event shows it), is ended in turn and reaped.  SIGKILL
+    after TERM_GRACE_S, or at once when another signal asks the trace to stop."""
+    import subprocess
+
+    if child.poll() is not None:
+        return False
+    try:
+        pgid = os.getpgid(child.pid)
+    except OSError:
+        pgid = -1
+    own = {pid for pid, ppid, _ in _processes() if ppid == os.getpid()}
+    was = _child_subreaper(1)
+    try:
+        sig, signalled = signal.SIGTERM, set()
+        seen = len(signals)
+        deadline = time.monotonic() + TERM_GRACE_S
+        while True:
+            job, orphans = _job(child.pid, pgid, own)
+            for p in job:
+                if p not in signalled:
+                    with contextlib.suppress(OSError):
+                        os.kill(p, sig)
+                    signalled.add(p)
+            for p in orphans:
+                with contextlib.suppress(OSError):
+                    os.waitpid(p, os.WNOHANG)
+            try:
+                child.wait(timeout=0.02)
+            except subprocess.TimeoutExpired:
+                pass
+            else:
+                # orphans may be stuck (in D state): not beyond the grace period
+                if not orphans or time.monotonic() >= deadline + TERM_GRACE_S:
+                    return True
+            if sig == signal.SIGTERM and (time.monotonic() >= deadline or len(signals) > seen):
+                sig, signalled = signal.SIGKILL, set()
+    finally:
+        if not was:
+            _child_subreaper(0)
 
 
 def trace(
@@ -278,6 +408,7 @@ def trace(
     command_stdout: Optional[int] = None,
     on_ready: Optional[Callable[[Header], None]] = None,
     loader: Optional[ProgramLoader] = None,
+    out_fd: Optional[int] = None,
 ) -> RunResult:
     """Trace until Ctrl-C/SIGTERM, the duration, or the command's exit (plus linger).
 
@@ -286,6 +417,13 @@ def trace(
     than in the kernel (the same rules, from the same kernel facts).
     loader: one started early with options = kernel_filtered(options, spec,
     recording) (the command does, to load while it imports the rest).
+    out_fd: the view's file descriptor: a pipe whose reader went away ends the
+    trace at once, as a write to it would, even when no event comes to write.
+
+    A write that fails (OSError from the view, CtrtraceError or OSError from
+    the recorder) stops the trace: the other output still gets the last
+    events and its summary, a command still running is ended, and
+    OutputError is raised with the RunResult.
     """
     spec = spec or FilterSpec()
     if loader is None:
@@ -299,6 +437,29 @@ def trace(
         flt = EventFilter(spec, header) if spec.active else None
         shown_pids: Set[int] = set()
         shown = collections.Counter({t: 0 for t in EVENT_TYPES})
+        # the first output that failed, and whether it was the recording
+        failed: List[Tuple[BaseException, bool]] = []
+
+        def recorder_failed(e: BaseException) -> None:
+            nonlocal recorder
+            failed.append((e, True))
+            recorder = None
+
+        def view_failed(e: BaseException) -> None:
+            nonlocal view, watch
+            failed.append((e, False))
+            view, watch = _Discard(), None
+
+        def flush() -> None:
+            if recorder is not None:
+                try:
+                    recorder.flush()
+                except (OSError, CtrtraceError) as e:
+                    recorder_failed(e)
+            try:
+                view.flush()
+            except OSError as e:
+                view_failed(e)
 
         # A trace with no filter, no process table and only JSON sinks
         # (LineSink) takes its lines straight from the records (recordlines.py);
@@ -312,9 +473,8 @@ def trace(
             lines = session.lines(records, renderer)
             if recorder is not None:
                 recorder.add_lines(lines)
-                recorder.flush()
             view.add_lines(lines)  # type: ignore[attr-defined]
-            view.flush()
+            flush()
 
         def deliver(events: List[ProcessEvent]) -> None:
             # Per event, live: the loops are kept to what each case needs.  The
@@ -338,55 +498,80 @@ def trace(
                         view.event(ev)
                         shown[ev.type] += 1
                         shown_pids.add(ev.pid)
-            if recorder is not None:
-                recorder.flush()
-            view.flush()
+            flush()
+
+        watch = None
+        if out_fd is not None:
+            import select
+
+            watch = select.poll()
+            watch.register(out_fd, 0)  # POLLERR comes unasked: a pipe without a reader
 
         if recorder is not None:
-            recorder.header(header)
-        view.header(header)
-        view.flush()
-        if on_ready is not None:
+            try:
+                recorder.header(header)
+            except (OSError, CtrtraceError) as e:
+                recorder_failed(e)
+        try:
+            view.header(header)
+        except OSError as e:
+            view_failed(e)
+        flush()
+        if on_ready is not None and not failed:
             on_ready(header)
         t0 = time.monotonic()
         child: Optional[subprocess.Popen] = None
-        if command:
-            import subprocess  # only with a command to run
+        stopped = False
+        try:
+            if command and not failed:
+                import subprocess  # only with a command to run
 
+                try:
+                    child = subprocess.Popen(list(command), stdout=command_stdout)
+                except OSError as e:
+                    raise CtrtraceError(f"cannot run {command[0]}: {e.strerror}",
+                                        ExitStatus.USAGE)
+            if by_lines:
+                poll, drain, take = session.poll_records, session.drain_records, deliver_lines
+            else:
+                poll, drain, take = session.poll, session.drain, deliver  # type: ignore[assignment]
+            take(drain())  # what came while the session was set up, at once
+            deadline = t0 + duration if duration is not None else None
+            child_done_at: Optional[float] = None
+            while not signals and not failed:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    break
+                if child is not None and child_done_at is None and child.poll() is not None:
+                    child_done_at = now
+                if child_done_at is not None and now - child_done_at >= linger:
+                    break
+                if watch is not None and any(ev & select.POLLERR for _, ev in watch.poll(0)):
+                    view_failed(BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE)))
+                    break
+                timeout = poll_ms
+                if deadline is not None:
+                    timeout = max(0, min(timeout, int((deadline - now) * 1000)))
+                take(poll(timeout))
+            take(drain())  # to the outputs that still work
+            full = session.summary()
+            if recorder is not None:
+                try:
+                    recorder.summary(full)
+                except (OSError, CtrtraceError) as e:
+                    recorder_failed(e)
+            summary = dataclasses.replace(full, counts=dict(shown) if flt else dict(full.counts),
+                                          filtered_in_userspace=flt.dropped if flt else 0)
             try:
-                child = subprocess.Popen(list(command), stdout=command_stdout)
+                view.summary(summary)
             except OSError as e:
-                raise CtrtraceError(f"cannot run {command[0]}: {e.strerror}", ExitStatus.USAGE)
-        if by_lines:
-            poll, drain, take = session.poll_records, session.drain_records, deliver_lines
-        else:
-            poll, drain, take = session.poll, session.drain, deliver  # type: ignore[assignment]
-        take(drain())  # what came while the session was set up, at once
-        deadline = t0 + duration if duration is not None else None
-        child_done_at: Optional[float] = None
-        while not signals:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                break
-            if child is not None and child_done_at is None and child.poll() is not None:
-                child_done_at = now
-            if child_done_at is not None and now - child_done_at >= linger:
-                break
-            timeout = poll_ms
-            if deadline is not None:
-                timeout = max(0, min(timeout, int((deadline - now) * 1000)))
-            take(poll(timeout))
-        take(drain())
-        full = session.summary()
-        if recorder is not None:
-            recorder.summary(full)
-        summary = dataclasses.replace(full, counts=dict(shown) if flt else dict(full.counts),
-                                      filtered_in_userspace=flt.dropped if flt else 0)
-        view.summary(summary)
-        status = None
-        if child is not None:
-            if child.poll() is None:
-                child.terminate()
-            status = child.wait()
-        return RunResult(summary, header, session.table, shown_pids, flt, status,
-                         signals[0] if signals else None)
+                view_failed(e)
+        finally:  # whatever ended the trace, the command does not outlive it
+            if child is not None:
+                stopped = _end_command(child, signals)
+        result = RunResult(summary, header, session.table, shown_pids, flt,
+                           child.returncode if child is not None else None,
+                           signals[0] if signals else None, stopped)
+        if failed:
+            raise OutputError(failed[0][0], failed[0][1], result)
+        return result
