@@ -17,7 +17,7 @@ belongs to another user is refused.  A device, FIFO or socket of ours
 
 When a write fails (a full disk, /dev/full) the file is cut back to the end
 of the last batch written whole, so that it replays up to there, and the
-error says which file: the trace then stops (live.py).
+error says which file: the trace then stops (session.trace).
 """
 
 from __future__ import annotations
