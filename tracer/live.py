@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, List, Optional
 
 from .errors import CtrtraceError, ExitStatus
+from .escape import escape, escape_lines
 from .loader import DEFAULT_RINGBUF_BYTES, LoadConfig, ProgramLoader
 from .options import TraceOptions, kernel_filtered
 
@@ -81,14 +82,14 @@ class App:
 
     def message(self, text: str) -> None:
         try:
-            self.err.write(f"ctrtrace: {text}\n")
+            self.err.write(f"ctrtrace: {escape_lines(text)}\n")
             self.err.flush()
         except OSError:  # stderr itself fails: there is nowhere to say anything
             _silence(self.err)
 
     def lines(self, lines: List[str]) -> None:
         for line in lines:
-            self.out.write(line + "\n")
+            self.out.write(escape(line) + "\n")
         self.out.flush()
 
     def fail(self, e: CtrtraceError) -> None:
@@ -192,7 +193,7 @@ def run(app: App, a: LiveArgs) -> None:
         if views and failure is None:
             from . import views as v
 
-            shown = v.selection(result.table, result.filter, result.shown_pids)
+            shown = v.selection(result.table, result.filter, result.shown)
             try:
                 app.lines(v.render(a.tree, a.ns_table, result.table, result.header.host_ns,
                                    shown))

@@ -275,7 +275,9 @@ class ProgramLoader:
         self._obj.close()
         self._obj = None
         if self.core_btf.path is not None:
-            # never worse than without the subset: the kernel's own BTF decides
+            # never worse than without the subset: the kernel's own BTF decides;
+            # the next start makes the subset again
+            corebtf.discard(self.core_btf.path)
             self.core_btf = corebtf.CoreBtf(None, "kernel (the subset was refused)")
         self._obj = _open(self.path, self.options, self.core_btf)
         self._obj.load()

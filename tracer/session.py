@@ -261,7 +261,7 @@ class RunResult:
     summary: Summary                      # of what the view showed
     header: Header
     table: ProcessTable                   # kept up to date with TraceOptions.process_table
-    shown_pids: Set[int]                  # kept with the process table (for its views)
+    shown: Set[Tuple[int, int]]           # (pid, start_ns) of the shown events' processes
     filter: Optional[EventFilter]
     command_status: Optional[int] = None  # exit status of the command run under the trace
     signal: Optional[int] = None          # the signal that ended the trace
@@ -435,7 +435,7 @@ def trace(
         header = session.header
         assert header is not None
         flt = EventFilter(spec, header) if spec.active else None
-        shown_pids: Set[int] = set()
+        shown_procs: Set[Tuple[int, int]] = set()
         shown = collections.Counter({t: 0 for t in EVENT_TYPES})
         # the first output that failed, and whether it was the recording
         failed: List[Tuple[BaseException, bool]] = []
@@ -490,14 +490,14 @@ def trace(
                     for ev in events:
                         record(ev)
                         show(ev)
-                shown_pids.update([ev.pid for ev in events])
+                shown_procs.update([(ev.pid, ev.start_ns) for ev in events])
             else:
                 for ev in events:
                     record(ev)
                     if flt.wants_event(ev):
                         view.event(ev)
                         shown[ev.type] += 1
-                        shown_pids.add(ev.pid)
+                        shown_procs.add((ev.pid, ev.start_ns))
             flush()
 
         watch = None
@@ -569,7 +569,7 @@ def trace(
         finally:  # whatever ended the trace, the command does not outlive it
             if child is not None:
                 stopped = _end_command(child, signals)
-        result = RunResult(summary, header, session.table, shown_pids, flt,
+        result = RunResult(summary, header, session.table, shown_procs, flt,
                            child.returncode if child is not None else None,
                            signals[0] if signals else None, stopped)
         if failed:
