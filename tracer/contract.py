@@ -18,11 +18,7 @@ argument); the sibling is there only when the text is not valid UTF-8.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import datetime as _dt
 import functools
-import json
 import re
 import time as _time
 from dataclasses import dataclass
@@ -68,6 +64,8 @@ _TS = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z\Z
 @functools.lru_cache(maxsize=256)
 def _epoch_second(fields: Tuple[str, ...]) -> int:
     """Seconds since the epoch of (year, month, day, hour, minute, second)."""
+    import datetime as _dt  # replay only: not on a live trace's start-up path
+
     t = _dt.datetime(*map(int, fields), tzinfo=_dt.timezone.utc)  # type: ignore[misc]
     return int(t.timestamp())
 
@@ -109,6 +107,8 @@ def shown_text(text: str) -> str:
 
 
 def _b64(text: str) -> str:
+    import base64  # text that is not UTF-8 only
+
     return base64.b64encode(text_bytes(text)).decode("ascii")
 
 
@@ -177,6 +177,8 @@ def with_raw_text(d: Dict[str, Any], names: Sequence[str]) -> Dict[str, Any]:
 # -- reading text fields -------------------------------------------------------
 
 def _decode_b64(value: str) -> str:
+    import base64
+
     return base64.b64decode(value, validate=True).decode("utf-8", "surrogateescape")
 
 
@@ -215,6 +217,8 @@ class Kind:
 
 def _show(v: Any) -> str:
     """A bad value, short, as JSON, for a message (escaped when it is printed)."""
+    import json
+
     if isinstance(v, (list, dict)):
         return "a list" if isinstance(v, list) else "an object"
     text = json.dumps(v)
@@ -299,6 +303,9 @@ class Base64(Kind):
     doc = "base64 of the exact bytes"
 
     def check(self, v: Any) -> Optional[str]:
+        import base64
+        import binascii
+
         if type(v) is not str:
             return f"{_show(v)} is not a base64 string"
         try:
@@ -367,7 +374,13 @@ class Obj(Kind):
         # argv and argv_base64: one base64 string per argument
         self._lists = tuple(f.name for f in self.fields if isinstance(f.kind, ListOf)
                             and f.name + RAW_SUFFIX in {g.name for g in self.fields})
+        self._ok = self._first_ok
+
+    def _first_ok(self, v: Any) -> bool:
+        # generated at first use: a live trace checks nothing, and should not
+        # pay for it at start-up
         self._ok = self._generate()
+        return self._ok(v)
 
     def _generate(self) -> Any:
         """ok(v): whether v keeps the description, as one generated function of
@@ -394,7 +407,8 @@ class Obj(Kind):
 
     def inline(self, x: str, env: Dict[str, Any]) -> str:
         name = f"_k{len(env)}"
-        env[name] = self._ok
+        env[name] = self._generate() if self._ok == self._first_ok else self._ok
+        self._ok = env[name]
         return f"{name}({x})"
 
     def check(self, v: Any) -> Optional[str]:
