@@ -354,3 +354,41 @@ def test_close_stops_every_thread_at_once(engine, resolver_for, fast_reconnect):
     r.close()
     assert time.monotonic() - t0 < 1
     assert not any(t.is_alive() for t in threads)
+
+
+def test_shim_lineage_is_a_process_not_a_pid():
+    """A shim's lineage follows (pid, start time): when an exit is lost (a full
+    ring buffer) and the pid comes back as an unrelated process, that process
+    is not the container's."""
+    from tracer.events import Namespaces
+
+    cid = "c" * 64
+    r = ContainerResolver(None, Namespaces(mnt=1))
+    shim = ["/usr/bin/containerd-shim-runc-v2", "-namespace", "moby", "-id", cid]
+    r.on_exec(100, shim, start=1_000)
+    r.on_fork(200, 100, 100, start=2_000, parent_start=1_000)        # runc, under the shim
+    assert r.attribute_process("host/x", 5, 200, 2_000).source == "shim"
+    # 200 exits unseen; an unrelated process gets pid 200, forked by pid 1
+    r.on_fork(200, 1, 1, start=9_000, parent_start=10)
+    assert r.attribute_process("host/x", 5, 200, 9_000) is None
+    # the shim's own exit lost too: a new process 100 is nobody's
+    assert r.attribute_process("host/x", 5, 100, 8_000) is None
+    # and a child of that new 100 inherits nothing
+    r.on_fork(300, 100, 100, start=9_500, parent_start=8_000)
+    assert r.attribute_process("host/x", 5, 300, 9_500) is None
+
+
+def test_a_shim_from_proc_matches_its_events_to_the_clock_tick():
+    from tracer.events import Namespaces
+    from tracer.proctable import Process
+
+    cid = "d" * 64
+    shim = Process(pid=100, ppid=1, comm="containerd-shim",
+                   argv=["/usr/bin/containerd-shim-runc-v2", "-id", cid],
+                   start_ns=5_000_000_000, ns=Namespaces(), from_proc=True)
+    r = ContainerResolver(None, Namespaces(mnt=1))
+    r.seed([shim], lambda pid: Namespaces())
+    # the kernel's start time of the same shim: within the tick /proc rounds to
+    assert r.attribute_process("host/x", 5, 100, 5_004_000_000).source == "shim"
+    r.on_fork(101, 100, 100, start=6_000_000_000, parent_start=5_004_000_000)
+    assert r.attribute_process("host/x", 5, 101, 6_000_000_000).source == "shim"

@@ -169,7 +169,7 @@ def test_exits_end_what_was_learned():
     mnt = dataclasses.replace(HOST, mnt=4026532999)
     seq = [
         dataclasses.replace(exec_, pid=100, tid=100, old_pid=100, argv=shim),
-        dataclasses.replace(exit_, pid=100, tid=100),
+        dataclasses.replace(exit_, pid=100, tid=100, start_ns=exec_.start_ns),  # the shim's
         dataclasses.replace(fork, pid=100, tid=100, parent_pid=1, parent_tid=1, ppid=1),
         # a container's init (cgroup) teaches its mount namespace; its exit forgets it
         dataclasses.replace(fork, pid=300, tid=300, vpid=1, ns=mnt, cgroup=f"docker/{cid}"),

@@ -26,6 +26,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from .dockerapi import DockerClient, EventWatch
 from .events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
+from .proctable import same_start
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -82,7 +83,9 @@ class ContainerResolver:
         self._details: Dict[str, Container] = {}          # id -> name/image (source ignored)
         self._by_cgroup: Dict[str, Optional[Tuple[str, str]]] = {}
         self._by_mnt: Dict[int, Tuple[str, str]] = {}      # mount ns inode -> (runtime, id)
-        self._by_pid: Dict[int, Tuple[str, str]] = {}      # shims and their descendants
+        # shims and their descendants: pid -> (start_ns, read from /proc, (runtime, id));
+        # a process is its pid and its start time (proctable.same_start)
+        self._by_pid: Dict[int, Tuple[int, bool, Tuple[str, str]]] = {}
         self._missing: set = set()                         # ids the engine did not name when asked
         self._watch: Optional[EventWatch] = None
         # Ids asked about while the engine did not answer, to ask again (the
@@ -105,7 +108,7 @@ class ContainerResolver:
         for proc in table:
             shim = shim_container(proc.argv)
             if shim is not None:
-                self._by_pid[proc.pid] = self._shim_key(*shim)
+                self._by_pid[proc.pid] = (proc.start_ns, True, self._shim_key(*shim))
         if self.client is None:
             return
         self._watch = self.client.follow(self._on_created, self._on_engine_back)
@@ -124,8 +127,21 @@ class ContainerResolver:
 
     # -- per event --------------------------------------------------------------
 
-    def attribute_process(self, cgroup: str, mnt: int, pid: int) -> Optional[Container]:
-        """The decision, in order of trust, for a process (seen at start-up or at an event)."""
+    def _lineage(self, pid: int, start: int) -> Optional[Tuple[str, str]]:
+        """The shim lineage of process (pid, start): none for another process
+        that had the pid (whose exit was lost)."""
+        entry = self._by_pid.get(pid)
+        if entry is None:
+            return None
+        if not same_start(entry[0], entry[1], start):
+            del self._by_pid[pid]
+            return None
+        return entry[2]
+
+    def attribute_process(self, cgroup: str, mnt: int, pid: int,
+                          start: int = 0) -> Optional[Container]:
+        """The decision, in order of trust, for a process (seen at start-up or
+        at an event); start: its start time (0: unknown)."""
         found = self._by_cgroup.get(cgroup, ())
         if found == ():
             found = self._by_cgroup[cgroup] = container_from_cgroup(cgroup)
@@ -136,7 +152,7 @@ class ContainerResolver:
         found = self._by_mnt.get(mnt)
         if found is not None:
             return self._details_for(found[0], found[1], "namespace")
-        found = self._by_pid.get(pid)
+        found = self._lineage(pid, start)
         if found is not None:
             return self._details_for(found[0], found[1], "shim")
         return None
@@ -243,35 +259,45 @@ class ContainerResolver:
         # lineage first: it must follow every fork and shim exec, attributed or not
         if isinstance(ev, ForkEvent):
             if not ev.thread:
-                self.on_fork(ev.pid, ev.parent_pid, ev.ppid)
+                self.on_fork(ev.pid, ev.parent_pid, ev.ppid, ev.start_ns, ev.parent_start_ns)
         elif isinstance(ev, ExecEvent):
             if ev.ret == 0:
-                self.on_exec(ev.pid, ev.argv)
-        found = self.attribute_process(ev.cgroup, ev.ns.mnt, ev.pid)
+                self.on_exec(ev.pid, ev.argv, ev.start_ns)
+        found = self.attribute_process(ev.cgroup, ev.ns.mnt, ev.pid, ev.start_ns)
         if isinstance(ev, ExitEvent):
-            self.on_exit(ev.pid, ev.vpid, ev.ns.mnt, found)
+            self.on_exit(ev.pid, ev.vpid, ev.ns.mnt, found, ev.start_ns)
         return found
 
     # The steps of attribute(), by the numbers they need: recordlines.RecordLines
     # takes them straight from records.
 
-    def on_fork(self, pid: int, parent_pid: int, ppid: int) -> None:
-        """A process (not a thread) was created: it inherits its parent's shim lineage."""
-        inherited = self._by_pid.get(parent_pid) or self._by_pid.get(ppid)
+    def on_fork(self, pid: int, parent_pid: int, ppid: int, start: int = 0,
+                parent_start: int = 0) -> None:
+        """A process (not a thread) was created: it inherits its parent's shim
+        lineage, the caller's (parent_pid: running, so the holder of its pid)
+        or, under CLONE_PARENT, its parent's (ppid, started at parent_start)."""
+        if not self._by_pid:
+            return
+        inherited = self._lineage(parent_pid, 0) or self._lineage(ppid, parent_start)
         if inherited is not None:
-            self._by_pid[pid] = inherited
+            self._by_pid[pid] = (start, False, inherited)
+        elif pid in self._by_pid:
+            del self._by_pid[pid]  # an earlier process of this pid, whose exit was lost
 
-    def on_exec(self, pid: int, argv: List[str]) -> None:
+    def on_exec(self, pid: int, argv: List[str], start: int = 0) -> None:
         shim = shim_container(argv)
         if shim is not None:
-            self.on_shim_exec(pid, shim)
+            self.on_shim_exec(pid, shim, start)
 
-    def on_shim_exec(self, pid: int, shim: Tuple[str, str]) -> None:
+    def on_shim_exec(self, pid: int, shim: Tuple[str, str], start: int = 0) -> None:
         """on_exec() of a shim: shim_container(argv), decided once per command line."""
-        self._by_pid[pid] = self._shim_key(*shim)
+        self._by_pid[pid] = (start, False, self._shim_key(*shim))
 
-    def on_exit(self, pid: int, vpid: int, mnt: int, found: Optional[Container]) -> None:
-        self._by_pid.pop(pid, None)
+    def on_exit(self, pid: int, vpid: int, mnt: int, found: Optional[Container],
+                start: int = 0) -> None:
+        if pid in self._by_pid:
+            self._lineage(pid, start)  # drops another process's entry
+            self._by_pid.pop(pid, None)
         if vpid == 1 and found is not None:
             # the container's init is gone, and inode numbers are reused
             self._by_mnt.pop(mnt, None)

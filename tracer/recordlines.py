@@ -129,14 +129,14 @@ class RecordLines:
             # the order of ContainerResolver.attribute: lineage, decision, exit
             if kind == _FORK_TYPE:
                 if not flags & _THREAD:
-                    on_fork(pid, f[_PARENT_PID], f[_PPID])
+                    on_fork(pid, f[_PARENT_PID], f[_PPID], f[_START], f[_PARENT_START])
             elif kind == _EXEC_TYPE:
                 old_pid, ret, filename_len, args_len = f[_OLD_PID:_OLD_PID + 4]
                 key = rec[_EXEC_STRINGS_AT:_EXEC_SIZE + filename_len + args_len]
                 filename, argv, shim = execs.get(key) or exec_strings(key, filename_len, args_len)
                 if shim is not None and ret == 0:
-                    on_shim_exec(pid, shim)
-            found = attribute_process(cgroup_name, mnt, pid)
+                    on_shim_exec(pid, shim, f[_START])
+            found = attribute_process(cgroup_name, mnt, pid, f[_START])
             ktime = f[_KTIME]
             sec, frac = divmod(ktime + offset, 1_000_000_000)
             ns_change, optional = _TASK_JSON[flags & _TASK_MASK]
@@ -151,7 +151,7 @@ class RecordLines:
                     THREAD_JSON[(flags & _THREAD) != 0])))
                 n_fork += 1
             elif kind == _EXIT_TYPE:
-                on_exit(pid, f[_VPID], mnt, found)
+                on_exit(pid, f[_VPID], mnt, found, f[_START])
                 status, reaper = f[_STATUS], f[_REAPER]
                 append(EXIT_LINE % (common + (
                     (status >> 8) & 0xFF, status & 0x7F, status,

@@ -55,11 +55,6 @@ def ns_transitions(before: Namespaces, after: Namespaces) -> str:
                     for n in before.changed(after))
 
 
-# Every line a view prints goes through escape() (escape.py) on its way out;
-# a view that measures a field's width escapes the field first.
-printable = escape
-
-
 def _argv_text(ev: ExecEvent) -> str:
     text = shlex.join(ev.argv) if ev.argv else ""
     if ev.argv_truncated:

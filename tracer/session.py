@@ -139,7 +139,8 @@ class Session:
         self.resolver = ContainerResolver(client, host_ns)
         self.resolver.seed(self.table, system.read_ns)
         for proc in self.table:
-            proc.container = self.resolver.attribute_process(proc.cgroup, proc.ns.mnt, proc.pid)
+            proc.container = self.resolver.attribute_process(proc.cgroup, proc.ns.mnt, proc.pid,
+                                                             proc.start_ns)
         self.header = Header(
             hostname=system.hostname(),
             kernel=system.kernel_release(),

@@ -8,7 +8,7 @@ from typing import Dict, Iterable, List, Optional, Set, Union
 from .events import Namespaces
 from .flags import signal_name
 from .proctable import Process, ProcessTable, ProcKey
-from .render import printable
+from .escape import escape
 
 # the namespace kinds a process lives in (the *_for_children ones are where
 # its children will live, shown by the event lines)
@@ -20,7 +20,7 @@ MAX_INDENT = 64      # tree levels drawn indented; deeper rows say their depth
 
 
 def _command(p: Process) -> str:
-    text = printable(" ".join(p.argv)) if p.argv else f"[{printable(p.comm)}]"
+    text = escape(" ".join(p.argv)) if p.argv else f"[{escape(p.comm)}]"
     if p.argv and p.argv_truncated:
         text += " ..."
     return text if len(text) <= COMMAND_WIDTH else text[:COMMAND_WIDTH - 4] + " ..."
@@ -118,7 +118,7 @@ def process_tree(table: ProcessTable, host: Namespaces,
     cells = []
     for p, text in rows:
         parent = procs.get(p.birth_key)
-        cont = printable(p.container.label) if p.container else ""
+        cont = escape(p.container.label) if p.container else ""
         cells.append((str(p.pid), str(p.vpid), tree_marks(p, parent, host), cont, _end(p), text))
     heads = ("PID", "VPID", "NAMESPACES", "CONTAINER", "END", "COMMAND")
     w = [max(len(heads[i]), *(len(c[i]) for c in cells)) if cells else len(heads[i])
@@ -147,7 +147,7 @@ def namespace_table(table: ProcessTable, host: Namespaces,
         if inode == getattr(host, kind):
             owner = "host"
         else:
-            owner = next((printable(p.container.label) for p in members if p.container), "-")
+            owner = next((escape(p.container.label) for p in members if p.container), "-")
         rows.append((str(inode), kind, str(len(alive)), str(first.pid), _user(first.uid),
                      owner, _command(first)))
     heads = ("NS", "TYPE", "NPROCS", "PID", "USER", "CONTAINER", "COMMAND")
