@@ -96,3 +96,20 @@ def test_proc_reads_match_stat_and_status():
         checked += 1
     assert checked >= 10
     assert read_ns(2 ** 22 + 1).mnt == 0  # no such process: 0 = unknown
+
+
+def test_the_header_snapshot_stays_within_what_replay_reads():
+    """9,000 processes with 2 KiB command lines: the header keeps each argv[0]
+    (marked truncated) and fits in the line replay reads."""
+    from tracer.contract import HEADER_LINE_MAX
+    from tracer.events import Namespaces
+    from tracer.jsonlines import json_bytes
+    from tracer.proctable import Process, snapshot
+
+    procs = [Process(pid=i, ppid=1, comm="java", argv=["java", "-cp", "x" * 2040],
+                     start_ns=i, ns=Namespaces(*range(10))) for i in range(2, 9002)]
+    small = snapshot(procs[:100])
+    assert small[0]["argv"] == ["java", "-cp", "x" * 2040] and "argv_truncated" not in small[0]
+    big = snapshot(procs)
+    assert len(json_bytes(big)) < HEADER_LINE_MAX
+    assert big[0]["argv"] == ["java"] and big[0]["argv_truncated"] is True

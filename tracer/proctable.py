@@ -7,11 +7,12 @@ the kernel's events.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
-from .contract import text_of, texts_of, with_raw_text
+from .contract import HEADER_LINE_MAX, text_of, texts_of, with_raw_text
 from .events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
 from .layout import CT_ARGS_MAX
 from .system import read_ns
@@ -163,6 +164,26 @@ def read_process(pid: int) -> Optional[Process]:
     return Process(pid=pid, ppid=ppid, comm=comm, argv=argv, argv_truncated=truncated,
                    start_ns=start_ticks * 1_000_000_000 // _CLK_TCK, ns=read_ns(pid),
                    vpid=vpid, uid=uid, cgroup=_cgroup(cgroup), from_proc=True)
+
+
+# The header lists every process alive at start; replay reads a header line
+# of at most contract.HEADER_LINE_MAX bytes.  Command lines are most of it:
+# past this many bytes of them (an eighth of the limit, leaving room for the
+# rest of each entry and for JSON escapes) each keeps its argv[0] only.
+HEADER_ARGV_BUDGET = HEADER_LINE_MAX // 8
+
+
+def snapshot(procs: Iterable["Process"]) -> List[Dict[str, Any]]:
+    """The processes as a recording's header lists them, within its limit."""
+    procs = list(procs)
+    if sum(len(a) + 1 for p in procs for a in p.argv) <= HEADER_ARGV_BUDGET:
+        return [p.to_json() for p in procs]
+    out = []
+    for p in procs:
+        d = p.to_json() if len(p.argv) <= 1 else dataclasses.replace(
+            p, argv=p.argv[:1], argv_truncated=True).to_json()
+        out.append(d)
+    return out
 
 
 class ProcessTable:

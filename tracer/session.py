@@ -38,7 +38,7 @@ from .jsonlines import EventLines
 from .libbpf import BpfObject
 from .loader import DEFAULT_RINGBUF_BYTES, ProgramLoader, default_object_path
 from .options import TraceOptions, kernel_filtered
-from .proctable import ProcessTable
+from .proctable import ProcessTable, snapshot
 from .recordlines import RecordLines
 from .ringbuf import RecordReader, open_reader
 from .schedule import giving_way
@@ -154,7 +154,7 @@ class Session:
             docker_socket=client.path if client else None,
             docker_reachable=bool(client and client.reachable),
             core_btf=self.core_btf,
-            processes=[p.to_json() for p in self.table],
+            processes=snapshot(self.table),
         )
         return self.header
 
