@@ -99,17 +99,29 @@ def test_proc_reads_match_stat_and_status():
 
 
 def test_the_header_snapshot_stays_within_what_replay_reads():
-    """9,000 processes with 2 KiB command lines: the header keeps each argv[0]
-    (marked truncated) and fits in the line replay reads."""
-    from tracer.contract import HEADER_LINE_MAX
+    """Processes alive at start, as many and as long as they come: the header's
+    list fits the line replay reads; long command lines are cut first, and
+    what still does not fit is left out and counted."""
     from tracer.events import Namespaces
     from tracer.jsonlines import json_bytes
-    from tracer.proctable import Process, snapshot
+    from tracer.proctable import HEADER_PROCESSES_MAX, Process, snapshot
 
-    procs = [Process(pid=i, ppid=1, comm="java", argv=["java", "-cp", "x" * 2040],
-                     start_ns=i, ns=Namespaces(*range(10))) for i in range(2, 9002)]
-    small = snapshot(procs[:100])
-    assert small[0]["argv"] == ["java", "-cp", "x" * 2040] and "argv_truncated" not in small[0]
-    big = snapshot(procs)
-    assert len(json_bytes(big)) < HEADER_LINE_MAX
-    assert big[0]["argv"] == ["java"] and big[0]["argv_truncated"] is True
+    def procs(n, arg):
+        return [Process(pid=i, ppid=1, comm="java", argv=["java", "-cp", arg], start_ns=i,
+                        ns=Namespaces(*range(10))) for i in range(2, n + 2)]
+
+    small, omitted = snapshot(procs(100, "x" * 2040))
+    assert omitted == 0 and small[0]["argv"] == ["java", "-cp", "x" * 2040]
+    assert "argv_truncated" not in small[0]
+    # 3,000 command lines of C1 controls, 36 KiB each in JSON
+    cut, omitted = snapshot(procs(3000, "\u009b" * 6000))
+    assert omitted == 0 and len(json_bytes(cut)) <= HEADER_PROCESSES_MAX
+    shortened = [e for e in cut if e.get("argv_truncated")]
+    assert len(shortened) > 2500 and all(e["argv"] == ["java"] for e in shortened)
+    # more processes than the line holds at all
+    many = procs(20_000, "y")
+    for p in many:
+        p.comm, p.cgroup = "\u009b" * 15, "\u009b" * 79
+    kept, omitted = snapshot(many)
+    assert omitted > 0 and len(kept) + omitted == 20_000
+    assert len(json_bytes(kept)) <= HEADER_PROCESSES_MAX

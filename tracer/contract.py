@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring as _json_str
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .escape import FAST
 from .layout import NS_NAMES
 
 FORMAT_NAME = "ctrtrace"
@@ -129,7 +130,14 @@ def json_safe(encoded: str) -> str:
     The encoder has escaped C0 controls already; structure is printable."""
     if encoded.isprintable():
         return encoded
+    encoded = encoded.translate(_JSON_TABLE)
+    if encoded.isprintable():
+        return encoded
     return "".join(c if c.isprintable() else _json_char(c) for c in encoded)
+
+
+# the characters escape.py translates at C speed, as JSON escapes
+_JSON_TABLE = {code: _json_char(chr(code)) for code in FAST if not chr(code).isprintable()}
 
 
 def _json_text(text: str) -> bytes:
@@ -543,6 +551,7 @@ HEADER = Obj([
     Field("docker_reachable", Bool(), False),
     Field("core_btf", Str(), False),
     Field("processes", ListOf(PROCESS, PID_MAX), False),
+    Field("processes_omitted", COUNT, False, "processes alive at start the line could not hold"),
 ])
 
 SUMMARY = Obj([

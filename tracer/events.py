@@ -336,6 +336,7 @@ class Header:
     core_btf: str = ""       # what CO-RE relocated against: "subset" (cached) or "kernel"
     # the processes alive at start, from /proc: replay can name every parent
     processes: List[Dict[str, Any]] = field(default_factory=list)
+    processes_omitted: int = 0  # more than the header line holds (proctable.snapshot)
     argv: List[str] = field(default_factory=list)
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
@@ -361,6 +362,8 @@ class Header:
         }
         if self.core_btf:  # recordings made before it was recorded lack it
             d["core_btf"] = self.core_btf
+        if self.processes_omitted:
+            d["processes_omitted"] = self.processes_omitted
         return with_raw_text(d, ("argv",))
 
     @classmethod
@@ -378,6 +381,7 @@ class Header:
             docker_reachable=bool(d.get("docker_reachable", False)),
             core_btf=str(d.get("core_btf", "")),
             processes=list(d.get("processes", [])),
+            processes_omitted=int(d.get("processes_omitted", 0)),
             argv=texts_of(d, "argv"),
             format=str(d["format"]),
             version=int(d["version"]),

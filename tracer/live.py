@@ -77,6 +77,9 @@ class App:
         where = "PID 1" if h.host_ns_pid == 1 else f"PID {h.host_ns_pid} (PID 1 unreadable)"
         self.message(f"tracing on {h.hostname} ({h.kernel}); host namespaces from {where}; "
                      "Ctrl-C to stop")
+        if h.processes_omitted:
+            self.message(f"{h.processes_omitted} of the processes alive at start are not listed "
+                         "in the header (more than its line holds): their events still are")
         if h.docker_socket and not h.docker_reachable:
             self.message(f"Docker is not reachable at {h.docker_socket}: containers are shown by id")
 

@@ -167,23 +167,47 @@ def read_process(pid: int) -> Optional[Process]:
 
 
 # The header lists every process alive at start; replay reads a header line
-# of at most contract.HEADER_LINE_MAX bytes.  Command lines are most of it:
-# past this many bytes of them (an eighth of the limit, leaving room for the
-# rest of each entry and for JSON escapes) each keeps its argv[0] only.
-HEADER_ARGV_BUDGET = HEADER_LINE_MAX // 8
+# of at most contract.HEADER_LINE_MAX bytes, and the list of processes gets
+# all of it but this much (the header's other fields are a few KiB).
+HEADER_PROCESSES_MAX = HEADER_LINE_MAX - (1 << 20)
+# Text grows at most six times in JSON (a \u escape a character) and the
+# base64 of bytes that are not UTF-8 adds a third: below this many bytes of
+# text, no process list can exceed the limit, and none is measured.
+_SURELY_FITS = HEADER_PROCESSES_MAX // 8
+_ENTRY_MAX = 1 << 10  # bytes of an entry's fields other than its text
 
 
-def snapshot(procs: Iterable["Process"]) -> List[Dict[str, Any]]:
-    """The processes as a recording's header lists them, within its limit."""
+def snapshot(procs: Iterable["Process"]) -> Tuple[List[Dict[str, Any]], int]:
+    """The processes as a recording's header lists them, and how many it had
+    to leave out: the list always fits the line replay reads.  When it would
+    not, the longest command lines are cut to their first word (marked
+    argv_truncated), then, with more processes than the line can hold at
+    all, the last ones are left out (the header counts them)."""
+    from .jsonlines import json_bytes
+
     procs = list(procs)
-    if sum(len(a) + 1 for p in procs for a in p.argv) <= HEADER_ARGV_BUDGET:
-        return [p.to_json() for p in procs]
-    out = []
-    for p in procs:
-        d = p.to_json() if len(p.argv) <= 1 else dataclasses.replace(
-            p, argv=p.argv[:1], argv_truncated=True).to_json()
-        out.append(d)
-    return out
+    text = sum(len(p.comm) + len(p.cgroup) + sum(len(a) + 1 for a in p.argv) for p in procs)
+    entries = [p.to_json() for p in procs]
+    if text + _ENTRY_MAX // 8 * len(procs) <= _SURELY_FITS:
+        return entries, 0
+    sizes = [len(json_bytes(e)) + 1 for e in entries]
+    total = sum(sizes)
+    for i in sorted(range(len(procs)), key=sizes.__getitem__, reverse=True):
+        if total <= HEADER_PROCESSES_MAX:
+            break
+        p = procs[i]
+        if len(p.argv) > 1 or (p.argv and len(p.argv[0]) > 64):
+            entries[i] = dataclasses.replace(p, argv=[p.argv[0][:64]],
+                                             argv_truncated=True).to_json()
+            size = len(json_bytes(entries[i])) + 1
+            total += size - sizes[i]
+            sizes[i] = size
+    omitted = 0
+    while total > HEADER_PROCESSES_MAX:
+        total -= sizes.pop()
+        entries.pop()
+        omitted += 1
+    return entries, omitted
 
 
 class ProcessTable:

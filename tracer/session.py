@@ -141,6 +141,7 @@ class Session:
         for proc in self.table:
             proc.container = self.resolver.attribute_process(proc.cgroup, proc.ns.mnt, proc.pid,
                                                              proc.start_ns)
+        processes, omitted = snapshot(self.table)
         self.header = Header(
             hostname=system.hostname(),
             kernel=system.kernel_release(),
@@ -154,7 +155,8 @@ class Session:
             docker_socket=client.path if client else None,
             docker_reachable=bool(client and client.reachable),
             core_btf=self.core_btf,
-            processes=snapshot(self.table),
+            processes=processes,
+            processes_omitted=omitted,
         )
         return self.header
 
