@@ -253,6 +253,17 @@ def test_a_full_standard_output(tmp_path, view):
     assert json.loads(replayed.stdout.splitlines()[-1])["type"] == "summary"
 
 
+@pytest.mark.parametrize("mode", [[], ["--json"], ["--tree"], ["--ns", "--skip-bad"]])
+def test_replay_to_a_full_standard_output(mode):
+    """replay > /dev/full: one error line, status 1, no traceback."""
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "session.jsonl")
+    with open("/dev/full", "wb") as full:
+        r = subprocess.run([sys.executable, "-m", "tracer", "replay", data, *mode], stdout=full,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+    assert r.returncode == 1
+    one_error(r.stderr, "cannot write standard output: No space left on device")
+
+
 # -- a reader that goes away ---------------------------------------------------
 
 

@@ -7,7 +7,7 @@ from typing import Any, Callable, List, Optional
 import click
 
 from .errors import CtrtraceError
-from .live import App, LiveArgs, collect_garbage, quiet_broken_pipe, run
+from .live import App, LiveArgs, collect_garbage, quiet_broken_pipe, run, stdout_failed
 from .loader import DEFAULT_RINGBUF_BYTES
 
 __all__ = ["App", "main"]
@@ -111,6 +111,8 @@ def replay(app: App, file: str, as_json: bool, pid: Optional[int], comm: Optiona
         app.fail(e)
     except BrokenPipeError:
         quiet_broken_pipe()
+    except OSError as e:  # standard output fails (a full disk, /dev/full)
+        app.fail(stdout_failed(app, e))
 
 
 if __name__ == "__main__":

@@ -135,7 +135,9 @@ def _out_fd(app: App) -> Optional[int]:
         return None
 
 
-def _stdout_failed(app: App, e: OSError) -> CtrtraceError:
+def stdout_failed(app: App, e: OSError) -> CtrtraceError:
+    """The error for a standard output that cannot be written; it is put on
+    /dev/null, so that nothing fails again on the way out."""
     _silence(app.out)
     return CtrtraceError(f"cannot write standard output: {e.strerror or e}", ExitStatus.ERROR)
 
@@ -203,7 +205,7 @@ def run(app: App, a: LiveArgs) -> None:
             except BrokenPipeError:
                 raise
             except OSError as e:
-                raise _stdout_failed(app, e)
+                raise stdout_failed(app, e)
     except CtrtraceError as e:
         app.fail(e)
     except BrokenPipeError:
@@ -220,7 +222,7 @@ def run(app: App, a: LiveArgs) -> None:
         if not failure.broken_pipe:
             from .render import TextRenderer
 
-            err = _stdout_failed(app, failure.cause)  # type: ignore[arg-type]
+            err = stdout_failed(app, failure.cause)  # type: ignore[arg-type]
             app.message(TextRenderer.summary(result.summary))
             app.fail(err)
         _silence(app.out)
