@@ -118,3 +118,21 @@ def test_processes_from_proc_keep_their_bytes_and_a_bounded_command_line():
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.bpf
+def test_json_view_straight_from_the_records(tmp_path):
+    """--json alone takes its lines straight from the records (recordlines.py):
+    the same escapes and exact bytes as the event path."""
+    link = os.path.join(os.fsencode(tmp_path), b"\xff" + TITLE + RLO + NOT_UTF8)
+    os.symlink(b"/bin/true", link)
+    r = subprocess.run([CTRTRACE, "--json", "--", sys.executable, "-c", CHILD,
+                        os.fsdecode(link)], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    _assert_printable(r.stdout, "--json")
+    events = [json.loads(line) for line in r.stdout.splitlines()[1:-1]]
+    (ex,) = [e for e in events if e["type"] == "exec" and e["argv"][:1] == ["true"]]
+    assert [base64.b64decode(a) for a in ex["argv_base64"]] == ARGV
+    assert base64.b64decode(ex["filename_base64"]) == link
+    assert base64.b64decode(ex["comm_base64"]) == b"\xff" + TITLE
+    assert [e for e in events if e["type"] == "exit" and e["comm"] == TITLE.decode()]
