@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from tracer.events import EVENT_CLASSES
-from tracer.jsonlines import EventLines, json_bytes
+from tracer.contract import json_bytes
+from tracer.jsonlines import EventLines
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 

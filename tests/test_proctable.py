@@ -103,7 +103,7 @@ def test_the_header_snapshot_stays_within_what_replay_reads():
     list fits the line replay reads; long command lines are cut first, and
     what still does not fit is left out and counted."""
     from tracer.events import Namespaces
-    from tracer.jsonlines import json_bytes
+    from tracer.contract import json_bytes
     from tracer.proctable import HEADER_PROCESSES_MAX, Process, snapshot
 
     def procs(n, arg):

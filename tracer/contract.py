@@ -22,6 +22,7 @@ import functools
 import re
 import time as _time
 from dataclasses import dataclass
+from json import JSONEncoder
 from json.encoder import encode_basestring as _json_str
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -138,6 +139,20 @@ def json_safe(encoded: str) -> str:
 
 # the characters escape.py translates at C speed, as JSON escapes
 _JSON_TABLE = {code: _json_char(chr(code)) for code in FAST if not chr(code).isprintable()}
+
+
+_encode = JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Compact JSON in UTF-8: json.dumps(obj, separators=(",", ":"), ensure_ascii=False),
+    the one encoding of every record written.
+
+    Characters that are not printable are \\u escapes (json_safe); text a
+    process controls goes through with_raw_text() or text_json() first (exact,
+    with its bytes); a lone surrogate anywhere else (from no UTF-8 source) is
+    U+FFFD."""
+    return json_safe(_encode(obj)).encode()
 
 
 def _json_text(text: str) -> bytes:

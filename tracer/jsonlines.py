@@ -17,26 +17,19 @@ start of every trace.
 
 from __future__ import annotations
 
-from json import JSONEncoder
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .contract import is_utf8, iso_second, json_bytes, list_json, text_json
 from .events import (
-    Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent, SetnsEvent,
+    Container,
+    ExecEvent,
+    ExitEvent,
+    ForkEvent,
+    Namespaces,
+    ProcessEvent,
+    SetnsEvent,
     UnshareEvent,
 )
-from .contract import is_utf8, iso_second, json_safe, list_json, text_json
-
-_encode = JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-def json_bytes(obj: Any) -> bytes:
-    """Compact JSON in UTF-8: json.dumps(obj, separators=(",", ":"), ensure_ascii=False).
-
-    Characters that are not printable are \\u escapes (contract.json_safe);
-    text a process controls is written by text_json() (exact, with its
-    bytes); a lone surrogate anywhere else (from no UTF-8 source) is U+FFFD."""
-    return json_safe(_encode(obj)).encode()
-
 
 NULL_JSON = b"null"
 # pieces indexed by a bool

@@ -183,7 +183,7 @@ def snapshot(procs: Iterable["Process"]) -> Tuple[List[Dict[str, Any]], int]:
     not, the longest command lines are cut to their first word (marked
     argv_truncated), then, with more processes than the line can hold at
     all, the last ones are left out (the header counts them)."""
-    from .jsonlines import json_bytes
+    from .contract import json_bytes
 
     procs = list(procs)
     text = sum(len(p.comm) + len(p.cgroup) + sum(len(a) + 1 for a in p.argv) for p in procs)

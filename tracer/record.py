@@ -28,9 +28,10 @@ import stat
 import zlib
 from typing import List, Optional, Tuple
 
+from .contract import json_bytes
 from .errors import CtrtraceError, ExitStatus
 from .events import Header, ProcessEvent, Summary
-from .jsonlines import EventLines, json_bytes
+from .jsonlines import EventLines
 
 GZIP_LEVEL = 6
 

@@ -11,15 +11,27 @@ import shlex
 from dataclasses import dataclass, field
 from typing import IO, Dict, List, Optional, Tuple
 
+from .contract import json_bytes
+from .escape import escape
 from .events import (
-    ExecEvent, ExitEvent, ForkEvent, Header, Namespaces, ProcessEvent, SetnsEvent,
-    Summary, UnshareEvent,
+    ExecEvent,
+    ExitEvent,
+    ForkEvent,
+    Header,
+    Namespaces,
+    ProcessEvent,
+    SetnsEvent,
+    Summary,
+    UnshareEvent,
 )
 from .flags import (
-    clone_flag_names, errno_name, nstype_name, signal_name, unshare_flag_names,
+    clone_flag_names,
+    errno_name,
+    nstype_name,
+    signal_name,
+    unshare_flag_names,
 )
-from .escape import escape
-from .jsonlines import EventLines, json_bytes
+from .jsonlines import EventLines
 from .layout import NS_NAMES
 
 # Short names in the marks column; the *_for_children ones get a trailing '>'

@@ -281,14 +281,14 @@ def _shown_json(line: bytes, d: Any) -> bytes:
     need not): then the same values, re-encoded with them escaped."""
     if line.isascii() or line[:-1].decode().isprintable():
         return line
-    from .jsonlines import json_bytes
+    from .contract import json_bytes
 
     return json_bytes(d) + b"\n"
 
 
 def _replay_json(reader: TraceReader, flt, app, counts: Dict[str, int]) -> Summary:
     """JSON Lines out: the header and each kept event exactly as recorded."""
-    from .jsonlines import json_bytes
+    from .contract import json_bytes
 
     out = app.out
     out.flush()
