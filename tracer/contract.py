@@ -251,7 +251,8 @@ def _show(v: Any) -> str:
 class Int(Kind):
     def __init__(self, lo: int, hi: int, nullable: bool = False, doc: str = "") -> None:
         self.lo, self.hi, self.nullable = lo, hi, nullable
-        self.doc = doc or f"integer {lo}..{hi}" + (" or null" if nullable else "")
+        span = {(0, _U64): "u64", (0, _U32): "u32", _S32: "s32"}.get((lo, hi), f"{lo}..{hi}")
+        self.doc = f"{doc or 'integer'} ({span})" + (" or null" if nullable else "")
 
     def check(self, v: Any) -> Optional[str]:
         if type(v) is int:
@@ -464,123 +465,156 @@ def _raw(name: str, kind: Kind, required: bool = True, doc: str = "") -> Tuple[F
 
 COUNT = Int(0, _U64, doc="count")
 PID = Int(0, PID_MAX, doc="pid")
-NS = Obj([Field(n, Int(0, _U32, doc="inode")) for n in NS_NAMES], doc="namespace inodes")
+INODE = Int(0, _U32, doc="inode")
+NS = Obj([Field(n, INODE) for n in NS_NAMES], doc="namespaces")
 CONTAINER = Obj([
-    Field("id", Str()),
-    Field("name", Str(nullable=True), False),
-    Field("image", Str(nullable=True), False),
-    Field("runtime", Str(), False),
-    Field("source", Str(one_of=("cgroup", "namespace", "shim")), False),
+    Field("id", Str(), doc="the container's full id"),
+    Field("name", Str(nullable=True), False, "its name (the Docker engine's), without '/'"),
+    Field("image", Str(nullable=True), False, "its image"),
+    Field("runtime", Str(), False, "docker, containerd, cri-o or podman"),
+    Field("source", Str(one_of=("cgroup", "namespace", "shim")), False,
+          "what tied the process to it (README: Containers)"),
 ], nullable=True, doc="container or null")
 ARGV = ListOf(Str(), 1 << 16, doc="list of strings")
 
 EVENT_TYPES = ("exec", "fork", "exit", "setns", "unshare")
 
 COMMON = (
-    Field("type", Str(one_of=EVENT_TYPES + ("header", "summary"))),
+    Field("type", Str(one_of=EVENT_TYPES + ("header", "summary")), doc="the event"),
     Field("ts", Timestamp(), doc="wall clock of the event"),
-    Field("ktime_ns", Int(0, _U64), doc="CLOCK_MONOTONIC of the event"),
-    Field("cpu", Int(0, _U32), False),
-    Field("pid", PID),
-    Field("tid", PID),
+    Field("ktime_ns", Int(0, _U64), doc="CLOCK_MONOTONIC of the event (ns)"),
+    Field("cpu", Int(0, _U32), False, "the CPU it happened on"),
+    Field("pid", PID, doc="the process (thread group)"),
+    Field("tid", PID, doc="the thread"),
     Field("ppid", PID, doc="the parent at the event"),
     Field("vpid", PID, doc="the pid in the process's own pid namespace"),
-    *_raw("comm", Str()),
-    Field("uid", Int(0, _U32)),
-    Field("gid", Int(0, _U32)),
+    *_raw("comm", Str(), doc="the task's command name (15 bytes at most)"),
+    Field("uid", Int(0, _U32), doc="real uid"),
+    Field("gid", Int(0, _U32), doc="real gid"),
     Field("start_ns", Int(0, _U64), False, "start time since boot: with pid, the identity"),
-    Field("parent_start_ns", Int(0, _U64), False),
-    Field("ns", NS),
-    Field("no_nsproxy", Bool(), False),
-    Field("cgroup_id", Int(0, _U64), False),
-    *_raw("cgroup", Str(), False),
-    Field("cgroup_v1", Bool(), False),
-    Field("ns_change", Bool(), False),
-    Field("container", CONTAINER, False),
+    Field("parent_start_ns", Int(0, _U64), False, "the parent's start time"),
+    Field("ns", NS, doc="the ten namespace inodes, as /proc/PID/ns shows them (0: unknown)"),
+    Field("no_nsproxy", Bool(), False, "true: the task had no namespaces left (exiting)"),
+    Field("cgroup_id", Int(0, _U64), False, "the cgroup's id (its inode)"),
+    *_raw("cgroup", Str(), False, "the cgroup's directory and its parent's"),
+    Field("cgroup_v1", Bool(), False, "true: from a v1 hierarchy (no v2 placement)"),
+    Field("ns_change", Bool(), False,
+          "created or entered a namespace, or differs from the parent's (--ns-changes)"),
+    Field("container", CONTAINER, False, "the container it belongs to, or null (the host)"),
 )
 
 EVENTS: Dict[str, Obj] = {
     "exec": Obj(COMMON + (
-        *_raw("filename", Str()),
-        *_raw("argv", ARGV),
-        Field("argv_truncated", Bool()),
-        Field("filename_truncated", Bool(), False),
-        Field("old_pid", PID, False),
+        *_raw("filename", Str(), doc="the path given to execve/execveat"),
+        *_raw("argv", ARGV, doc="the arguments (2 KiB at most)"),
+        Field("argv_truncated", Bool(), doc="true: argv was longer"),
+        Field("filename_truncated", Bool(), False, "true: the path was longer"),
+        Field("old_pid", PID, False, "the thread that called exec, when not the leader"),
         Field("ret", Int(*_S32), False, "0, or -errno for a failed exec"),
-    )),
+    ), doc="a program replaced the process's image"),
     "fork": Obj(COMMON + (
-        Field("parent_pid", PID, doc="the caller"),
-        Field("parent_tid", PID, False),
-        Field("clone_flags", Int(0, _U64, nullable=True), False),
-        Field("thread", Bool(), False),
-    )),
+        Field("parent_pid", PID, doc="the caller (differs from ppid under CLONE_PARENT)"),
+        Field("parent_tid", PID, False, "the calling thread"),
+        Field("clone_flags", Int(0, _U64, nullable=True), False,
+              "the clone flags (null: a kernel thread)"),
+        Field("thread", Bool(), False, "true: a thread (with --threads)"),
+    ), doc="a process (or thread) was created"),
     "exit": Obj(COMMON + (
-        Field("exit_code", Int(0, 255)),
-        Field("signal", Int(0, 127)),
+        Field("exit_code", Int(0, 255), doc="the exit status"),
+        Field("signal", Int(0, 127), doc="the signal that ended it, or 0"),
         Field("status", Int(0, 0xFFFF), False, "the wait(2) status"),
-        Field("core_dumped", Bool(), False),
-        Field("reaper", Int(0, PID_MAX, nullable=True), False),
-    )),
+        Field("core_dumped", Bool(), False, "true: it dumped core"),
+        Field("reaper", Int(0, PID_MAX, nullable=True), False,
+              "who adopts its children (null: it had none; 0: unknown)"),
+    ), doc="a process ended"),
     "setns": Obj(COMMON + (
-        Field("fd", Int(*_S32)),
-        Field("nstype", Int(*_S32)),
-        Field("ret", Int(*_S32)),
-        Field("ns_before", NS),
-    )),
+        Field("fd", Int(*_S32), doc="setns(2)'s file descriptor"),
+        Field("nstype", Int(*_S32), doc="setns(2)'s nstype"),
+        Field("ret", Int(*_S32), doc="its result: 0, or -errno"),
+        Field("ns_before", NS, doc="the namespaces before the call"),
+    ), doc="a thread entered another namespace"),
     "unshare": Obj(COMMON + (
-        Field("flags", Int(0, _U64)),
-        Field("ret", Int(*_S32)),
-        Field("ns_before", NS),
-    )),
+        Field("flags", Int(0, _U64), doc="unshare(2)'s flags"),
+        Field("ret", Int(*_S32), doc="its result: 0, or -errno"),
+        Field("ns_before", NS, doc="the namespaces before the call"),
+    ), doc="a thread moved into new namespaces"),
 }
 
 PROCESS = Obj([
-    Field("pid", PID),
-    Field("ppid", PID),
-    Field("vpid", PID, False),
-    *_raw("comm", Str()),
-    *_raw("argv", ARGV, False),
-    Field("argv_truncated", Bool(), False),
-    Field("start_ns", Int(0, _U64), False),
-    Field("uid", Int(0, _U32), False),
-    Field("ns", NS),
-    *_raw("cgroup", Str(), False),
-    Field("container", CONTAINER, False),
-], doc="a process alive at the start")
+    Field("pid", PID, doc="the process"),
+    Field("ppid", PID, doc="its parent"),
+    Field("vpid", PID, False, "its pid in its own pid namespace"),
+    *_raw("comm", Str(), doc="its command name"),
+    *_raw("argv", ARGV, False, "as much of /proc's command line as an exec event carries"),
+    Field("argv_truncated", Bool(), False, "true: the command line was longer"),
+    Field("start_ns", Int(0, _U64), False, "start time since boot, to /proc's clock tick"),
+    Field("uid", Int(0, _U32), False, "real uid"),
+    Field("ns", NS, doc="its namespaces"),
+    *_raw("cgroup", Str(), False, "its cgroup's directory and its parent's"),
+    Field("container", CONTAINER, False, "its container, or null"),
+], doc="a process alive at the start (from /proc)")
 
 HEADER = Obj([
-    Field("type", Str(one_of=("header",))),
-    Field("format", Str(one_of=(FORMAT_NAME,))),
-    Field("version", Int(1, FORMAT_VERSION)),
-    Field("hostname", Str()),
-    Field("kernel", Str()),
-    Field("boot_time", Timestamp(), False),
-    Field("boot_time_ns", Int(0, _U64)),
-    Field("ts", Timestamp()),
-    Field("start_ktime_ns", Int(0, _U64)),
-    Field("host_ns", NS),
-    Field("host_ns_pid", PID, False),
-    Field("tracer_pid", PID, False),
-    *_raw("argv", ARGV, False),
-    Field("docker_socket", Str(nullable=True), False),
-    Field("docker_reachable", Bool(), False),
-    Field("core_btf", Str(), False),
-    Field("processes", ListOf(PROCESS, PID_MAX), False),
+    Field("type", Str(one_of=("header",)), doc="header"),
+    Field("format", Str(one_of=(FORMAT_NAME,)), doc="ctrtrace"),
+    Field("version", Int(1, FORMAT_VERSION), doc="the format's version"),
+    Field("hostname", Str(), doc="the host's name"),
+    Field("kernel", Str(), doc="the kernel's release"),
+    Field("boot_time", Timestamp(), False, "wall clock of boot"),
+    Field("boot_time_ns", Int(0, _U64), doc="the same in ns: ktime_ns + boot_time_ns = wall time"),
+    Field("ts", Timestamp(), doc="wall clock of the start"),
+    Field("start_ktime_ns", Int(0, _U64), doc="CLOCK_MONOTONIC of the start"),
+    Field("host_ns", NS, doc="the host's namespaces (PID 1's)"),
+    Field("host_ns_pid", PID, False, "where host_ns was read (not 1 if PID 1 was unreadable)"),
+    Field("tracer_pid", PID, False, "ctrtrace's own pid"),
+    *_raw("argv", ARGV, False, "ctrtrace's command line"),
+    Field("docker_socket", Str(nullable=True), False, "the Docker Engine API socket asked"),
+    Field("docker_reachable", Bool(), False, "whether the engine answered at the start"),
+    Field("core_btf", Str(), False, "what CO-RE relocated against: subset or kernel"),
+    Field("processes", ListOf(PROCESS, PID_MAX, doc="list of processes"), False,
+          "the processes alive at the start"),
     Field("processes_omitted", COUNT, False, "processes alive at start the line could not hold"),
-])
+], doc="the first line")
 
 SUMMARY = Obj([
-    Field("type", Str(one_of=("summary",))),
-    Field("ts", Timestamp()),
-    Field("events", COUNT, False),
-    Field("counts", CountMap()),
-    Field("lost", COUNT),
-    Field("threads", COUNT, False),
-    Field("filtered_in_kernel", COUNT, False),
-    Field("filtered_in_userspace", COUNT, False),
-    Field("duration_s", Seconds(), False),
-    Field("bad_lines", COUNT, False),
-])
+    Field("type", Str(one_of=("summary",)), doc="summary"),
+    Field("ts", Timestamp(), doc="wall clock of the end"),
+    Field("events", COUNT, False, "events written"),
+    Field("counts", CountMap(), doc="events by type"),
+    Field("lost", COUNT, doc="events the kernel could not write (a full ring buffer)"),
+    Field("threads", COUNT, False, "threads created (not shown without --threads)"),
+    Field("filtered_in_kernel", COUNT, False, "events the kernel-side filters dropped"),
+    Field("filtered_in_userspace", COUNT, False, "events the view's filters did not show"),
+    Field("duration_s", Seconds(), False, "how long the trace ran"),
+    Field("bad_lines", COUNT, False, "replay --skip-bad: lines skipped"),
+], doc="the last line")
+
+
+def reference() -> str:
+    """The contract as Markdown tables: the README's field list (a test keeps
+    them equal; scripts/contract-doc writes it)."""
+    def table(fields: Sequence[Field], skip: Sequence[str] = ()) -> List[str]:
+        rows = ["| field | type | present | meaning |", "| --- | --- | --- | --- |"]
+        for f in fields:
+            if f.name in skip:
+                continue
+            rows.append(f"| `{f.name}` | {f.kind.doc} | {'always' if f.required else 'may be absent'} "
+                        f"| {f.doc} |")
+        return rows
+
+    common = {f.name for f in COMMON}
+    out = ["Every event:", "", *table(COMMON)]
+    for name, rec in EVENTS.items():
+        out += ["", f"`{name}` ({rec.doc}) adds:", "", *table(rec.fields, common)]
+    for name, rec in (("header", HEADER), ("summary", SUMMARY)):
+        out += ["", f"`{name}` ({rec.doc}):", "", *table(rec.fields)]
+    out += ["", "Each of `processes` (a process alive at the start, from /proc):", "",
+            *table(PROCESS.fields),
+            "", "`ns`, `ns_before` and `host_ns` have the ten fields "
+            + ", ".join(f"`{n}`" for n in NS_NAMES) + f" ({INODE.doc}, 0: unknown); "
+            "`container` (null for the host):", "", *table(CONTAINER.fields)]
+    return "\n".join(out) + "\n"
+
 
 # the raw-text fields of each record, for the writers
 EVENT_TEXT_FIELDS = ("comm", "cgroup", "filename", "argv")
