@@ -142,8 +142,9 @@ class ContainerResolver:
                           start: int = 0) -> Optional[Container]:
         """The decision, in order of trust, for a process (seen at start-up or
         at an event); start: its start time (0: unknown)."""
-        found = self._by_cgroup.get(cgroup, ())
-        if found == ():
+        try:
+            found = self._by_cgroup[cgroup]
+        except KeyError:  # a cgroup seen for the first time
             found = self._by_cgroup[cgroup] = container_from_cgroup(cgroup)
         if found is not None:
             if mnt and mnt != self.host_mnt:

@@ -24,7 +24,7 @@ import time as _time
 from dataclasses import dataclass
 from json import JSONEncoder
 from json.encoder import encode_basestring as _json_str
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
 from .escape import FAST
 from .layout import NS_NAMES
@@ -68,7 +68,8 @@ def _epoch_second(fields: Tuple[str, ...]) -> int:
     """Seconds since the epoch of (year, month, day, hour, minute, second)."""
     import datetime as _dt  # replay only: not on a live trace's start-up path
 
-    t = _dt.datetime(*map(int, fields), tzinfo=_dt.timezone.utc)  # type: ignore[misc]
+    year, month, day, hour, minute, second = map(int, fields)
+    t = _dt.datetime(year, month, day, hour, minute, second, tzinfo=_dt.timezone.utc)
     return int(t.timestamp())
 
 
@@ -593,7 +594,7 @@ SUMMARY = Obj([
 def reference() -> str:
     """The contract as Markdown tables: the README's field list (a test keeps
     them equal; scripts/contract-doc writes it)."""
-    def table(fields: Sequence[Field], skip: Sequence[str] = ()) -> List[str]:
+    def table(fields: Sequence[Field], skip: Collection[str] = ()) -> List[str]:
         rows = ["| field | type | present | meaning |", "| --- | --- | --- | --- |"]
         for f in fields:
             if f.name in skip:
@@ -642,7 +643,9 @@ def check_record(d: Any) -> str:
     if type(d) is not dict:
         raise Invalid("corrupt line (not a JSON object)")
     t = d.get("type")
-    rec = EVENTS.get(t) if type(t) is str else None
+    if not isinstance(t, str):
+        raise Invalid(f"unknown record type {_show(t)}")
+    rec = EVENTS.get(t)
     if rec is None:
         if t == "summary":
             why = SUMMARY.check(d)

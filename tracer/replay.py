@@ -161,9 +161,9 @@ class TraceReader:
 
     def __iter__(self) -> Iterator[Tuple[int, bytes, Dict[str, Any]]]:
         for lineno, line in self._lines:
-            if type(line) is _Bad:
+            if isinstance(line, _Bad):
                 reason = line.reason
-            elif not line.endswith(b"\n"):  # type: ignore[union-attr]
+            elif not line.endswith(b"\n"):
                 reason = "truncated line: the recording was cut off"
             else:
                 try:

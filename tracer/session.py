@@ -19,6 +19,7 @@ import ctypes
 import dataclasses
 import errno
 import os
+import select
 import signal
 import time
 from dataclasses import dataclass
@@ -443,6 +444,8 @@ def trace(
         # the first output that failed, and whether it was the recording
         failed: List[Tuple[BaseException, bool]] = []
 
+        watch: Optional[select.poll] = None  # the view's descriptor, when it has one
+
         def recorder_failed(e: BaseException) -> None:
             nonlocal recorder
             failed.append((e, True))
@@ -475,7 +478,7 @@ def trace(
             assert renderer is not None
             lines = session.lines(records, renderer)
             if recorder is not None:
-                recorder.add_lines(lines)
+                recorder.add_lines(lines)  # type: ignore[attr-defined]
             view.add_lines(lines)  # type: ignore[attr-defined]
             flush()
 
@@ -503,10 +506,7 @@ def trace(
                         shown_procs.add((ev.pid, ev.start_ns))
             flush()
 
-        watch = None
         if out_fd is not None:
-            import select
-
             watch = select.poll()
             watch.register(out_fd, 0)  # POLLERR comes unasked: a pipe without a reader
 

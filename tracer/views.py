@@ -3,7 +3,7 @@ table (like lsns), built from the process table at the end of a trace."""
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Set, Union
+from typing import AbstractSet, Dict, Iterable, List, Optional, Union
 
 from .events import Namespaces
 from .flags import signal_name
@@ -57,7 +57,7 @@ _TOP = (0, 1, 2)
 
 # What a view shows, as the events named it: (pid, start_ns) keys.  A bare pid
 # (older callers) stands for every process that had it during the trace.
-Shown = Set[Union[ProcKey, int]]
+Shown = AbstractSet[Union[ProcKey, int]]
 
 
 def _named(table: ProcessTable, item: Union[ProcKey, int]) -> Iterable[Process]:
