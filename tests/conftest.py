@@ -1,8 +1,17 @@
 """Shared helpers: run something under a real trace and collect its events.
 
-These tests load the BPF programs into the running kernel: they need root,
-BTF and tracefs, which CI has.  They fail rather than skip when those are
-missing, since a skipped kernel test proves nothing.
+What a test needs is said by its marks (registered in pyproject.toml):
+
+- ``root``: needs root (euid 0): BPF, mounts, files or processes of other
+  users, setpriv, the scheduler's privileged settings;
+- ``bpf``: loads the BPF programs into the running kernel (a live trace);
+- ``docker``: needs a Docker engine (docker_engine starts one if none runs).
+
+bpf and docker imply root, and so does using the ``capture`` fixture (bpf)
+or ``docker_engine`` (docker): the marks are added here at collection.
+``pytest -m "not root"`` runs what needs no privilege.  A root test that is
+run without root fails, with a message saying so, rather than skip: CI runs
+everything as root, and a skipped kernel test proves nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +26,31 @@ import pytest
 from tracer.events import ExecEvent, ProcessEvent
 from tracer.session import Session, TraceOptions
 from tracer.system import read_ns
+
+
+# marks that need root, and fixtures of this file that are a requirement in themselves
+ROOT_MARKS = ("root", "bpf", "docker")
+FIXTURE_MARKS = {"capture": "bpf", "docker_engine": "docker"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marks
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        for fixture, mark in FIXTURE_MARKS.items():
+            if fixture in item.fixturenames and item.get_closest_marker(mark) is None:
+                item.add_marker(mark)
+        if item.get_closest_marker("root") is None and any(
+                item.get_closest_marker(m) for m in ROOT_MARKS):
+            item.add_marker("root")
+
+
+@pytest.hookimpl(tryfirst=True)  # before any fixture is set up
+def pytest_runtest_setup(item) -> None:
+    if item.get_closest_marker("root") is not None and os.geteuid() != 0:
+        marks = ", ".join(m for m in ROOT_MARKS if item.get_closest_marker(m))
+        pytest.fail(f"this test needs root (marked {marks}) and runs as uid {os.geteuid()}: "
+                    "run it as root (sudo ./run test), or leave such tests out with "
+                    "-m 'not root'", pytrace=False)
 
 
 class Capture:

@@ -12,7 +12,7 @@ from tracer.flags import NS_FLAGS
 
 from conftest import docker, proc_ns
 
-pytestmark = pytest.mark.usefixtures("docker_engine")
+pytestmark = [pytest.mark.usefixtures("docker_engine"), pytest.mark.docker, pytest.mark.bpf]
 
 NEW = {name: bit for bit, name in NS_FLAGS.items()}
 NAME = "sleep-container"

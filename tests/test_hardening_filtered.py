@@ -15,7 +15,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tracer.events import ExecEvent, UnshareEvent
+
+pytestmark = pytest.mark.bpf
 
 N = 2000  # failing execs per child: far more than the machine's other events meanwhile
 COMM = "ct-hard-filt"

@@ -18,6 +18,8 @@ from tracer.cli import main
 
 from conftest import docker
 
+pytestmark = pytest.mark.bpf
+
 SCRIPT = ("/bin/true a; unshare --uts --ipc --fork sh -c 'hostname x; sleep 0.1 &'; "
           "sh -c 'exit 4'; sleep 0.2")
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.root  # replays as nobody: setpriv
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "data", "docker-run.jsonl")
 CTRTRACE = os.path.join(os.path.dirname(sys.executable), "ctrtrace")

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.bpf
+
 
 def _start(*args: str) -> subprocess.Popen:
     p = subprocess.Popen([sys.executable, "-m", "tracer", *args],

@@ -13,6 +13,8 @@ from tracer.flags import NS_FLAGS
 
 from conftest import proc_ns
 
+pytestmark = pytest.mark.bpf
+
 NEW = {name: bit for bit, name in NS_FLAGS.items()}
 UNSHARE_FLAGS = NEW["mnt"] | NEW["uts"] | NEW["ipc"] | NEW["pid"] | NEW["net"]
 

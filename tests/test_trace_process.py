@@ -17,6 +17,8 @@ CLONE_VM, CLONE_THREAD = 0x100, 0x10000
 
 from conftest import execs_of, proc_ns
 
+pytestmark = pytest.mark.bpf
+
 
 @pytest.mark.smoke
 def test_known_child_matches_proc(capture):
