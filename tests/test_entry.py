@@ -10,11 +10,10 @@ import sys
 
 import click
 import pytest
-from click.testing import CliRunner
 
 import tracer.cli
 from tracer import entry
-from tracer.live import LiveArgs
+from tracer.live import LiveOptions
 
 
 @pytest.mark.parametrize("args, guess", [
@@ -32,6 +31,8 @@ from tracer.live import LiveArgs
     (["--buffer-size", "8"], False),
     (["replay", "trace.jsonl"], False),
     (["--help"], False),
+    (["--version"], False),
+    (["--color", "always", "-d", "1"], True),
 ])
 def test_what_is_guessed(args, guess):
     assert entry.speculative(args) is guess
@@ -55,22 +56,6 @@ def test_the_command_runs_through_the_entry_point(tmp_path):
 
 
 @pytest.mark.bpf
-def test_a_simple_command_line_runs_without_click(tmp_path):
-    """click is a fifth of the start-up: `ctrtrace --json -w FILE -- CMD` must not import it."""
-    out = tmp_path / "t.jsonl"
-    code = ("import atexit, sys\n"
-            "atexit.register(lambda: print('click' in sys.modules, file=sys.stderr))\n"
-            "from tracer.entry import main\n"
-            "main(sys.argv[1:])\n")
-    r = subprocess.run([sys.executable, "-c", code, "--json", "--no-docker", "-w", str(out),
-                        "--", "true"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stderr.splitlines()[-1] == "False", r.stderr
-    assert _lines(r.stdout)[-1]["type"] == "summary"
-    assert _lines(out.read_text())[-1]["type"] == "summary"
-
-
-@pytest.mark.bpf
 def test_a_wrong_guess_is_discarded(tmp_path, monkeypatch, capsys):
     """Forced to guess the default load for --comm, the command must load anew:
     the kernel then sends only the named command's events."""
@@ -91,70 +76,55 @@ def test_not_root_makes_no_guess(monkeypatch):
     assert entry.speculative([]) is False
 
 
-# -- the command lines parsed without click -------------------------------------
+# -- the guess never stands for the default load where click would read another ----
 
-def _click_reads(args, monkeypatch):
-    """The LiveArgs the click command builds for args (nothing is traced)."""
-    got = []
-    monkeypatch.setattr(tracer.cli, "run", lambda app, a: got.append(a))
-    r = CliRunner().invoke(tracer.cli.main, args, catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    return got[0]
-
-
-@pytest.mark.parametrize("args", [
-    [],
-    ["--json"],
-    ["-w", "trace.jsonl.gz"],
-    ["--write=trace.jsonl", "--json"],
-    ["--json", "-d", "2.5", "--no-docker"],
-    ["--duration=0", "--tree", "--ns"],
-    ["--container", "web", "--containers-only"],
-    ["--container=3f2a", "-w", "a.jsonl", "-w", "b.jsonl"],  # the last one counts
-    ["--json", "--", "docker", "run", "--rm", "alpine", "true"],
-    ["--", "sh", "-c", "--json"],  # the traced command's words stay its own
-])
-def test_simple_command_lines_read_as_click_reads_them(args, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    simple = entry.parse_simple(args)
-    assert simple is not None
-    assert LiveArgs(**simple) == _click_reads(args, monkeypatch)
+def _other_value(p: click.Option) -> str:
+    """A value for p other than its default, as it would be typed."""
+    if isinstance(p.type, click.Choice):
+        return next(c for c in p.type.choices if c != p.default)
+    if isinstance(p.type, (click.types.IntParamType, click.types.FloatParamType)):
+        base = p.default if isinstance(p.default, (int, float)) else 0  # click: unset
+        return str(int(base) + 3)
+    return "x"
 
 
-@pytest.mark.parametrize("args", [
-    ["replay", "trace.jsonl"],   # a subcommand
-    ["--help"],
-    ["--jsonx"],                 # unknown: click says so
-    ["-d", "soon"],              # not a number
-    ["-d", "-1"],                # out of range (and looks like an option)
-    ["-d", "nan"],
-    ["--duration"],              # no value
-    ["-w", "--json"],            # a value that looks like an option
-    ["-w="],
-    ["-wtrace.jsonl"],           # the attached short form
-    ["-w", "."],                 # a directory
-    ["--linger", "2"],           # options outside the tables
-    ["--threads"],
-    ["--"],                      # "--" and no command
-])
-def test_anything_else_goes_to_click(args):
-    assert entry.parse_simple(args) is None
+def _spellings(p: click.Option):
+    """Every way of writing p with a value other than its default."""
+    for opt in p.opts:
+        if p.is_flag:
+            yield [opt]
+            continue
+        value = _other_value(p)
+        yield [opt, value]
+        yield [f"{opt}={value}"] if opt.startswith("--") else [f"{opt}{value}"]
 
 
-def test_the_tables_match_the_click_options():
-    by_name = {}
-    for p in tracer.cli.main.params:
-        if isinstance(p, click.Option):
-            for opt in p.opts:
-                by_name[opt] = p
-    for opt, dest in entry._FLAGS.items():
-        p = by_name[opt]
-        assert p.is_flag and p.name == dest, opt
-    for opt, dest in entry._VALUES.items():
-        p = by_name[opt]
-        assert not p.is_flag and p.name == dest, opt
-    # an option that takes a value is known by all its names, so that none is
-    # mistaken for a positional word
-    for dest in set(entry._VALUES.values()):
-        names = [o for o, p in by_name.items() if p.name == dest]
-        assert set(names) <= set(entry._VALUES), dest
+LIVE_OPTIONS = [p for p in tracer.cli.main.params
+                if isinstance(p, click.Option) and not p.is_eager]  # not --help, --version
+
+
+@pytest.mark.parametrize("p", LIVE_OPTIONS, ids=lambda p: p.name)
+def test_options_that_change_the_load_are_never_guessed_default(p):
+    """Each option of the live command, as click reads it: where the load it
+    asks for is not the default one, the entry point must not guess the default."""
+    default = LiveOptions().load_config()
+    for args in _spellings(p):
+        ctx = tracer.cli.main.make_context("ctrtrace", list(args), resilient_parsing=False)
+        options = LiveOptions(**ctx.params)
+        if options.load_config() != default:
+            assert entry.speculative(args) is False, args
+            assert entry.speculative(["--json", *args, "--", "true"]) is False, args
+        else:
+            assert entry.speculative(args) is True, args
+
+
+def test_the_default_load_is_what_the_preload_loads():
+    from tracer.loader import LoadConfig
+
+    assert LiveOptions().load_config() == LoadConfig()
+
+
+def test_version_and_completion_make_no_guess(monkeypatch):
+    assert entry.speculative(["--version"]) is False
+    monkeypatch.setenv("_CTRTRACE_COMPLETE", "bash_complete")
+    assert entry.speculative([]) is False

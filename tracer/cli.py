@@ -1,4 +1,9 @@
-"""The ctrtrace command: a thin click layer over tracer.session and tracer.replay."""
+"""The ctrtrace command: a thin click layer over tracer.live and tracer.replay.
+
+The one parser of the command line: the live command's parameters become one
+live.LiveOptions (same names) and go to live.run(); replay's go to
+replay.run_replay().  Shell completion is click's (_CTRTRACE_COMPLETE).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,17 @@ from typing import Any, Callable, List, Optional
 
 import click
 
+from . import __version__
 from .errors import CtrtraceError
-from .live import App, LiveArgs, collect_garbage, quiet_broken_pipe, run, stdout_failed
+from .live import (
+    COLOR_MODES,
+    App,
+    LiveOptions,
+    collect_garbage,
+    quiet_broken_pipe,
+    run,
+    stdout_failed,
+)
 from .loader import DEFAULT_RINGBUF_BYTES
 
 __all__ = ["App", "main"]
@@ -43,8 +57,19 @@ def filter_options(f: Callable) -> Callable:
     return f
 
 
+def color_option(f: Callable) -> Callable:
+    """--color, the same for the live view and for replay."""
+    return click.option(
+        "--color", type=click.Choice(COLOR_MODES), default="auto", show_default=True,
+        help="Colour new namespaces, failed execs, deaths by signal and lost events "
+             "in the text view; auto: on a terminal, unless NO_COLOR is set. "
+             "JSON and recordings are never coloured.")(f)
+
+
 @click.group(cls=_Group, invoke_without_command=True,
              context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="ctrtrace",
+                      message="%(prog)s %(version)s")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON Lines instead of text.")
 @click.option("-d", "--duration", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Stop after this many seconds.")
@@ -60,6 +85,7 @@ def filter_options(f: Callable) -> Callable:
               show_default=True, metavar="MiB", help="Size of the kernel's event buffer.")
 @click.option("--linger", type=click.FloatRange(min=0), default=0.5, show_default=True,
               metavar="SECONDS", help="With a command: keep tracing this long after it exits.")
+@color_option
 @click.pass_context
 def main(ctx: click.Context, **params: Any) -> None:
     """Trace process creation, exec, exit and namespace changes, live.
@@ -80,7 +106,7 @@ def main(ctx: click.Context, **params: Any) -> None:
     if ctx.invoked_subcommand is not None:
         collect_garbage()
         return
-    run(ctx.obj, LiveArgs(command=ctx.meta.get("ctrtrace.command") or None, **params))
+    run(ctx.obj, LiveOptions(command=ctx.meta.get("ctrtrace.command") or None, **params))
 
 
 @main.command()
@@ -90,10 +116,12 @@ def main(ctx: click.Context, **params: Any) -> None:
 @click.option("--since", metavar="TIME", help="From TIME: seconds from the start, or an ISO time.")
 @click.option("--until", metavar="TIME", help="Up to TIME: seconds from the start, or an ISO time.")
 @click.option("--skip-bad", is_flag=True, help="Go on past bad lines (they are counted).")
+@color_option
 @click.pass_obj
 def replay(app: App, file: str, as_json: bool, pid: Optional[int], comm: Optional[str],
            ns_changes: bool, container: Optional[str], containers_only: bool, tree: bool,
-           ns_table: bool, since: Optional[str], until: Optional[str], skip_bad: bool) -> None:
+           ns_table: bool, since: Optional[str], until: Optional[str], skip_bad: bool,
+           color: str) -> None:
     """Print a recording (FILE, or - for stdin) as the live view printed it.
 
     Needs no root and no BPF. The filters are the live command's; --tree and
@@ -105,8 +133,9 @@ def replay(app: App, file: str, as_json: bool, pid: Optional[int], comm: Optiona
     spec = FilterSpec(pid=pid, comm=comm, ns_changes=ns_changes, container=container,
                       containers_only=containers_only, since=since, until=until)
     try:
-        run_replay(file, spec, app, as_json=as_json, tree=tree, ns_table=ns_table,
-                   skip_bad=skip_bad)
+        with app.colored_text(color):
+            run_replay(file, spec, app, as_json=as_json, tree=tree, ns_table=ns_table,
+                       skip_bad=skip_bad)
     except CtrtraceError as e:
         app.fail(e)
     except BrokenPipeError:

@@ -1,19 +1,17 @@
 """The ctrtrace command's entry point: it starts loading the BPF programs first.
 
 Loading takes ~20 ms of libbpf and verifier time on a thread (C code, the
-GIL released); importing click and the rest of ctrtrace takes longer.  When
-the command line can only ask for a live trace with the default load
-settings -- `sudo ctrtrace`, `--json`, `-w FILE`, `--tree`, `-- CMD`, ... --
-loading starts here, before anything else is imported.  The command then
-takes that load only if the options it parsed ask for exactly the same
-LoadConfig; otherwise it discards it and loads anew.  A wrong guess costs
-time, never a wrong trace.
+GIL released); importing click and the rest of ctrtrace takes longer.  So
+when the command line might be a live trace with the default load settings
+-- `sudo ctrtrace`, `--json`, `-w FILE`, `--tree`, `-- CMD`, ... -- loading
+starts here, before anything else is imported, and click (tracer.cli, the
+one parser) reads the command line meanwhile.
 
-The simplest of those command lines -- only the options in _FLAGS and
-_VALUES, and "-- CMD" -- are parsed here and run without importing click,
-which is a fifth of the start-up time.  Anything else, or anything these
-few rules are unsure of, goes to click; tests/test_entry.py checks that both
-read each such command line alike and that the tables match the click options.
+speculative() is a guess, not a parser: it only looks for words that rule
+the default load out.  The command takes the preloaded programs only if the
+options click parsed ask for exactly the same LoadConfig (live.App.loader_for);
+otherwise it discards them and loads anew.  A wrong guess costs time, never
+a wrong trace.
 """
 
 from __future__ import annotations
@@ -21,65 +19,21 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
-# Options that change what is loaded (loader.LoadConfig), and words that mean
+# Options that change what is loaded (loader.LoadConfig), as they begin on the
+# command line ("--pid=1", "-p1" and "-cbash" included), and words that mean
 # no live trace at all.  Anything after "--" is the traced command's.
 _LOAD_OPTIONS = ("-p", "--pid", "-c", "--comm", "--ns-changes", "--threads", "--buffer-size")
-_NO_TRACE = ("replay", "-h", "--help")
+_NO_TRACE = ("replay", "-h", "--help", "--version")
+_COMPLETE_VAR = "_CTRTRACE_COMPLETE"  # click's shell completion: no trace either
 
-
-# The live command's options that parse_simple() reads, to their LiveArgs
-# names: flags, then options that take a value.
-_FLAGS = {"--json": "as_json", "--tree": "tree", "--ns": "ns_table",
-          "--containers-only": "containers_only", "--no-docker": "no_docker"}
-_VALUES = {"-w": "write", "--write": "write", "-d": "duration", "--duration": "duration",
-           "--container": "container"}
-
-
-def parse_simple(args: List[str]) -> Optional[Dict[str, Any]]:
-    """LiveArgs' fields for a command line of _FLAGS, _VALUES and "-- CMD" only;
-    None for anything else, and for any value click might read otherwise."""
-    if os.environ.get("_CTRTRACE_COMPLETE"):  # click's shell completion
-        return None
-    head, command = args, None
-    if "--" in args:
-        i = args.index("--")
-        head, command = args[:i], args[i + 1:]
-        if not command:
-            return None
-    parsed: Dict[str, Any] = {"command": command}
-    words = iter(head)
-    for word in words:
-        if word in _FLAGS:
-            parsed[_FLAGS[word]] = True
-            continue
-        name, eq, value = word.partition("=")
-        if name not in _VALUES or (eq and not name.startswith("--")):
-            return None
-        if not eq:
-            value = next(words, "")
-        if not value or value.startswith("-"):
-            return None
-        dest = _VALUES[name]
-        if dest == "duration":
-            try:
-                seconds = float(value)
-            except ValueError:
-                return None
-            if not 0 <= seconds < float("inf"):
-                return None
-            parsed[dest] = seconds
-        elif dest == "write" and os.path.isdir(value):
-            return None  # click says why
-        else:
-            parsed[dest] = value
-    return parsed
+PROG_NAME = "ctrtrace"
 
 
 def speculative(args: List[str]) -> bool:
-    """Whether args can only mean a live trace with the default LoadConfig."""
-    if os.geteuid() != 0:
+    """Whether args might be a live trace with the default LoadConfig."""
+    if os.geteuid() != 0 or os.environ.get(_COMPLETE_VAR):
         return False
     head = args[:args.index("--")] if "--" in args else args
     return not any(a in _NO_TRACE or a.startswith(_LOAD_OPTIONS) for a in head)
@@ -105,20 +59,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     loader = _preload(args)
     try:
+        from .cli import main as command
         from .live import App
 
-        simple = parse_simple(args) if loader is not None else None
-        if simple is not None:
-            from .live import LiveArgs, run
-
-            try:
-                run(App(preloaded=loader), LiveArgs(**simple))
-            except KeyboardInterrupt:  # after the trace (click's path: its "Aborted!")
-                sys.exit(130)
-        else:
-            from .cli import main as command
-
-            command.main(args=args, obj=App(preloaded=loader))
+        command.main(args=args, prog_name=PROG_NAME, obj=App(preloaded=loader))
     finally:
         if loader is not None:
             loader.close()  # joins the thread; unloads it unless the session took it

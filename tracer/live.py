@@ -1,17 +1,18 @@
 """The live command, below its parser: what `ctrtrace [OPTIONS] [-- CMD]` does.
 
-cli.py parses the command line with click and calls run(); for the simplest
-command lines tracer.entry parses them itself and calls run() without
-importing click (see entry.py).  Nothing here imports click.
+cli.py parses the command line with click into one LiveOptions and calls
+run(); the library's options (TraceOptions, its LoadConfig, FilterSpec) are
+derived from that one object here.  Nothing here imports click.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, List, Optional
+from typing import IO, TYPE_CHECKING, Iterator, List, Mapping, Optional, Sequence
 
 from .errors import CtrtraceError, ExitStatus
 from .escape import escape, escape_lines
@@ -20,12 +21,31 @@ from .options import TraceOptions, kernel_filtered
 
 if TYPE_CHECKING:
     from .events import Header, ProcessEvent, Summary
+    from .filters import FilterSpec
     from .render import TextSink
 
+COLOR_MODES = ("auto", "always", "never")
 
-@dataclass
-class LiveArgs:
-    """The live command's options, by the names of the click parameters."""
+
+def use_color(mode: str, stream: IO[str], environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether text written to stream is coloured, for --color MODE: always,
+    never, or auto -- when stream is a terminal and NO_COLOR is unset or
+    empty (https://no-color.org)."""
+    if mode == "always":
+        return True
+    if mode != "auto" or environ.get("NO_COLOR"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """The live command's options, by the names of the click parameters: the
+    one object the command line is read into.  What the library is asked for
+    (trace_options(), load_config(), filter_spec()) is derived from it."""
 
     as_json: bool = False
     duration: Optional[float] = None
@@ -42,7 +62,33 @@ class LiveArgs:
     no_docker: bool = False
     buffer_size: int = DEFAULT_RINGBUF_BYTES >> 20  # MiB
     linger: float = 0.5
+    color: str = "auto"  # COLOR_MODES: colour in the text view
     command: Optional[List[str]] = None  # what follows "--"
+
+    @property
+    def views(self) -> bool:
+        """A whole-trace view (--tree, --ns) is printed at the end."""
+        return self.tree or self.ns_table
+
+    def trace_options(self, argv: Sequence[str] = ()) -> TraceOptions:
+        """The library's options for this trace; argv goes into the header."""
+        return kernel_filtered(
+            TraceOptions(threads=self.threads, ringbuf_bytes=self.buffer_size << 20,
+                         argv=list(argv), docker_socket=self.docker_socket,
+                         docker=not self.no_docker, keep_exited=self.views,
+                         process_table=self.views),
+            self.pid, self.comm, self.ns_changes, recording=bool(self.write))
+
+    def load_config(self) -> LoadConfig:
+        """What decides the loaded BPF programs (what a preload must match)."""
+        return self.trace_options().load_config()
+
+    def filter_spec(self) -> "FilterSpec":
+        """The view's filters (the kernel runs those it can: trace_options())."""
+        from .filters import FilterSpec
+
+        return FilterSpec(pid=self.pid, comm=self.comm, ns_changes=self.ns_changes,
+                          container=self.container, containers_only=self.containers_only)
 
 
 @dataclass
@@ -62,6 +108,18 @@ class App:
                 return pre
             pre.close()
         return ProgramLoader(config)
+
+    def color(self, mode: str, stream: Optional[IO[str]] = None) -> bool:
+        """Whether to colour the text written to stream (default: out) for --color MODE."""
+        return use_color(mode, self.out if stream is None else stream)
+
+    @contextlib.contextmanager
+    def colored_text(self, mode: str) -> Iterator[None]:
+        """The text views made within (replay's) colour what goes to out, for --color MODE."""
+        from .render import text_color
+
+        with text_color(self.color(mode)):
+            yield
 
     def command_stdout(self) -> int:
         """Where a traced command's output goes: stderr, so that stdout carries events only."""
@@ -142,7 +200,7 @@ def stdout_failed(app: App, e: OSError) -> CtrtraceError:
     return CtrtraceError(f"cannot write standard output: {e.strerror or e}", ExitStatus.ERROR)
 
 
-def run(app: App, a: LiveArgs) -> None:
+def run(app: App, a: LiveOptions) -> None:
     """Trace until Ctrl-C, the duration or the command's end; exits with the
     command's status when there is one.
 
@@ -164,20 +222,14 @@ def run(app: App, a: LiveArgs) -> None:
             if shutil.which(a.command[0]) is None:
                 raise CtrtraceError(f"cannot run {a.command[0]}: command not found",
                                     ExitStatus.USAGE)
-        views = a.tree or a.ns_table
-        opts = kernel_filtered(
-            TraceOptions(threads=a.threads, ringbuf_bytes=a.buffer_size << 20, argv=list(sys.argv),
-                         docker_socket=a.docker_socket, docker=not a.no_docker,
-                         keep_exited=views, process_table=views),
-            a.pid, a.comm, a.ns_changes, recording=bool(a.write))
+        views = a.views
+        opts = a.trace_options(sys.argv)
         loader = app.loader_for(opts.load_config())  # loads on its own thread
         try:
-            from .filters import FilterSpec
             from .render import JsonSink
             from .session import OutputError, trace
 
-            spec = FilterSpec(pid=a.pid, comm=a.comm, ns_changes=a.ns_changes,
-                              container=a.container, containers_only=a.containers_only)
+            spec = a.filter_spec()
             from .jsonlines import EventLines
 
             lines = EventLines()  # one renderer for the JSON view and the recording
@@ -185,7 +237,7 @@ def run(app: App, a: LiveArgs) -> None:
                 from .record import Recorder
 
                 recorder = Recorder(a.write, lines)
-            view = JsonSink(app.out, lines) if a.as_json else _LazyTextSink(app)
+            view = JsonSink(app.out, lines) if a.as_json else _LazyTextSink(app, a.color)
             try:
                 result = trace(opts, view, spec=spec, recorder=recorder, duration=a.duration,
                                command=a.command, linger=a.linger,
@@ -239,14 +291,18 @@ def run(app: App, a: LiveArgs) -> None:
 class _LazyTextSink:
     """A TextSink whose renderer is made once the header (host namespaces) is known."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, color: str) -> None:
         self.app = app
+        self.color = color  # --color: decided for stdout (the lines), stderr (the summary)
         self.sink: Optional[TextSink] = None
 
     def header(self, h: Header) -> None:
         from .render import TextRenderer, TextSink
 
-        self.sink = TextSink(TextRenderer(h.host_ns, h.start_ktime_ns), self.app.out, self.app.err)
+        app = self.app
+        renderer = TextRenderer(h.host_ns, h.start_ktime_ns, color=app.color(self.color))
+        self.sink = TextSink(renderer, app.out, app.err,
+                             summary_color=app.color(self.color, app.err))
         self.sink.header(h)
 
     def event(self, ev: ProcessEvent) -> None:

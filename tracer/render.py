@@ -6,10 +6,12 @@ view printed.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import shlex
 from dataclasses import dataclass, field
-from typing import IO, Dict, List, Optional, Tuple
+from typing import IO, Dict, Iterator, List, Optional, Tuple
 
 from .contract import json_bytes
 from .escape import escape
@@ -132,12 +134,61 @@ def detail(ev: ProcessEvent) -> str:
     return ev.comm
 
 
+# Colour in the text view: ctrtrace's own SGR sequences, put around its own
+# words only once the line's outside text is escaped (escape.py), so that
+# nothing a traced process chose can open, close or move them.
+SGR_NEW_NS = "\x1b[36m"       # [+mnt ...]: namespaces that are not the host's
+SGR_FAILED = "\x1b[31m"       # FAILED ENOENT: an exec that failed
+SGR_KILLED = "\x1b[35m"       # killed by SIGKILL: a death by signal
+SGR_LOST = "\x1b[1;31m"       # lost N, when N > 0, in the summary
+SGR_RESET = "\x1b[0m"
+
+# Whether TextRenderers made without saying so colour their lines: for a
+# caller that makes its renderer itself (replay) -- see text_color().
+_COLOR_DEFAULT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "ctrtrace_text_color", default=False)
+
+
+@contextlib.contextmanager
+def text_color(on: bool) -> Iterator[None]:
+    """TextRenderers made within colour their lines (on) or not."""
+    token = _COLOR_DEFAULT.set(on)
+    try:
+        yield
+    finally:
+        _COLOR_DEFAULT.reset(token)
+
+
+def _sgr(code: str, text: str) -> str:
+    return f"{code}{text}{SGR_RESET}"
+
+
+def _alert(ev: ProcessEvent, text: str) -> Optional[Tuple[int, int, str]]:
+    """Where in detail(ev) ctrtrace's own words for a failure are: a failed
+    exec's "FAILED ENOENT" (at the end), a death's "killed by SIGKILL" (after
+    the command name); None when the text is not laid out so."""
+    if isinstance(ev, ExecEvent) and ev.ret:
+        words = f"FAILED {errno_name(ev.ret)}"
+        if text.endswith("  " + words):
+            return len(text) - len(words), len(text), SGR_FAILED
+    elif isinstance(ev, ExitEvent) and ev.signal:
+        words = f"killed by {signal_name(ev.signal) or ev.signal}"
+        start = len(ev.comm) + 1
+        if text.startswith(ev.comm + " ") and text.startswith(words, start):
+            return start, start + len(words), SGR_KILLED
+    return None
+
+
 @dataclass
 class TextRenderer:
-    """One aligned line per event; times are seconds since the trace began."""
+    """One aligned line per event; times are seconds since the trace began.
+
+    With color, the namespace marks, failed execs and deaths by signal are
+    coloured (SGR); without, the lines carry no escape sequence at all."""
 
     host_ns: Namespaces
     start_ktime_ns: int
+    color: bool = field(default_factory=_COLOR_DEFAULT.get)
     # "  [+mnt ...]" by namespace set: the decoder shares one object per
     # distinct set, so id() is the key (the entry keeps the object alive)
     _marks: Dict[int, Tuple[Namespaces, str]] = field(
@@ -158,6 +209,8 @@ class TextRenderer:
         return text
 
     def line(self, ev: ProcessEvent) -> str:
+        if self.color:
+            return self._colored_line(ev)
         t = (ev.ktime_ns - self.start_ktime_ns) / 1e9
         text = (f"{t:>10.6f} {ev.type:<7} {ev.pid:>7} {ev.ppid:>7} {ev.vpid:>5}  "
                 f"{detail(ev)}{self._marks_text(ev.ns)}")
@@ -165,10 +218,35 @@ class TextRenderer:
             text += f"  @{ev.container.label}"
         return escape(text)
 
+    def _colored_line(self, ev: ProcessEvent) -> str:
+        """line(ev) with colour: each part escaped, then ctrtrace's own words
+        wrapped (escaping is character by character, so the parts escaped one
+        by one make the same text as the line escaped whole)."""
+        t = (ev.ktime_ns - self.start_ktime_ns) / 1e9
+        text = detail(ev)
+        at = _alert(ev, text)
+        if at is None:
+            body = escape(text)
+        else:
+            start, end, code = at
+            body = (escape(text[:start]) + _sgr(code, escape(text[start:end]))
+                    + escape(text[end:]))
+        marks = self._marks_text(ev.ns)
+        if marks:
+            body += "  " + _sgr(SGR_NEW_NS, marks[2:])
+        if ev.container is not None:
+            body += escape(f"  @{ev.container.label}")
+        head = f"{t:>10.6f} {ev.type:<7} {ev.pid:>7} {ev.ppid:>7} {ev.vpid:>5}  "
+        return escape(head) + body
+
     @staticmethod
-    def summary(s: Summary) -> str:
+    def summary(s: Summary, color: bool = False) -> str:
+        """The summary line; with color, lost events (if any) are coloured."""
         counts = ", ".join(f"{k} {v}" for k, v in s.counts.items())
-        text = f"{s.total} events ({counts}) in {s.duration_s:.1f} s; lost {s.lost}"
+        lost = f"lost {s.lost}"
+        if color and s.lost:
+            lost = _sgr(SGR_LOST, lost)
+        text = f"{s.total} events ({counts}) in {s.duration_s:.1f} s; {lost}"
         extra = []
         if s.threads:
             extra.append(f"{s.threads} threads created (not shown)")
@@ -182,10 +260,13 @@ class TextRenderer:
 
 
 class TextSink:
-    """Writes text lines; the summary goes to the message stream."""
+    """Writes text lines; the summary goes to the message stream (coloured
+    with summary_color, which is decided for that stream)."""
 
-    def __init__(self, renderer: TextRenderer, out: IO[str], err: IO[str]) -> None:
+    def __init__(self, renderer: TextRenderer, out: IO[str], err: IO[str],
+                 summary_color: bool = False) -> None:
         self.r, self.out, self.err = renderer, out, err
+        self.summary_color = summary_color
         self._batch: List[str] = []  # lines, written at each flush (one write a poll)
 
     def header(self, h: Header) -> None:
@@ -203,7 +284,7 @@ class TextSink:
 
     def summary(self, s: Summary) -> None:
         self.flush()
-        self.err.write("ctrtrace: " + self.r.summary(s) + "\n")
+        self.err.write("ctrtrace: " + self.r.summary(s, color=self.summary_color) + "\n")
 
 
 class JsonSink:
