@@ -38,11 +38,13 @@ A CONFIG is one of
                           like the variants, ready once it says it is tracing
                           (a one-off build may report nothing)
 
-The variants are built here from bpf/ctrtrace.bpf.c (clang, as bpf/Makefile
-does). A program is made to return at once by a first statement that tests
-the tunables: always true once the object is loaded, unknown to the
-compiler, so the verifier, which reads the frozen rodata, removes the rest of
-the program. Maps, rodata and attach points stay as they were.
+The variants are built by bpf/Makefile from bpf/ctrtrace.bpf.c, each with
+the -D switches of its ablation section that VARIANTS below names (make -C
+bpf OUT=DIR CFLAGS_EXTRA=...). A program is made to return at once by a
+first statement that tests the tunables: always true once the object is
+loaded, unknown to the compiler, so the verifier, which reads the frozen
+rodata, removes the rest of the program. Maps, rodata and attach points stay
+as they were.
 
 Each round, in a new random order, each configuration: the storm untraced,
 then traced (bench/storm.c, one worker, --execs execs), and the ratio of
@@ -74,91 +76,44 @@ sys.path.insert(0, HERE)
 from compare import Tracer, check_untraced, make_probes, paired, storm, verdict  # noqa: E402
 
 BPF_DIR = os.path.join(os.path.dirname(HERE), "bpf")
-SOURCES = ("ctrtrace.bpf.c", "ctrtrace.h", "compat.bpf.h", "vmlinux.h")
-# ignore_tgid is the tracer's own pid, never 0xfffffffe: true once loaded, unknown to the compiler
-RETURN_AT_ONCE = "\tif (cfg.ignore_tgid != 0xfffffffe) return 0;"
-SPIN = ("static long ablate_step(__u32 i, void *n) { (*(__u64 *)n)++; return 0; }\n")
-SPIN_BODY = ("\tif (cfg.ignore_tgid != 0xfffffffe) {{ __u64 n = 0; "
-             "bpf_loop({steps}, ablate_step, &n, 0); return n == 1; }}")
-EXEC_SEC = 'SEC("raw_tp/sched_process_exec")'
-SPIN_SECS = {"spin": EXEC_SEC, "spin-execve-return": 'SEC("tracepoint/syscalls/sys_exit_execve")'}
 
-
-# The records' variants: each pattern is replaced exactly as often as it is
-# listed, or the source has changed under them and they refuse to build.
-SCRATCH = ("struct {\n\t__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);\n\t__uint(max_entries, 1);\n"
-           "\t__type(key, __u32);\n\t__type(value, struct { char b[512]; });\n"
-           "} ablate_scratch SEC(\".maps\");\n\n")
-RESERVE = ("bpf_ringbuf_reserve(&events, sizeof(*e), 0)", 4,
-           "(void *)bpf_map_lookup_elem(&ablate_scratch, &(__u32){0})")
-SUBMIT = "bpf_ringbuf_submit(e, rb_flags());", 4
-DISCARD = ("bpf_ringbuf_discard(e, 0);", 2, "(void)0;")
-EXEC_OUT = (("if (bpf_ringbuf_output(&events, e, len, rb_flags()))", 1),
-            ("if (bpf_ringbuf_output(&events, e, size, rb_flags()))", 1))
+# Each variant: the switches of the ablation section of bpf/ctrtrace.bpf.c
+# it is built with (-D each).
+VARIANTS = {
+    "idle": ("CT_ABLATE_RETURN_AT_ONCE",),
+    "exec-only": ("CT_ABLATE_RETURN_AT_ONCE", "CT_ABLATE_KEEP=CT_PROG_EXEC"),
+    "norec": ("CT_ABLATE_SCRATCH_RECORDS", "CT_ABLATE_NO_OUTPUT"),
+    "execrec": ("CT_ABLATE_SCRATCH_RECORDS",),
+    "outfull": ("CT_ABLATE_SCRATCH_RECORDS", "CT_ABLATE_OUTPUT_SCRATCH"),
+    "outsmall": ("CT_ABLATE_SCRATCH_RECORDS", "CT_ABLATE_OUTPUT_SHORT"),
+}
+# spin=N and spin-execve-return=N: the program that spins, every other returning at once
+SPIN = re.compile(r"(spin|spin-execve-return)=(\d+)")
+SPIN_PROGRAMS = {"spin": "CT_PROG_EXEC", "spin-execve-return": "CT_PROG_EXIT_EXECVE"}
 RECORDS = ("norec", "execrec", "outfull", "outsmall")
 
 
-def records_source(source: str, config: str) -> str:
-    def sub(text, old, count, new):
-        if text.count(old) != count:
-            raise ValueError(f"{config}: expected {old!r} {count} times")
-        return text.replace(old, new)
-
-    out = sub(source, "/* Scratch space for exec events", 1,
-              SCRATCH + "/* Scratch space for exec events")
-    out = sub(out, *RESERVE)
-    out = sub(out, *DISCARD)
-    short = " - 2 * CT_CGROUP_NAME_LEN" if config == "outsmall" else ""
-    write = "(void)0;" if config in ("norec", "execrec") else \
-        f"bpf_ringbuf_output(&events, e, sizeof(*e){short}, rb_flags());"
-    out = sub(out, *SUBMIT, write)
-    for old, count in EXEC_OUT:
-        out = sub(out, old, count, "if (0)" if config == "norec" else old)
-    return out
-
-
-def variant_source(source: str, config: str) -> str:
-    """bpf/ctrtrace.bpf.c with the programs changed as the configuration says."""
-    if config in RECORDS:
-        return records_source(source, config)
-    spin = re.fullmatch(r"(spin|spin-execve-return)=(\d+)", config)
-    if config not in ("idle", "exec-only") and not spin:
+def variant_switches(config: str) -> tuple:
+    """The -D switches a variant is built with; ValueError for no variant."""
+    if config in VARIANTS:
+        return VARIANTS[config]
+    spin = SPIN.fullmatch(config)
+    if not spin:
         raise ValueError(f"no variant {config!r}")
-    spin_sec = SPIN_SECS[spin.group(1)] if spin else None
-    out, section = [], None
-    for line in source.split("\n"):
-        if line == spin_sec:
-            out.append(SPIN)
-        out.append(line)
-        if line.startswith("SEC("):
-            section = line
-        elif section is not None and line == "{":
-            if section == spin_sec:
-                out.append(SPIN_BODY.format(steps=spin.group(2)))
-            elif section != EXEC_SEC or config != "exec-only":
-                out.append(RETURN_AT_ONCE)
-            section = None
-    return "\n".join(out)
+    return ("CT_ABLATE_RETURN_AT_ONCE", f"CT_ABLATE_KEEP={SPIN_PROGRAMS[spin.group(1)]}",
+            f"CT_ABLATE_SPIN={spin.group(2)}")
 
 
 def build_variant(config: str, workdir: str) -> str:
+    """The variant's object, built by bpf/Makefile into a directory of workdir."""
+    switches = " ".join(f"-D{s}" for s in variant_switches(config))
     d = os.path.join(workdir, config.replace("=", "-"))
     os.makedirs(d)
-    if not os.path.exists(os.path.join(BPF_DIR, "vmlinux.h")):
-        subprocess.run(["make", "-C", BPF_DIR, "vmlinux.h"], check=True, capture_output=True)
-    for name in SOURCES:
-        shutil.copy(os.path.join(BPF_DIR, name), d)
-    path = os.path.join(d, "ctrtrace.bpf.c")
-    with open(path) as f:
-        source = f.read()
-    with open(path, "w") as f:
-        f.write(variant_source(source, config))
-    obj = os.path.join(d, "ctrtrace.bpf.o")
-    arch = {"x86_64": "x86", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
-    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-Wall",
-                    "-I.", "-c", "ctrtrace.bpf.c", "-o", obj], cwd=d, check=True)
-    subprocess.run(["llvm-strip", "-g", obj], check=True)  # as bpf/Makefile: BTF stays
-    return obj
+    r = subprocess.run(["make", "-C", BPF_DIR, f"OUT={d}", f"CFLAGS_EXTRA={switches}"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{config}: the build failed\n{r.stdout}{r.stderr}")
+    return os.path.join(d, "ctrtrace.bpf.o")
 
 
 FIXED = ("noop", "execsnoop", "ctrtrace")  # each ctrtrace one also as +stop
@@ -186,9 +141,7 @@ def check_config(config: str) -> None:
         if not os.path.isfile(config[len("object="):]):
             raise ValueError(f"{config}: no such file")
         return
-    if config in RECORDS:
-        return
-    variant_source("", config)
+    variant_switches(config)
 
 
 def objects_for(configs: list, workdir: str) -> dict:

@@ -96,6 +96,122 @@ struct ct_exit_event *unused_exit __attribute__((unused));
 struct ct_setns_event *unused_setns __attribute__((unused));
 struct ct_unshare_event *unused_unshare __attribute__((unused));
 
+/* ---- ablation -------------------------------------------------------------
+ *
+ * Variants of the programs for bench/ablate.py, which measures what a part of
+ * the work costs the traced workload by building the object without it.  Each
+ * switch is a macro given to clang (make -C bpf OUT=DIR CFLAGS_EXTRA=-D...);
+ * the normal build defines none, and then nothing here makes any code.
+ *
+ * CT_ABLATE_RETURN_AT_ONCE: every program returns at CT_ABLATE_ENTRY, its
+ * first statement (before the initialisers that read the task), but the one
+ * CT_ABLATE_KEEP names (a CT_PROG_ number), if any.  CT_ABLATE_SPIN=N: that
+ * one only counts N empty bpf_loop steps instead, reading and writing
+ * nothing, to spend a set time in that program.
+ *
+ * The test that makes a program return reads the tunables: ignore_tgid is the
+ * tracer's own pid, never 0xfffffffe, so the test is true once the object is
+ * loaded but unknown to the compiler, which compiles the whole program; the
+ * verifier, which reads the frozen rodata, then removes all but the return.
+ * The maps, rodata and attach points stay those of the real object.
+ */
+#ifdef CT_ABLATE_RETURN_AT_ONCE
+#define CT_PROG_EXEC           1
+#define CT_PROG_EXIT_EXECVE    2
+#define CT_PROG_EXIT_EXECVEAT  3
+#define CT_PROG_FORK           4
+#define CT_PROG_EXIT           5
+#define CT_PROG_ENTER_SETNS    6
+#define CT_PROG_ENTER_UNSHARE  7
+#define CT_PROG_EXIT_SETNS     8
+#define CT_PROG_EXIT_UNSHARE   9
+#ifndef CT_ABLATE_KEEP
+#define CT_ABLATE_KEEP 0
+#endif
+#define CT_ABLATE_LOADED (cfg.ignore_tgid != 0xfffffffe)
+/* the constant comparison first: a program it leaves alone does not read cfg */
+#define CT_ABLATE_RETURN(prog) \
+	if ((prog) != CT_ABLATE_KEEP && CT_ABLATE_LOADED) \
+		return 0;
+#ifdef CT_ABLATE_SPIN
+#if !CT_ABLATE_KEEP
+#error "CT_ABLATE_SPIN spins in the program CT_ABLATE_KEEP names"
+#endif
+static long ct_ablate_step(__u32 i, void *n)
+{
+	(*(__u64 *)n)++;
+	return 0;
+}
+#define CT_ABLATE_ENTRY(prog) \
+	CT_ABLATE_RETURN(prog) \
+	if ((prog) == CT_ABLATE_KEEP && CT_ABLATE_LOADED) { \
+		__u64 n = 0; \
+		bpf_loop(CT_ABLATE_SPIN, ct_ablate_step, &n, 0); \
+		return n == 1;  /* 0 past one step: the count is used */ \
+	}
+#else
+#define CT_ABLATE_ENTRY(prog) CT_ABLATE_RETURN(prog)
+#endif
+#else
+#if defined(CT_ABLATE_KEEP) || defined(CT_ABLATE_SPIN)
+#error "CT_ABLATE_KEEP and CT_ABLATE_SPIN go with CT_ABLATE_RETURN_AT_ONCE"
+#endif
+#define CT_ABLATE_ENTRY(prog)
+#endif
+
+/*
+ * The records.  These switches redefine the ring-buffer helpers for the rest
+ * of the file, so that the programs stay as they are; they tell the records
+ * apart by helper: reserved in the ring buffer (fork, exit, setns, unshare)
+ * or written with bpf_ringbuf_output (exec, failed exec).
+ *
+ * CT_ABLATE_SCRATCH_RECORDS: a reserved record is built in a per-CPU scratch
+ * map instead, every read as usual, and is neither submitted nor discarded.
+ * With it, CT_ABLATE_OUTPUT_SCRATCH: where it would be submitted, the record
+ * is written from the scratch with bpf_ringbuf_output (the same record, one
+ * copy more); CT_ABLATE_OUTPUT_SHORT: the same, 2 * CT_CGROUP_NAME_LEN bytes
+ * short (the two cgroup names; its header still gives the whole size, so
+ * ctrtrace cannot read it).
+ * CT_ABLATE_NO_OUTPUT: bpf_ringbuf_output writes nothing and succeeds.
+ */
+#ifdef CT_ABLATE_SCRATCH_RECORDS
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, union {
+		struct ct_fork_event fork;
+		struct ct_exit_event exit;
+		struct ct_setns_event setns;
+		struct ct_unshare_event unshare;
+	});
+} ablate_scratch SEC(".maps");
+
+#define bpf_ringbuf_reserve(ringbuf, size, flags) \
+	((void *)bpf_map_lookup_elem(&ablate_scratch, &(__u32){0}))
+#define bpf_ringbuf_discard(data, flags) ((void)0)
+#if defined(CT_ABLATE_OUTPUT_SHORT)
+#define bpf_ringbuf_submit(data, flags) \
+	((void)bpf_ringbuf_output(&events, data, sizeof(*(data)) - 2 * CT_CGROUP_NAME_LEN, flags))
+#elif defined(CT_ABLATE_OUTPUT_SCRATCH)
+#define bpf_ringbuf_submit(data, flags) \
+	((void)bpf_ringbuf_output(&events, data, sizeof(*(data)), flags))
+#else
+#define bpf_ringbuf_submit(data, flags) ((void)0)
+#endif
+#elif defined(CT_ABLATE_OUTPUT_SCRATCH) || defined(CT_ABLATE_OUTPUT_SHORT)
+#error "CT_ABLATE_OUTPUT_SCRATCH and CT_ABLATE_OUTPUT_SHORT go with CT_ABLATE_SCRATCH_RECORDS"
+#endif
+
+#ifdef CT_ABLATE_NO_OUTPUT
+#if defined(CT_ABLATE_OUTPUT_SCRATCH) || defined(CT_ABLATE_OUTPUT_SHORT)
+#error "CT_ABLATE_NO_OUTPUT would take the scratch records' output too"
+#endif
+#define bpf_ringbuf_output(ringbuf, data, size, flags) 0
+/* with no record written, rb_flags() may be left unused */
+#pragma clang diagnostic ignored "-Wunused-function"
+#endif
+
 /* Flags 0 leave the wake-up to the kernel, which wakes the reader only for
  * the first record it has not yet seen: a lone event is read at once, and
  * while the reader is behind (it waits a little between drains, to batch)
@@ -290,6 +406,7 @@ static __always_inline void fill_header(struct ct_header *h, __u16 type, __u16 s
 SEC("raw_tp/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
+	CT_ABLATE_ENTRY(CT_PROG_EXEC);
 	__u32 key = 0;
 	struct ct_exec_event *e;
 	struct task_struct *parent;
@@ -462,12 +579,14 @@ static __always_inline int exec_returned(long ret, bool at)
 SEC("tracepoint/syscalls/sys_exit_execve")
 int handle_exit_execve(struct trace_event_raw_sys_exit *ctx)
 {
+	CT_ABLATE_ENTRY(CT_PROG_EXIT_EXECVE);
 	return exec_returned(ctx->ret, false);
 }
 
 SEC("tracepoint/syscalls/sys_exit_execveat")
 int handle_exit_execveat(struct trace_event_raw_sys_exit *ctx)
 {
+	CT_ABLATE_ENTRY(CT_PROG_EXIT_EXECVEAT);
 	return exec_returned(ctx->ret, true);
 }
 
@@ -498,6 +617,7 @@ static __always_inline bool clone_flags_of_caller(__u64 *flags)
 SEC("raw_tp/sched_process_fork")
 int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 {
+	CT_ABLATE_ENTRY(CT_PROG_FORK);
 	__u32 ptid = BPF_CORE_READ(parent, pid);
 	__u32 ptgid = BPF_CORE_READ(parent, tgid);
 	__u32 ctgid = BPF_CORE_READ(child, tgid);
@@ -555,6 +675,7 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 SEC("raw_tp/sched_process_exit")
 int BPF_PROG(handle_exit, struct task_struct *p)
 {
+	CT_ABLATE_ENTRY(CT_PROG_EXIT);
 	struct ct_exit_event *e;
 	struct task_struct *parent;
 	struct ns_ids ids = {};
@@ -633,12 +754,14 @@ static __always_inline int ns_enter(__u64 arg0, __u64 arg1)
 SEC("tracepoint/syscalls/sys_enter_setns")
 int handle_enter_setns(struct trace_event_raw_sys_enter *ctx)
 {
+	CT_ABLATE_ENTRY(CT_PROG_ENTER_SETNS);
 	return ns_enter(ctx->args[0], ctx->args[1]);
 }
 
 SEC("tracepoint/syscalls/sys_enter_unshare")
 int handle_enter_unshare(struct trace_event_raw_sys_enter *ctx)
 {
+	CT_ABLATE_ENTRY(CT_PROG_ENTER_UNSHARE);
 	return ns_enter(ctx->args[0], 0);
 }
 
@@ -702,11 +825,13 @@ static __always_inline int ns_exit(long ret, bool setns)
 SEC("tracepoint/syscalls/sys_exit_setns")
 int handle_exit_setns(struct trace_event_raw_sys_exit *ctx)
 {
+	CT_ABLATE_ENTRY(CT_PROG_EXIT_SETNS);
 	return ns_exit(ctx->ret, true);
 }
 
 SEC("tracepoint/syscalls/sys_exit_unshare")
 int handle_exit_unshare(struct trace_event_raw_sys_exit *ctx)
 {
+	CT_ABLATE_ENTRY(CT_PROG_EXIT_UNSHARE);
 	return ns_exit(ctx->ret, false);
 }

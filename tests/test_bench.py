@@ -3,6 +3,7 @@ only kept working. The numbers themselves come from bench/, run by hand."""
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import math
@@ -133,35 +134,6 @@ def _ablate_module():
     return mod
 
 
-def _bpf_source() -> str:
-    with open(os.path.join(os.path.dirname(BENCH), "bpf", "ctrtrace.bpf.c")) as f:
-        return f.read()
-
-
-def test_ablate_variants_change_only_the_programs_they_name():
-    ab = _ablate_module()
-    src = _bpf_source()
-    programs = src.count("\nSEC(")
-    assert programs >= 9
-    idle = ab.variant_source(src, "idle")
-    assert idle.count(ab.RETURN_AT_ONCE) == programs
-    # nothing else changed: the inserted lines are all there is to it
-    assert [line for line in idle.split("\n") if line != ab.RETURN_AT_ONCE] == src.split("\n")
-    only = ab.variant_source(src, "exec-only")
-    assert only.count(ab.RETURN_AT_ONCE) == programs - 1
-    exec_body = only.split(ab.EXEC_SEC)[1].split("\n")
-    assert exec_body[2] == "{" and exec_body[3] != ab.RETURN_AT_ONCE
-    spin = ab.variant_source(src, "spin=7")
-    assert spin.count(ab.RETURN_AT_ONCE) == programs - 1 and "bpf_loop(7, ablate_step" in spin
-    ret = ab.variant_source(src, "spin-execve-return=9")
-    assert ret.count(ab.RETURN_AT_ONCE) == programs - 1 and "bpf_loop(9, ablate_step" in ret
-    assert ret.split(ab.SPIN_SECS["spin-execve-return"])[1].split("\n")[3].startswith(
-        "\tif (cfg.ignore_tgid != 0xfffffffe) { __u64 n = 0; bpf_loop(9,")
-    for bad in ("spin=", "spin=x", "fast", "spin-execve-return"):
-        with pytest.raises(ValueError):
-            ab.variant_source(src, bad)
-
-
 def test_ablate_object_configuration(tmp_path):
     """object=PATH runs ctrtrace with that object, as given; nothing is built for it."""
     ab = _ablate_module()
@@ -197,44 +169,158 @@ def test_ablate_ring_and_slice_configurations(tmp_path):
             ab.check_config(bad)
 
 
-def _execs_seen(tmp_path, env) -> int:
-    r = subprocess.run([sys.executable, "-m", "tracer", "--json", "--linger", "0.2", "--", "true"],
-                       capture_output=True, text=True, timeout=60, env=env)
-    assert r.returncode == 0, r.stderr
-    summary = json.loads(r.stdout.splitlines()[-1])
-    assert summary["type"] == "summary"
-    return summary["counts"]["exec"]
-
-
-def test_ablate_variants_load_and_do_what_they_say(tmp_path):
-    """The variants the ablation runs are real objects: they load, and the
-    ones that return at once report nothing where ctrtrace reports the exec."""
+def test_ablate_variant_switches():
+    """Each variant is a set of -D switches of the ablation section of
+    bpf/ctrtrace.bpf.c; a name that is none is refused."""
     ab = _ablate_module()
-    assert _execs_seen(tmp_path, None) >= 1
-    for config in ("idle", "spin=10", "spin-execve-return=10"):
-        obj = ab.build_variant(config, str(tmp_path))
-        assert _execs_seen(tmp_path, {**os.environ, "CTRTRACE_BPF_OBJECT": obj}) == 0, config
-    obj = ab.build_variant("exec-only", str(tmp_path))
-    assert _execs_seen(tmp_path, {**os.environ, "CTRTRACE_BPF_OBJECT": obj}) >= 1
+    assert ab.variant_switches("idle") == ("CT_ABLATE_RETURN_AT_ONCE",)
+    assert ab.variant_switches("spin=7") == (
+        "CT_ABLATE_RETURN_AT_ONCE", "CT_ABLATE_KEEP=CT_PROG_EXEC", "CT_ABLATE_SPIN=7")
+    assert ab.variant_switches("spin-execve-return=9")[1:] == (
+        "CT_ABLATE_KEEP=CT_PROG_EXIT_EXECVE", "CT_ABLATE_SPIN=9")
+    for config in (*ab.VARIANTS, "spin=7", "spin-execve-return=9"):
+        ab.check_config(config)
+        ab.check_config(f"{config}+stop")
+    for bad in ("spin=", "spin=x", "fast", "spin-execve-return"):
+        with pytest.raises(ValueError):
+            ab.variant_switches(bad)
+        with pytest.raises(ValueError):
+            ab.check_config(bad)
 
 
-def test_ablate_record_variants(tmp_path):
-    """norec writes no record, execrec only the execs', outfull the records ctrtrace reads, and
-    outsmall's short ones load; a source they no longer fit is refused."""
+def test_make_refuses_a_variant_in_place_of_the_package_object():
+    r = subprocess.run(["make", "-n", "-C", os.path.join(os.path.dirname(BENCH), "bpf"),
+                        "CFLAGS_EXTRA=-DCT_ABLATE_RETURN_AT_ONCE"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "OUT=DIR of its own" in r.stderr
+
+
+SPIN_STEPS = 1234
+VARIANT_CONFIGS = ("idle", "exec-only", f"spin={SPIN_STEPS}", f"spin-execve-return={SPIN_STEPS}",
+                   "norec", "execrec", "outfull", "outsmall")
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    """Every variant ablate.py offers, built as it builds them, and ctrtrace's own object."""
+    ab = _ablate_module()
+    workdir = str(tmp_path_factory.mktemp("ablate"))
+    built = {c: ab.build_variant(c, workdir) for c in VARIANT_CONFIGS}
+    return {"ctrtrace": OBJECT, **built}
+
+
+def _loaded(path: str):
+    """The object loaded and attached as ctrtrace loads it (this process ignored)."""
     from tracer.loader import LoadConfig, ProgramLoader
 
-    ab = _ablate_module()
-    src = _bpf_source()
-    with pytest.raises(ValueError):
-        ab.variant_source(src.replace("bpf_ringbuf_discard(e, 0);", "", 1), "norec")
-    norec = ab.build_variant("norec", str(tmp_path))
-    assert _execs_seen(tmp_path, {**os.environ, "CTRTRACE_BPF_OBJECT": norec}) == 0
-    execrec = ab.variant_source(src, "execrec")
-    assert execrec.count("bpf_ringbuf_output") == 2 and "bpf_ringbuf_submit" not in execrec
-    full = ab.build_variant("outfull", str(tmp_path))
-    assert _execs_seen(tmp_path, {**os.environ, "CTRTRACE_BPF_OBJECT": full}) >= 1
-    small = ab.build_variant("outsmall", str(tmp_path))
-    ProgramLoader(LoadConfig(bpf_object=small)).result().close()
+    return ProgramLoader(LoadConfig(bpf_object=path)).result()
+
+
+def _programs() -> dict:
+    """This process's loaded BPF programs: name -> (id, instructions after the verifier)."""
+    progs = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:bpf-prog":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                info = dict(l.split(":\t", 1) for l in f.read().splitlines() if ":\t" in l)
+        except OSError:  # the listing's own fd, gone
+            continue
+        prog_id = info["prog_id"].strip()
+        show = json.loads(subprocess.run(["bpftool", "-j", "prog", "show", "id", prog_id],
+                                         capture_output=True, text=True, check=True).stdout)
+        assert show["name"] not in progs, "another object's programs are loaded"
+        progs[show["name"]] = (prog_id, show["bytes_xlated"] // 8)
+    return progs
+
+
+def _records(obj) -> list:
+    """(type, length) of each record written while a child forks, execs, unshares
+    its UTS namespace, execs again and exits (other processes' records too)."""
+    from tracer import layout as L
+    from tracer.libbpf import RingBuffer
+
+    rb = RingBuffer(obj.map_fd("events"))
+    try:
+        rb.drain()
+        subprocess.run(["unshare", "--uts", "true"], check=True)
+        recs = rb.drain()  # the exit record was written before the wait returned
+    finally:
+        rb.close()
+    head = ctypes.sizeof(L.CtHeader)
+    return [(L.CtHeader.from_buffer_copy(r[:head]).type, len(r)) for r in recs]
+
+
+# A program that returns at once keeps a handful of instructions once the
+# verifier has removed the rest; the smallest working one has a couple of hundred.
+AT_ONCE = 16
+
+
+@pytest.mark.bpf
+def test_ablate_variants_return_at_once(variants):
+    """idle: every program returns at once; exec-only: all but the exec one, which is
+    as in ctrtrace; spin=N: all but the exec one, which only spins (its callback
+    stays); spin-execve-return=N the same in sys_exit_execve's program.  None of
+    them writes a record but exec-only, which writes the execs' only."""
+    from tracer import layout as L
+
+    obj = _loaded(variants["ctrtrace"])
+    try:
+        full = _programs()
+    finally:
+        obj.close()
+    assert len(full) == 9 and min(n for _, n in full.values()) > 10 * AT_ONCE
+    working = {"idle": None, "exec-only": "handle_exec", f"spin={SPIN_STEPS}": "handle_exec",
+               f"spin-execve-return={SPIN_STEPS}": "handle_exit_execve"}
+    for config, kept in working.items():
+        obj = _loaded(variants[config])
+        try:
+            progs = _programs()
+            records = _records(obj)
+            dump = "" if kept is None else subprocess.run(
+                ["bpftool", "prog", "dump", "xlated", "id", progs[kept][0]],
+                capture_output=True, text=True, check=True).stdout
+        finally:
+            obj.close()
+        assert progs.keys() == full.keys(), config
+        assert all(n <= AT_ONCE for name, (_, n) in progs.items() if name != kept), config
+        if config == "exec-only":
+            assert progs[kept][1] == full[kept][1]
+            assert {t for t, _ in records} == {L.CT_EVENT_EXEC}
+        else:
+            assert records == [], config
+        if config.startswith("spin"):
+            assert "ct_ablate_step" in dump and str(SPIN_STEPS) in dump, config
+
+
+@pytest.mark.bpf
+def test_ablate_record_variants(variants):
+    """norec writes no record; execrec the execs' only; outfull every record as
+    ctrtrace writes it; outsmall the fork, exit, setns and unshare ones two
+    cgroup names short."""
+    from tracer import layout as L
+
+    fixed = {L.CT_EVENT_FORK: L.CtForkEvent, L.CT_EVENT_EXIT: L.CtExitEvent,
+             L.CT_EVENT_SETNS: L.CtSetnsEvent, L.CT_EVENT_UNSHARE: L.CtUnshareEvent}
+    short = {"ctrtrace": 0, "outfull": 0, "outsmall": 2 * L.CT_CGROUP_NAME_LEN}
+    for config in ("ctrtrace", "norec", "execrec", "outfull", "outsmall"):
+        obj = _loaded(variants[config])
+        try:
+            records = _records(obj)
+        finally:
+            obj.close()
+        types = {t for t, _ in records}
+        if config == "norec":
+            assert records == []
+        elif config == "execrec":  # a failed exec elsewhere meanwhile is an exec record too
+            assert L.CT_EVENT_EXEC in types <= {L.CT_EVENT_EXEC, L.CT_EVENT_EXEC_FAILED}
+        else:
+            assert {L.CT_EVENT_EXEC, L.CT_EVENT_FORK, L.CT_EVENT_EXIT,
+                    L.CT_EVENT_UNSHARE} <= types, config
+            for t, n in records:
+                if t in fixed:
+                    assert n == ctypes.sizeof(fixed[t]) - short[config], (config, t)
 
 
 def test_ablate_driver(tmp_path):
