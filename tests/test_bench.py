@@ -31,6 +31,7 @@ def _bpf_stats() -> str:
         return f.read()
 
 
+@pytest.mark.bpf
 def test_compare_driver(tmp_path):
     out = tmp_path / "rows.json"
     stats = _bpf_stats()
@@ -89,6 +90,7 @@ def test_verdict_reads_the_interval():
     assert verdict(None) == "too few rounds to tell"
 
 
+@pytest.mark.bpf
 def test_compare_refuses_a_tracer_left_running(tmp_path):
     """A tracer that outlived its run would tax the untraced storms too:
     compare.py names it and stops, and runs once it is gone."""
@@ -111,6 +113,7 @@ def test_compare_refuses_a_tracer_left_running(tmp_path):
     compare.check_untraced()
 
 
+@pytest.mark.bpf
 def test_startup_burst_driver():
     out = _run(os.path.join(BENCH, "startup_burst.py"), "--execs", "200", "--rounds", "1",
                "--ctrtrace", CTRTRACE)
@@ -122,6 +125,7 @@ def test_replay_driver():
     assert out.count("events/s") == 6
 
 
+@pytest.mark.bpf
 def test_ready_driver():
     out = _run(os.path.join(BENCH, "ready.py"), "--launches", "1", "--ctrtrace", CTRTRACE)
     assert [l.split()[0] for l in out.splitlines()] == ["warm", "off", "cold"]
@@ -323,6 +327,7 @@ def test_ablate_record_variants(variants):
                     assert n == ctypes.sizeof(fixed[t]) - short[config], (config, t)
 
 
+@pytest.mark.bpf
 def test_ablate_driver(tmp_path):
     out = tmp_path / "ablate.json"
     _run(os.path.join(BENCH, "ablate.py"), "--rounds", "1", "--execs", "100",
