@@ -10,7 +10,6 @@ import pytest
 from tracer import corebtf, loader
 from tracer.loader import LoadConfig, ProgramLoader, default_object_path
 
-pytestmark = pytest.mark.bpf
 
 BPF_LD_IMM64 = 0x18
 BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE = 1, 2
@@ -35,6 +34,7 @@ def _relocated(btf: corebtf.CoreBtf):
         obj.close()
 
 
+@pytest.mark.bpf
 def test_the_subset_relocates_exactly_as_the_kernel_btf(tmp_path):
     subset = corebtf.for_object(default_object_path(), str(tmp_path / "cache"))
     assert subset.source == "subset", subset
@@ -117,6 +117,7 @@ def test_a_damaged_subset_is_made_again(tmp_path, damage):
     assert sorted(os.listdir(cache)) == [os.path.basename(good.path)]  # no temporary left
 
 
+@pytest.mark.bpf
 def test_a_subset_libbpf_refuses_is_not_used(tmp_path, monkeypatch):
     """Well-formed, but not the types the relocations need: the kernel's BTF decides."""
     cache = tmp_path / "cache"
@@ -147,6 +148,7 @@ def test_a_symlink_in_the_cache_is_not_followed(tmp_path):
     assert elsewhere.read_bytes() == _tiny_btf()
 
 
+@pytest.mark.root
 def test_a_cache_another_user_could_swap_is_not_used(tmp_path):
     """In a world-writable directory without the sticky bit anyone can rename
     the cache away and put theirs in its place; a symbolic link someone else

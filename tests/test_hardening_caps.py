@@ -75,6 +75,7 @@ def test_tracefs_is_roots_only_here():
     assert st.st_mode & 0o005 == 0 and st.st_uid == 0, oct(st.st_mode)
 
 
+@pytest.mark.bpf
 def test_bpf_and_perfmon_without_tracefs_access_says_so(ctrtrace_as_nobody):
     r = ctrtrace_as_nobody("+bpf,+perfmon", "-d", "1")
     assert r.returncode == 3, (r.returncode, r.stderr)
@@ -88,6 +89,7 @@ def test_bpf_and_perfmon_without_tracefs_access_says_so(ctrtrace_as_nobody):
     assert r.stdout == ""
 
 
+@pytest.mark.bpf
 def test_bpf_perfmon_and_dac_read_search_are_enough(ctrtrace_as_nobody):
     r = ctrtrace_as_nobody("+bpf,+perfmon,+dac_read_search", "--json", "--no-docker",
                            "--", "/bin/true", "as-nobody")
@@ -97,6 +99,7 @@ def test_bpf_perfmon_and_dac_read_search_are_enough(ctrtrace_as_nobody):
                and e["uid"] == NOBODY for e in events), r.stdout[-2000:]
 
 
+@pytest.mark.root
 def test_no_capabilities_is_the_privileges_message(ctrtrace_as_nobody):
     r = ctrtrace_as_nobody("-all", "-d", "1")
     assert r.returncode == 3
@@ -115,6 +118,7 @@ main()
 """
 
 
+@pytest.mark.bpf
 def test_a_refused_attach_says_what_libbpf_could_not_do(ctrtrace_as_nobody):
     r = ctrtrace_as_nobody("+bpf,+perfmon", "-d", "1", code=PAST_THE_CHECK)
     assert r.returncode == 3, (r.returncode, r.stderr)

@@ -69,6 +69,7 @@ def test_status_fields():
     assert _status_field(b"Name:\tx\nUid:\n", b"\nUid:", 0, -1) == -1  # empty
 
 
+@pytest.mark.root
 def test_proc_reads_match_stat_and_status():
     """read_ns reads the links' text; it must give the inodes stat() gives
     (what lsns shows); read_process the real uid and the innermost pid."""

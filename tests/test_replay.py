@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -217,3 +219,13 @@ def test_truncated_recording(tmp_path):
     assert r.exit_code == 6 and "cut off" in r.stderr
     r = replay("--skip-bad", str(gz))
     assert r.exit_code == 0 and r.stdout.startswith((DATA / "docker-exec.txt").read_text()[:200])
+
+
+@pytest.mark.parametrize("mode", [[], ["--json"], ["--tree"], ["--ns", "--skip-bad"]])
+def test_replay_to_a_full_standard_output(mode):
+    """replay > /dev/full: one error line, status 1, no traceback."""
+    with open("/dev/full", "wb") as full:
+        r = subprocess.run([sys.executable, "-m", "tracer", "replay", str(DATA / "session.jsonl"),
+                            *mode], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr == "ctrtrace: error: cannot write standard output: No space left on device\n"

@@ -19,6 +19,7 @@ def _slice(path: str = "/proc/thread-self/sched") -> int:
         return int(re.search(r"^se\.slice\s*:\s*(\d+)", f.read(), re.M).group(1))
 
 
+@pytest.mark.root
 def test_the_slice_is_the_threads_while_in_the_block():
     before = _slice()
     assert before != 30_000_000
@@ -37,6 +38,7 @@ def test_nothing_asked_nothing_changed():
         assert now is None and _slice() == before
 
 
+@pytest.mark.root
 def test_nice_value_and_policy_stay():
     script = textwrap.dedent("""
         import os
@@ -65,6 +67,7 @@ def test_slice_from_the_environment(monkeypatch, value, expected):
     assert reader_slice_ns() == expected
 
 
+@pytest.mark.bpf
 def test_the_live_reader_gives_way_and_its_command_does_not():
     """ctrtrace's reader (its main thread) runs with the long slice; the
     command it traces (-- CMD), its child, with the kernel's default."""

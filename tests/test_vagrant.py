@@ -13,7 +13,9 @@ VAGRANT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 def validate(tmp_path, **env) -> subprocess.CompletedProcess:
     assert shutil.which("vagrant"), "vagrant is not installed: apt-get install vagrant vagrant-libvirt"
-    e = dict(os.environ, VAGRANT_HOME=str(tmp_path / "home"), **env)
+    # its state beside the test, not in the checkout (which the user may not own)
+    e = dict(os.environ, VAGRANT_HOME=str(tmp_path / "home"),
+             VAGRANT_DOTFILE_PATH=str(tmp_path / "dot"), **env)
     return subprocess.run(["vagrant", "validate"], cwd=VAGRANT_DIR, env=e,
                           capture_output=True, text=True, timeout=300)
 
