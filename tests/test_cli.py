@@ -9,6 +9,7 @@ import textwrap
 import threading
 import time
 
+import pytest
 from click.testing import CliRunner
 
 import tracer.libbpf
@@ -35,6 +36,7 @@ def json_lines(text: str):
     return [json.loads(line) for line in text.splitlines()]
 
 
+@pytest.mark.bpf
 def test_json_stream_follows_the_contract():
     r = run(["--json", "--", "sh", "-c", "unshare --uts true; exit 3"])
     assert r.exit_code == 3  # the command's status
@@ -60,6 +62,7 @@ def test_json_stream_follows_the_contract():
     assert ex[0]["exit_code"] == 3
 
 
+@pytest.mark.bpf
 def test_text_output_and_summary_on_stderr():
     r = run(["--", "sh", "-c", "unshare --uts --net true"])
     assert r.exit_code == 0
@@ -74,6 +77,7 @@ def test_text_output_and_summary_on_stderr():
     assert "lost 0" in r.stderr and r.stderr.startswith("ctrtrace: ")
 
 
+@pytest.mark.bpf
 def test_comm_filter_runs_in_the_kernel():
     r = run(["--json", "--comm", "sleep", "--", "sh", "-c", "sleep 0.1; /bin/true"])
     assert r.exit_code == 0
@@ -84,6 +88,7 @@ def test_comm_filter_runs_in_the_kernel():
     assert lines[-1]["filtered_in_kernel"] > 0
 
 
+@pytest.mark.bpf
 def test_pid_filter_follows_descendants_only():
     target = subprocess.Popen(["sh", "-c", "sleep 0.6; /bin/echo inside; sh -c 'sleep 0.1'"],
                               stdout=subprocess.DEVNULL)
@@ -114,6 +119,7 @@ def test_pid_filter_follows_descendants_only():
     assert ["sleep", "0.1"] in argvs  # a grandchild
 
 
+@pytest.mark.bpf
 def test_ns_changes_shows_only_namespace_events():
     r = run(["--json", "--ns-changes", "--", "sh", "-c",
              "/bin/true; unshare --uts --ipc /bin/true; /bin/true"])
@@ -147,16 +153,19 @@ def test_not_root(monkeypatch):
     _one_line_error(run(["-d", "0"]), 3, "needs root")
 
 
+@pytest.mark.root
 def test_no_btf(monkeypatch):
     monkeypatch.setattr(tracer.loader, "BTF_PATH", "/nonexistent/vmlinux")
     _one_line_error(run(["-d", "0"]), 4, "no BTF")
 
 
+@pytest.mark.root
 def test_no_tracefs(monkeypatch):
     monkeypatch.setattr(tracer.loader, "TRACEFS_PATHS", ("/nonexistent/tracing",))
     _one_line_error(run(["-d", "0"]), 4, "tracefs is not mounted")
 
 
+@pytest.mark.root
 def test_no_libbpf(monkeypatch):
     monkeypatch.setattr(tracer.libbpf, "_lib", None)
     monkeypatch.setattr(tracer.libbpf, "_SONAMES", ("libbpf-not-here.so.9",))
@@ -164,6 +173,7 @@ def test_no_libbpf(monkeypatch):
     _one_line_error(run(["-d", "0"]), 4, "libbpf is not installed")
 
 
+@pytest.mark.root
 def test_missing_and_corrupt_object(monkeypatch, tmp_path):
     monkeypatch.setenv("CTRTRACE_BPF_OBJECT", str(tmp_path / "missing.o"))
     _one_line_error(run(["-d", "0"]), 4, "BPF object is missing")
@@ -173,6 +183,7 @@ def test_missing_and_corrupt_object(monkeypatch, tmp_path):
     _one_line_error(run(["-d", "0"]), 5, "cannot open BPF object")
 
 
+@pytest.mark.bpf
 def test_verifier_rejection_shows_its_last_lines(monkeypatch, tmp_path):
     # a program the verifier refuses: it returns without setting R0
     src = tmp_path / "bad.bpf.c"
@@ -194,6 +205,7 @@ def test_verifier_rejection_shows_its_last_lines(monkeypatch, tmp_path):
     assert "BEGIN PROG LOAD LOG" in r.stderr and "processed" in r.stderr
 
 
+@pytest.mark.root
 def test_unknown_pid_is_a_usage_error():
     _one_line_error(run(["--pid", "999999", "-d", "0"]), 2, "no process with pid 999999")
 

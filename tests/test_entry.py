@@ -34,7 +34,8 @@ from tracer.live import LiveOptions
     (["--version"], False),
     (["--color", "always", "-d", "1"], True),
 ])
-def test_what_is_guessed(args, guess):
+def test_what_is_guessed(args, guess, monkeypatch):
+    monkeypatch.setattr(entry.os, "geteuid", lambda: 0)  # the guess is root's: loading needs it
     assert entry.speculative(args) is guess
 
 
@@ -104,9 +105,10 @@ LIVE_OPTIONS = [p for p in tracer.cli.main.params
 
 
 @pytest.mark.parametrize("p", LIVE_OPTIONS, ids=lambda p: p.name)
-def test_options_that_change_the_load_are_never_guessed_default(p):
+def test_options_that_change_the_load_are_never_guessed_default(p, monkeypatch):
     """Each option of the live command, as click reads it: where the load it
     asks for is not the default one, the entry point must not guess the default."""
+    monkeypatch.setattr(entry.os, "geteuid", lambda: 0)
     default = LiveOptions().load_config()
     for args in _spellings(p):
         ctx = tracer.cli.main.make_context("ctrtrace", list(args), resilient_parsing=False)
@@ -125,6 +127,7 @@ def test_the_default_load_is_what_the_preload_loads():
 
 
 def test_version_and_completion_make_no_guess(monkeypatch):
+    monkeypatch.setattr(entry.os, "geteuid", lambda: 0)
     assert entry.speculative(["--version"]) is False
     monkeypatch.setenv("_CTRTRACE_COMPLETE", "bash_complete")
     assert entry.speculative([]) is False

@@ -133,9 +133,8 @@ def replay(app: App, file: str, as_json: bool, pid: Optional[int], comm: Optiona
     spec = FilterSpec(pid=pid, comm=comm, ns_changes=ns_changes, container=container,
                       containers_only=containers_only, since=since, until=until)
     try:
-        with app.colored_text(color):
-            run_replay(file, spec, app, as_json=as_json, tree=tree, ns_table=ns_table,
-                       skip_bad=skip_bad)
+        run_replay(file, spec, app, as_json=as_json, tree=tree, ns_table=ns_table,
+                   skip_bad=skip_bad, color=app.color(color))
     except CtrtraceError as e:
         app.fail(e)
     except BrokenPipeError:

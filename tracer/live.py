@@ -7,12 +7,11 @@ derived from that one object here.  Nothing here imports click.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Iterator, List, Mapping, Optional, Sequence
+from typing import IO, TYPE_CHECKING, List, Mapping, Optional, Sequence
 
 from .errors import CtrtraceError, ExitStatus
 from .escape import escape, escape_lines
@@ -112,14 +111,6 @@ class App:
     def color(self, mode: str, stream: Optional[IO[str]] = None) -> bool:
         """Whether to colour the text written to stream (default: out) for --color MODE."""
         return use_color(mode, self.out if stream is None else stream)
-
-    @contextlib.contextmanager
-    def colored_text(self, mode: str) -> Iterator[None]:
-        """The text views made within (replay's) colour what goes to out, for --color MODE."""
-        from .render import text_color
-
-        with text_color(self.color(mode)):
-            yield
 
     def command_stdout(self) -> int:
         """Where a traced command's output goes: stderr, so that stdout carries events only."""

@@ -6,12 +6,10 @@ view printed.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import shlex
 from dataclasses import dataclass, field
-from typing import IO, Dict, Iterator, List, Optional, Tuple
+from typing import IO, Dict, List, Optional, Tuple
 
 from .contract import json_bytes
 from .escape import escape
@@ -143,22 +141,6 @@ SGR_KILLED = "\x1b[35m"       # killed by SIGKILL: a death by signal
 SGR_LOST = "\x1b[1;31m"       # lost N, when N > 0, in the summary
 SGR_RESET = "\x1b[0m"
 
-# Whether TextRenderers made without saying so colour their lines: for a
-# caller that makes its renderer itself (replay) -- see text_color().
-_COLOR_DEFAULT: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "ctrtrace_text_color", default=False)
-
-
-@contextlib.contextmanager
-def text_color(on: bool) -> Iterator[None]:
-    """TextRenderers made within colour their lines (on) or not."""
-    token = _COLOR_DEFAULT.set(on)
-    try:
-        yield
-    finally:
-        _COLOR_DEFAULT.reset(token)
-
-
 def _sgr(code: str, text: str) -> str:
     return f"{code}{text}{SGR_RESET}"
 
@@ -188,7 +170,7 @@ class TextRenderer:
 
     host_ns: Namespaces
     start_ktime_ns: int
-    color: bool = field(default_factory=_COLOR_DEFAULT.get)
+    color: bool = False
     # "  [+mnt ...]" by namespace set: the decoder shares one object per
     # distinct set, so id() is the key (the entry keeps the object alive)
     _marks: Dict[int, Tuple[Namespaces, str]] = field(

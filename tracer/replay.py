@@ -217,7 +217,7 @@ def event_counts() -> Dict[str, int]:
 
 
 def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
-               ns_table: bool = False, skip_bad: bool = False) -> Summary:
+               ns_table: bool = False, skip_bad: bool = False, color: bool = False) -> Summary:
     """Replay a recording through the live view's filters and renderers."""
     from .filters import EventFilter
     from .proctable import ProcessTable
@@ -234,7 +234,7 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
         table.seed_from_snapshot(header.processes)
     shown: Set[Tuple[int, int]] = set()  # (pid, start_ns) of each shown event's process
     counts = event_counts()
-    renderer = TextRenderer(header.host_ns, header.start_ktime_ns)
+    renderer = TextRenderer(header.host_ns, header.start_ktime_ns, color=color)
     if as_json and not views:
         return _replay_json(reader, flt, app, counts)
     if not views:
