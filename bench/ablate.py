@@ -252,7 +252,7 @@ def main() -> None:
         try:
             check_config(c)
         except ValueError as e:
-            raise SystemExit(str(e))
+            raise SystemExit(str(e)) from None
     if len(set(args.configs)) != len(args.configs):
         raise SystemExit("each configuration once")
     results = run(args)

@@ -160,7 +160,7 @@ def main() -> None:
         from bcc import BPF
     except ImportError:
         raise SystemExit("bcc_execsnoop: no bcc module: apt install python3-bpfcc, "
-                         "and run it with /usr/bin/python3")
+                         "and run it with /usr/bin/python3") from None
 
     if stopping:
         return

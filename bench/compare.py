@@ -75,10 +75,10 @@ BCC_PYTHON = "/usr/bin/python3"  # Debian's, which has python3-bpfcc's module
 
 BPFTRACE = r"""tracepoint:sched:sched_process_exec
 {
-	printf("%d %d %s %u %u %u %u %u\n", pid, curtask->real_parent->tgid, str(args->filename),
-	       curtask->nsproxy->mnt_ns->ns.inum, curtask->nsproxy->uts_ns->ns.inum,
-	       curtask->nsproxy->pid_ns_for_children->ns.inum, curtask->nsproxy->net_ns->ns.inum,
-	       curtask->nsproxy->ipc_ns->ns.inum);
+    printf("%d %d %s %u %u %u %u %u\n", pid, curtask->real_parent->tgid, str(args->filename),
+           curtask->nsproxy->mnt_ns->ns.inum, curtask->nsproxy->uts_ns->ns.inum,
+           curtask->nsproxy->pid_ns_for_children->ns.inum, curtask->nsproxy->net_ns->ns.inum,
+           curtask->nsproxy->ipc_ns->ns.inum);
 }
 """
 
@@ -178,7 +178,7 @@ class Tracer:
     def peak_rss_mb(self) -> float:
         try:
             with open(f"/proc/{self.proc.pid}/status") as f:
-                return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+                return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
         except (OSError, StopIteration):
             return float("nan")
 
@@ -198,12 +198,12 @@ class Tracer:
         data = self.output().splitlines()
         if self.kind == "ctrtrace":
             key = b'"filename":' + json.dumps(storm_bin).encode()
-            return sum(1 for l in data if b'"type":"exec"' in l and key in l)
+            return sum(1 for line in data if b'"type":"exec"' in line and key in line)
         path = storm_bin.encode()
         if self.kind in ("execsnoop", "bcc-execsnoop"):
             # PCOMM PID PPID RET ARGS: ARGS starts with the path
-            return sum(1 for l in data if l.split()[3:5] == [b"0", path])
-        return sum(1 for l in data if l.split()[2:3] == [path])  # bpftrace: pid ppid filename ...
+            return sum(1 for line in data if line.split()[3:5] == [b"0", path])
+        return sum(1 for line in data if line.split()[2:3] == [path])  # bpftrace: pid ppid filename ...
 
     def lost(self) -> str:
         if self.kind == "ctrtrace":
@@ -487,7 +487,7 @@ def paired(rs, ref):
     difference of the two medians."""
     if not ref or rs is ref:
         return float("nan"), None
-    d = [x["ratio"] - r["ratio"] for x, r in zip(rs, ref)]
+    d = [x["ratio"] - r["ratio"] for x, r in zip(rs, ref, strict=True)]
     return statistics.median(d), median_ci(d)
 
 

@@ -69,8 +69,8 @@ def main() -> None:
             if workload is None or (workload["container"] or {}).get("name") != name:
                 raise SystemExit(f"round {i}: workload exec not attributed to {name}")
             with open(out.name) as f:
-                shim = next(json.loads(l) for l in f if '"type":"exec"' in l and
-                            "containerd-shim" in l and cid in l)
+                shim = next(json.loads(line) for line in f if '"type":"exec"' in line and
+                            "containerd-shim" in line and cid in line)
             after_return.append(seen - returned)
             kernel_start.append((workload["ktime_ns"] - shim["ktime_ns"]) / 1e9)
             print(f"round {i + 1}: trace complete {1000 * (seen - returned):.1f} ms after docker run "

@@ -27,7 +27,7 @@ PID_MAX = 1 << 22  # the kernel's PID_MAX_LIMIT: a recording's pids are below it
 def synthesize(path: str, n: int) -> None:
     lines = open(SOURCE).read().splitlines()
     header = json.loads(lines[0])
-    events = [json.loads(l) for l in lines[1:-1]]
+    events = [json.loads(line) for line in lines[1:-1]]
     span = events[-1]["ktime_ns"] - events[0]["ktime_ns"] + 1_000_000
     counts = {}
     with open(path, "w") as f:

@@ -67,11 +67,11 @@ def one_round(cmd, execs: int) -> dict:
     drain = drained - b1
 
     with open(f"/proc/{tracer.pid}/status") as f:
-        hwm_kb = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+        hwm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
     tracer.send_signal(signal.SIGINT)
     tracer.wait(timeout=30)
     with open(out.name) as f:
-        lines = [json.loads(l) for l in f]
+        lines = [json.loads(line) for line in f]
     os.unlink(out.name)
     summary = lines[-1]
     assert summary["type"] == "summary", "the output did not end with a summary"

@@ -19,14 +19,13 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from typing import Callable, List, Optional
+from collections.abc import Callable
 
 import pytest
 
 from tracer.events import ExecEvent, ProcessEvent
 from tracer.session import Session, TraceOptions
 from tracer.system import read_ns
-
 
 # marks that need root, and fixtures of this file that are a requirement in themselves
 ROOT_MARKS = ("root", "bpf", "docker")
@@ -58,7 +57,7 @@ class Capture:
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self.events: List[ProcessEvent] = []
+        self.events: list[ProcessEvent] = []
 
     def poll(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -77,21 +76,21 @@ class Capture:
                     return ev
             seen = len(self.events)
             self.events.extend(self.session.poll(50))
-        raise AssertionError("no matching event within %.1f s" % timeout)
+        raise AssertionError(f"no matching event within {timeout:.1f} s")
 
     def finish(self, settle: float = 0.2):
         self.poll(settle)
         self.events.extend(self.session.drain())
         return self.session.summary()
 
-    def of(self, pid: int, type_: Optional[str] = None) -> List[ProcessEvent]:
+    def of(self, pid: int, type_: str | None = None) -> list[ProcessEvent]:
         return [e for e in self.events if e.pid == pid and (type_ is None or e.type == type_)]
 
 
 @pytest.fixture
 def capture():
     """capture(**TraceOptions fields) -> a Capture whose session is open."""
-    sessions: List[Session] = []
+    sessions: list[Session] = []
 
     def start(**opts) -> Capture:
         s = Session(TraceOptions(**opts))
@@ -104,7 +103,7 @@ def capture():
         s.close()
 
 
-def execs_of(events: List[ProcessEvent], argv0: str) -> List[ExecEvent]:
+def execs_of(events: list[ProcessEvent], argv0: str) -> list[ExecEvent]:
     return [e for e in events if isinstance(e, ExecEvent) and e.ret == 0 and e.argv[:1] == [argv0]]
 
 

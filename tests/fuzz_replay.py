@@ -22,9 +22,10 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Dict, Iterator, List, Tuple
+from collections.abc import Iterator
+from typing import Any
 
-BAD_VALUES: List[Any] = [None, -1, 2**70, 1.5, True, "abc", [], {}, "1"]
+BAD_VALUES: list[Any] = [None, -1, 2**70, 1.5, True, "abc", [], {}, "1"]
 
 # (line type, path to the field): each gets every bad value
 EVENT_FIELDS = {
@@ -40,7 +41,7 @@ HEADER_FIELDS = ["version", "processes", "processes.0", "processes.0.pid", "proc
                  "boot_time_ns", "hostname", "format"]
 SUMMARY_FIELDS = ["counts", "counts.exec", "lost", "ts", "duration_s"]
 
-MODES: List[List[str]] = [[], ["--json"], ["--tree"], ["--ns"], ["--tree", "--ns"],
+MODES: list[list[str]] = [[], ["--json"], ["--tree"], ["--ns"], ["--tree", "--ns"],
                           ["--json", "--container", "sleep-container"], ["--comm", "sleep"],
                           ["--pid", "1"], ["--tree", "--pid", "1"], ["--since", "0.1"]]
 
@@ -68,7 +69,7 @@ def _dump(d: Any) -> bytes:
     return json.dumps(d, separators=(",", ":")).encode() + b"\n"
 
 
-def variants(lines: List[bytes]) -> Iterator[Tuple[str, bytes]]:
+def variants(lines: list[bytes]) -> Iterator[tuple[str, bytes]]:
     """(name, content) of damaged recordings; a name ending in .gz is compressed."""
     header, events, summary = lines[0], lines[1:-1], lines[-1]
     parsed = [json.loads(line) for line in events]
@@ -137,7 +138,7 @@ def variants(lines: List[bytes]) -> Iterator[Tuple[str, bytes]]:
     yield "gz-garbage-after.jsonl.gz", gz + b"\x1f\x8b\x08garbage"
 
 
-def replay(path: str, mode: List[str], skip_bad: bool) -> Dict[str, Any]:
+def replay(path: str, mode: list[str], skip_bad: bool) -> dict[str, Any]:
     from tracer.cli import App, main
     from tracer.contract import Invalid, check_header, check_record
 

@@ -128,7 +128,7 @@ def test_replay_driver():
 @pytest.mark.bpf
 def test_ready_driver():
     out = _run(os.path.join(BENCH, "ready.py"), "--launches", "1", "--ctrtrace", CTRTRACE)
-    assert [l.split()[0] for l in out.splitlines()] == ["warm", "off", "cold"]
+    assert [line.split()[0] for line in out.splitlines()] == ["warm", "off", "cold"]
 
 
 def _ablate_module():
@@ -228,7 +228,7 @@ def _programs() -> dict:
             if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:bpf-prog":
                 continue
             with open(f"/proc/self/fdinfo/{fd}") as f:
-                info = dict(l.split(":\t", 1) for l in f.read().splitlines() if ":\t" in l)
+                info = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
         except OSError:  # the listing's own fd, gone
             continue
         prog_id = info["prog_id"].strip()

@@ -68,11 +68,11 @@ def test_text_output_and_summary_on_stderr():
     assert r.exit_code == 0
     out = r.stdout.splitlines()
     assert out[0].split()[:6] == ["TIME(s)", "EVENT", "PID", "PPID", "VPID", "COMMAND"]
-    unshare = [l for l in out if " unshare " in l and "unshare(" in l]
+    unshare = [line for line in out if " unshare " in line and "unshare(" in line]
     assert len(unshare) == 1
     assert "unshare(CLONE_NEWUTS|CLONE_NEWNET) = 0" in unshare[0]
     assert unshare[0].endswith("[+uts +net]")
-    true = [l for l in out if " exec " in l and l.rstrip().endswith("true  [+uts +net]")]
+    true = [line for line in out if " exec " in line and line.rstrip().endswith("true  [+uts +net]")]
     assert len(true) == 1
     assert "lost 0" in r.stderr and r.stderr.startswith("ctrtrace: ")
 
@@ -142,7 +142,7 @@ def test_ns_changes_shows_only_namespace_events():
 
 def _one_line_error(r, status: int, text: str) -> None:
     assert r.exit_code == status, r.output
-    errors = [l for l in r.stderr.splitlines() if l.startswith("ctrtrace: error: ")]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("ctrtrace: error: ")]
     assert len(errors) == 1, r.stderr
     assert text in r.stderr
     assert "Traceback" not in r.output + r.stderr

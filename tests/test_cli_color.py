@@ -51,7 +51,7 @@ def test_always_colours_the_marks_failures_and_kills_exactly():
     # nothing else changes: without the colours, the lines are the plain view's
     assert OURS.sub("", r.stdout) == SESSION_TXT
     assert "\x1b" not in OURS.sub("", r.stdout)
-    assert sum(CYAN in l for l in lines) == sum("  [+" in l for l in SESSION_TXT.splitlines())
+    assert sum(CYAN in line for line in lines) == sum("  [+" in line for line in SESSION_TXT.splitlines())
 
 
 @pytest.mark.parametrize("args", [[], ["--color", "auto"], ["--color", "never"]])
@@ -179,10 +179,10 @@ def test_live_text_is_coloured_on_request_and_recordings_never(tmp_path):
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     out = r.stdout.splitlines()
-    assert any(l.endswith(f"/nonexistent/x  {RED}FAILED ENOENT{RESET}") for l in out), r.stdout
-    assert any(l.endswith(f" sh {MAGENTA}killed by SIGKILL{RESET}") for l in out), r.stdout
-    assert any("unshare(CLONE_NEWUTS) = 0  uts:" in l and l.endswith(f"  {CYAN}[+uts]{RESET}")
-               for l in out), r.stdout
+    assert any(line.endswith(f"/nonexistent/x  {RED}FAILED ENOENT{RESET}") for line in out), r.stdout
+    assert any(line.endswith(f" sh {MAGENTA}killed by SIGKILL{RESET}") for line in out), r.stdout
+    assert any("unshare(CLONE_NEWUTS) = 0  uts:" in line and line.endswith(f"  {CYAN}[+uts]{RESET}")
+               for line in out), r.stdout
     assert "\x1b" not in OURS.sub("", r.stdout)
     assert b"\x1b" not in rec.read_bytes()
 

@@ -50,7 +50,7 @@ def _reattribute(*names: str):
     r = None
     out = []
     for name in names:
-        lines = [json.loads(l) for l in (DATA / name).read_text().splitlines()]
+        lines = [json.loads(line) for line in (DATA / name).read_text().splitlines()]
         if r is None:
             r = ContainerResolver(None, Header.from_json(lines[0]).host_ns)
         for d in lines[1:-1]:
@@ -155,7 +155,7 @@ class FakeEngine:
         while self._listener is s:
             try:
                 conn, _ = s.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

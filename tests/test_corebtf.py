@@ -10,7 +10,6 @@ import pytest
 from tracer import corebtf, loader
 from tracer.loader import LoadConfig, ProgramLoader, default_object_path
 
-
 BPF_LD_IMM64 = 0x18
 BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE = 1, 2
 

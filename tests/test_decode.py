@@ -18,7 +18,7 @@ def _fill(task: L.CtTask) -> None:
     task.pid, task.tid, task.ppid, task.vpid, task.uid, task.gid = 100, 101, 50, 1, 1000, 1001
     task.start_ns, task.parent_start_ns, task.cgroup_id = 7_000, 6_000, 42
     task.comm = b"runc:[1:CHILD]"
-    for name, v in zip(L.NS_NAMES, NS):
+    for name, v in zip(L.NS_NAMES, NS, strict=True):
         setattr(task.ns, name, v)
     task.cgroup_parent, task.cgroup_leaf = b"docker", b"abc"
 
@@ -85,7 +85,7 @@ def test_setns_and_unshare(dec):
     s = L.CtSetnsEvent()
     _hdr(s, L.CT_EVENT_SETNS)
     _fill(s.task)
-    for name, v in zip(L.NS_NAMES, BEFORE):
+    for name, v in zip(L.NS_NAMES, BEFORE, strict=True):
         setattr(s.ns_before, name, v)
     s.fd, s.nstype, s.ret = 5, 0x40000000, -22
     ev = dec.decode(bytes(s))
@@ -94,7 +94,7 @@ def test_setns_and_unshare(dec):
     u = L.CtUnshareEvent()
     _hdr(u, L.CT_EVENT_UNSHARE)
     _fill(u.task)
-    for name, v in zip(L.NS_NAMES, BEFORE):
+    for name, v in zip(L.NS_NAMES, BEFORE, strict=True):
         setattr(u.ns_before, name, v)
     u.flags, u.ret = 0x7E020000, 0
     ev = dec.decode(bytes(u))

@@ -6,11 +6,10 @@ import socket
 import threading
 
 import pytest
+from conftest import docker, proc_ns
 
 from tracer.events import ExecEvent, ExitEvent, ForkEvent, SetnsEvent, UnshareEvent
 from tracer.flags import NS_FLAGS
-
-from conftest import docker, proc_ns
 
 pytestmark = [pytest.mark.usefixtures("docker_engine"), pytest.mark.docker, pytest.mark.bpf]
 
@@ -27,7 +26,7 @@ def sleep_container():
 
 def _ppid_from_proc(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("PPid:"))
+        return next(int(line.split()[1]) for line in f if line.startswith("PPid:"))
 
 
 @pytest.mark.smoke
@@ -207,7 +206,7 @@ def test_cli_container_filters(sleep_container, tmp_path):
 
     def events(*args):
         r = runner.invoke(main, ["--json", *args], catch_exceptions=False)
-        lines = [_json.loads(l) for l in r.stdout.splitlines()]
+        lines = [_json.loads(line) for line in r.stdout.splitlines()]
         return r, lines[1:-1], lines[-1]
 
     for wanted in (NAME, cid[:12]):
@@ -325,7 +324,7 @@ class EngineProxy:
         while self._listener is s:
             try:
                 a, _ = s.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -52,7 +52,7 @@ def test_the_command_runs_through_the_entry_point(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = _lines(r.stdout)
     assert lines[0]["type"] == "header" and lines[0]["core_btf"] == "subset"
-    assert any(l["type"] == "exec" and l.get("filename") == str(probe) for l in lines)
+    assert any(line["type"] == "exec" and line.get("filename") == str(probe) for line in lines)
     assert lines[-1]["type"] == "summary" and lines[-1]["lost"] == 0
 
 
@@ -67,7 +67,7 @@ def test_a_wrong_guess_is_discarded(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as done:
         entry.main(args)
     assert done.value.code == 0
-    events = [l for l in _lines(capsys.readouterr().out) if l["type"] not in ("header", "summary")]
+    events = [line for line in _lines(capsys.readouterr().out) if line["type"] not in ("header", "summary")]
     assert events and {e["comm"] for e in events} == {"only-this"}
     assert any(e["type"] == "exec" and e["filename"] == str(probe) for e in events)
 

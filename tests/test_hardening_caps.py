@@ -94,7 +94,7 @@ def test_bpf_perfmon_and_dac_read_search_are_enough(ctrtrace_as_nobody):
     r = ctrtrace_as_nobody("+bpf,+perfmon,+dac_read_search", "--json", "--no-docker",
                            "--", "/bin/true", "as-nobody")
     assert r.returncode == 0, r.stderr
-    events = [json.loads(l) for l in r.stdout.splitlines()][1:-1]
+    events = [json.loads(line) for line in r.stdout.splitlines()][1:-1]
     assert any(e["type"] == "exec" and e["argv"] == ["/bin/true", "as-nobody"]
                and e["uid"] == NOBODY for e in events), r.stdout[-2000:]
 

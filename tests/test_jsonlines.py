@@ -8,8 +8,8 @@ import os
 import orjson
 import pytest
 
-from tracer.events import EVENT_CLASSES
 from tracer.contract import json_bytes
+from tracer.events import EVENT_CLASSES
 from tracer.jsonlines import EventLines
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")

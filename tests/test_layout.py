@@ -96,7 +96,7 @@ def _c_int(expr: str) -> int:
     try:
         return ev(ast.parse(py, mode="eval"))
     except SyntaxError:
-        raise ValueError(f"not an integer constant expression this test reads: {expr!r}")
+        raise ValueError(f"not an integer constant expression this test reads: {expr!r}") from None
 
 
 def header_defines() -> dict:
@@ -230,7 +230,7 @@ def test_every_define_of_the_header_is_mirrored(defines):
 def test_every_enumerator_of_the_header_is_mirrored(enums):
     assert {"ct_event_type", "ct_counter"} <= set(enums)
     values = {}
-    for enum, members in enums.items():
+    for members in enums.values():
         values.update(members)
     found = drifts(values, "the header's BTF")
     assert not found, "\n".join(found)

@@ -9,14 +9,21 @@ kernel do it is in test_trace_process.py.
 from __future__ import annotations
 
 import json
-from typing import List
 
 from click.testing import CliRunner
 
 from tracer import views
 from tracer.cli import main
-from tracer.events import (ExecEvent, ExitEvent, ForkEvent, Header, Namespaces, ProcessEvent,
-                           Summary, UnshareEvent)
+from tracer.events import (
+    ExecEvent,
+    ExitEvent,
+    ForkEvent,
+    Header,
+    Namespaces,
+    ProcessEvent,
+    Summary,
+    UnshareEvent,
+)
 from tracer.filters import EventFilter, FilterSpec
 from tracer.proctable import ProcessTable
 
@@ -68,7 +75,7 @@ NS_B = Namespaces(**{**HOST.to_dict(), "net": NET_B})
 SHELL_EV = (SHELL[0], SHELL_EXACT)  # the shell as events name it (as a parent)
 
 
-def events() -> List[ProcessEvent]:
+def events() -> list[ProcessEvent]:
     """The shell runs worker-a (pid 500), which has a child and exits; then
     runs other (600), whose child gets pid 500 again: worker-b, with a child."""
     return [
@@ -109,8 +116,8 @@ def _header() -> Header:
                   start_ktime_ns=T0, host_ns=HOST, tracer_pid=1, processes=SNAPSHOT)
 
 
-def _row(lines: List[str], text: str) -> str:
-    found = [l for l in lines if text in l]
+def _row(lines: list[str], text: str) -> str:
+    found = [line for line in lines if text in line]
     assert len(found) == 1, (text, lines)
     return found[0]
 
@@ -184,16 +191,16 @@ def test_ns_table_counts_each_process_once():
 def test_selection_by_key_shows_one_of_the_two():
     t = _table()
     lines = views.process_tree(t, HOST, {B})
-    assert any("worker-b" in l for l in lines) and not any("worker-a" in l for l in lines)
-    assert any(" other" in l for l in lines)  # an ancestor, for context
+    assert any("worker-b" in line for line in lines) and not any("worker-a" in line for line in lines)
+    assert any(" other" in line for line in lines)  # an ancestor, for context
     lines = views.process_tree(t, HOST, {A_CHILD})
-    assert any("worker-a" in l for l in lines) and not any("worker-b" in l for l in lines)
+    assert any("worker-a" in line for line in lines) and not any("worker-b" in line for line in lines)
     # the kernel's exact start of a process seeded from /proc finds it too
     lines = views.process_tree(t, HOST, {SHELL_EV})
     assert len(lines) == 2 and lines[1].split()[0] == "100"
     # a bare pid (older callers) stands for every process that had it
     lines = views.process_tree(t, HOST, {500})
-    assert any("worker-a" in l for l in lines) and any("worker-b" in l for l in lines)
+    assert any("worker-a" in line for line in lines) and any("worker-b" in line for line in lines)
 
 
 def test_pid_filter_follows_the_process_not_the_pid():
@@ -206,8 +213,8 @@ def test_pid_filter_follows_the_process_not_the_pid():
     assert flt.wants_process(b) and not flt.wants_process(a)
     shown = views.selection(t, flt, {(ev.pid, ev.start_ns) for ev in kept})
     lines = views.process_tree(t, HOST, shown)
-    assert any("worker-b" in l for l in lines) and not any("worker-a" in l for l in lines)
-    assert not any("a-child" in l for l in lines)
+    assert any("worker-b" in line for line in lines) and not any("worker-a" in line for line in lines)
+    assert not any("a-child" in line for line in lines)
 
 
 def test_pid_filter_of_the_first_stops_at_its_exit():
@@ -245,7 +252,7 @@ def test_replay_tree_of_a_recording_with_a_reused_pid(tmp_path):
     assert lines.index(ac) == lines.index(a) + 1 and lines.index(bc) == lines.index(b) + 1
     assert _depth(ac) == _depth(a) + 4 and _depth(bc) == _depth(b) + 4
     r = CliRunner().invoke(main, ["replay", "--ns", str(f)], catch_exceptions=False)
-    rows = {l.split()[0]: l.split() for l in r.stdout.splitlines()[1:]}
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:]}
     assert rows[str(UTS_A)][2] == "0" and rows[str(NET_B)][2] == "2"
 
 
@@ -272,8 +279,8 @@ def test_container_label_is_escaped():
     label = "evil\nname\x1b[2J"
     t.get(502).container = Container(id="c" * 64, name=label)
     for lines in (views.process_tree(t, HOST), views.namespace_table(t, HOST)):
-        assert any("evil\\nname\\x1b[2J" in l for l in lines)
-        assert not any(c in l for l in lines for c in "\n\x1b")
+        assert any("evil\\nname\\x1b[2J" in line for line in lines)
+        assert not any(c in line for line in lines for c in "\n\x1b")
 
 
 # -- processes read from /proc at start-up: their start is /proc's -------------

@@ -21,7 +21,7 @@ def _table(name: str) -> ProcessTable:
 
 
 def _events(name: str):
-    return [json.loads(l) for l in (DATA / name).read_text().splitlines()[1:-1]]
+    return [json.loads(line) for line in (DATA / name).read_text().splitlines()[1:-1]]
 
 
 @pytest.mark.parametrize("name,reparented", [
@@ -84,7 +84,7 @@ def test_proc_reads_match_stat_and_status():
         try:
             truth = [os.stat(f"/proc/{pid}/ns/{n}").st_ino for n in NS_NAMES]
             with open(f"/proc/{pid}/status") as f:
-                status = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+                status = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
         except OSError:
             continue  # gone, or not ours to read
         ns = read_ns(pid)
@@ -103,8 +103,8 @@ def test_the_header_snapshot_stays_within_what_replay_reads():
     """Processes alive at start, as many and as long as they come: the header's
     list fits the line replay reads; long command lines are cut first, and
     what still does not fit is left out and counted."""
-    from tracer.events import Namespaces
     from tracer.contract import json_bytes
+    from tracer.events import Namespaces
     from tracer.proctable import HEADER_PROCESSES_MAX, Process, snapshot
 
     def procs(n, arg):

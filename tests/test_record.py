@@ -13,10 +13,9 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from conftest import docker
 
 from tracer.cli import main
-
-from conftest import docker
 
 pytestmark = pytest.mark.bpf
 
@@ -55,12 +54,12 @@ def test_filters_apply_to_the_view_and_the_file_keeps_everything(tmp_path):
     live = run("-w", str(rec), "--ns-changes", "--comm", "unshare", "--", "sh", "-c", SCRIPT)
     assert live.exit_code == 0
     body = live.stdout.splitlines()[1:]
-    assert [l.split()[1] for l in body] == ["unshare", "exit"]
+    assert [line.split()[1] for line in body] == ["unshare", "exit"]
     same = run("replay", "--ns-changes", "--comm", "unshare", str(rec))
     assert same.stdout == live.stdout
     everything = run("replay", str(rec)).stdout.splitlines()
     assert len(everything) > len(live.stdout.splitlines())
-    assert any("/bin/true a" in l for l in everything)
+    assert any("/bin/true a" in line for line in everything)
 
 
 def test_snapshot_names_processes_that_existed_before(tmp_path):
@@ -92,7 +91,7 @@ def test_sigterm_ends_the_file_cleanly(tmp_path, suffix):
     assert p.wait(timeout=20) == 0
     r = run("replay", "--json", rec)
     assert r.exit_code == 0
-    lines = [json.loads(l) for l in r.stdout.splitlines()]
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert lines[-1]["type"] == "summary" and lines[-1]["lost"] == 0
     assert any(e.get("argv") == ["/bin/true", "recorded"] for e in lines)
 
@@ -109,7 +108,7 @@ def test_kill_9_loses_at_most_the_last_line(tmp_path, suffix):
     r = run("replay", "--json", "--skip-bad", rec)
     assert r.exit_code == 0, r.stderr
     assert "no summary line" in r.stderr
-    argvs = [json.loads(l).get("argv") for l in r.stdout.splitlines()]
+    argvs = [json.loads(line).get("argv") for line in r.stdout.splitlines()]
     assert all(["/bin/true", f"n{i}"] in argvs for i in range(50))
     assert "bad lines skipped" not in r.stderr or "1 bad lines skipped" in r.stderr
 
@@ -137,17 +136,17 @@ def test_views_agree_with_ps_and_lsns():
         r = run("--tree", "--ns", "--container", "views-container", "-d", "0.3")
         assert r.exit_code == 0
         out = r.stdout.splitlines()
-        tree_at = next(i for i, l in enumerate(out) if l.split()[:2] == ["PID", "VPID"])
+        tree_at = next(i for i, line in enumerate(out) if line.split()[:2] == ["PID", "VPID"])
         blank = out.index("", tree_at)
         tree, ns = out[tree_at:blank], out[blank + 1:]
         parents = _tree_parents(tree)
         with open(f"/proc/{pid}/status") as f:
-            ppid = next(int(l.split()[1]) for l in f if l.startswith("PPid:"))
+            ppid = next(int(line.split()[1]) for line in f if line.startswith("PPid:"))
         assert parents[pid] == ppid  # the shim, as ps shows
         lsns = subprocess.run(["lsns", "-p", str(pid), "-n", "-r", "-o", "NS,TYPE,NPROCS,PID"],
                               capture_output=True, text=True, check=True).stdout.splitlines()
-        truth = {tuple(l.split()[:2]): l.split()[2:] for l in lsns}
-        rows = {tuple(l.split()[:2]): l.split()[2:4] for l in ns[1:]}
+        truth = {tuple(line.split()[:2]): line.split()[2:] for line in lsns}
+        rows = {tuple(line.split()[:2]): line.split()[2:4] for line in ns[1:]}
         own = [k for k, (_, first) in truth.items() if int(first) == pid]
         assert len(own) >= 5  # mnt uts ipc pid net
         for key in own:

@@ -17,7 +17,13 @@ from tracer import layout as L
 from tracer.containers import ContainerResolver
 from tracer.decode import Decoder
 from tracer.events import (
-    EVENT_CLASSES, ExecEvent, ExitEvent, ForkEvent, Namespaces, SetnsEvent, UnshareEvent,
+    EVENT_CLASSES,
+    ExecEvent,
+    ExitEvent,
+    ForkEvent,
+    Namespaces,
+    SetnsEvent,
+    UnshareEvent,
 )
 from tracer.jsonlines import EventLines
 from tracer.recordlines import RecordLines
@@ -115,7 +121,7 @@ def test_recorded_traces():
     for name, records, offset in recorded():
         (general, counts), (fast, fast_counts) = both_paths(records, offset)
         assert len(fast) == len(general) == len(records), name
-        for i, (a, b) in enumerate(zip(general, fast)):
+        for i, (a, b) in enumerate(zip(general, fast, strict=True)):
             assert a == b, f"{name}: record {i}\n{a}\n{b}"
         assert fast_counts == counts, name
         kinds.update(counts)

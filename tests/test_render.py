@@ -21,7 +21,7 @@ DATA = Path(__file__).parent / "data"
 
 
 def _load(name: str):
-    lines = [json.loads(l) for l in (DATA / name).read_text().splitlines()]
+    lines = [json.loads(line) for line in (DATA / name).read_text().splitlines()]
     return Header.from_json(lines[0]), lines[1:-1], Summary.from_json(lines[-1])
 
 

@@ -23,7 +23,7 @@ def replay(*args, input=None):
 
 
 def events_of(path: Path):
-    return [json.loads(l) for l in path.read_text().splitlines()[1:-1]]
+    return [json.loads(line) for line in path.read_text().splitlines()[1:-1]]
 
 
 @pytest.mark.parametrize("name", TRACES)
@@ -53,18 +53,18 @@ def test_views_exact(name, view):
 
 def test_tree_shows_the_double_fork_and_the_workload():
     tree = (DATA / "docker-run.tree.txt").read_text().splitlines()
-    shims = [l for l in tree if "containerd-shim-runc-v2" in l]
+    shims = [line for line in tree if "containerd-shim-runc-v2" in line]
     assert len(shims) == 2
     assert "exit 0" in shims[0] and "(adopted by 1)" in shims[1]
-    sleep = next(l for l in tree if l.split("\\_ ")[-1].startswith("sleep 900"))
-    assert sleep.rstrip().endswith("(adopted by %s)" % shims[1].split()[0])
+    sleep = next(line for line in tree if line.split("\\_ ")[-1].startswith("sleep 900"))
+    assert sleep.rstrip().endswith(f"(adopted by {shims[1].split()[0]})")
     cols = sleep.split()
     assert cols[1] == "1"  # VPID
     assert "+MNT +UTS +IPC +PID +NET" in sleep and "sleep-container" in sleep
 
 
 def test_ns_table_tells_host_and_container_apart():
-    rows = [l.split() for l in (DATA / "docker-run.ns.txt").read_text().splitlines()[1:]]
+    rows = [line.split() for line in (DATA / "docker-run.ns.txt").read_text().splitlines()[1:]]
     container = [r for r in rows if r[5] == "sleep-container"]
     assert sorted(r[1] for r in container) == ["ipc", "mnt", "net", "pid", "uts"]
     assert all(r[2] == "1" and r[6:] == ["sleep", "900"] for r in container)
@@ -77,7 +77,7 @@ def test_ns_table_tells_host_and_container_apart():
 def _json_events(*args, name="docker-run"):
     r = replay("--json", *args, str(DATA / f"{name}.jsonl"))
     assert r.exit_code == 0, r.stderr
-    lines = [json.loads(l) for l in r.stdout.splitlines()]
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
     return lines[1:-1], lines[-1]
 
 
@@ -141,8 +141,8 @@ def test_since_until():
 def test_filtered_tree_keeps_ancestors_for_context():
     r = replay("--tree", "--container", "sleep-container", str(DATA / "docker-run.jsonl"))
     lines = r.stdout.splitlines()
-    assert any("containerd" in l and "sleep-container" not in l for l in lines)  # an ancestor
-    assert not any("set-ipv6" in l for l in lines)  # dockerd's helper is not the container's
+    assert any("containerd" in line and "sleep-container" not in line for line in lines)  # an ancestor
+    assert not any("set-ipv6" in line for line in lines)  # dockerd's helper is not the container's
 
 
 # -- input --------------------------------------------------------------------
@@ -162,7 +162,7 @@ def test_stdin_and_gzip(tmp_path):
 
 def _bad(r, line_ref: str, text: str) -> None:
     assert r.exit_code == 6, r.output
-    errors = [l for l in r.stderr.splitlines() if l.startswith("ctrtrace: error: ")]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("ctrtrace: error: ")]
     assert len(errors) == 1 and line_ref in errors[0] and text in errors[0], r.stderr
     assert "Traceback" not in r.stderr
 

@@ -230,7 +230,7 @@ def test_a_chain_of_processes_as_deep_as_it_wants(work):
                               for d in [header, *events]))
     os.chmod(path, 0o644)
     r = subprocess.run(AS_NOBODY + [CTRTRACE, "replay", str(path), "--tree"], cwd=str(work),
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+                       capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     rows = r.stdout.decode().splitlines()[1:]
     assert len(rows) >= 13_000

@@ -153,7 +153,7 @@ def test_records_carry_no_stale_bytes(capture):
         if flags & L.CT_F_NO_NSPROXY:
             ns = struct.unpack_from("=10I", rec, task + L.CtTask.ns.offset)
             read = {"pid", "user"}  # what is read without an nsproxy
-            assert all(v == 0 for n, v in zip(L.NS_NAMES, ns) if n not in read), ns
+            assert all(v == 0 for n, v in zip(L.NS_NAMES, ns, strict=True) if n not in read), ns
 
 
 def test_a_lone_event_wakes_the_reader(capture):

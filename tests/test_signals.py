@@ -32,7 +32,7 @@ def test_signal_ends_with_summary(sig):
     out, err = p.communicate(timeout=20)
     assert p.returncode == 0, err
     assert "Traceback" not in err
-    lines = [json.loads(l) for l in [p.first_line, *out.splitlines()]]
+    lines = [json.loads(line) for line in [p.first_line, *out.splitlines()]]
     assert lines[0]["type"] == "header"
     assert lines[-1]["type"] == "summary" and lines[-1]["lost"] == 0
     assert any(e.get("argv") == ["/bin/true", "between"] for e in lines)

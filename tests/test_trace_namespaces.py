@@ -7,11 +7,10 @@ import subprocess
 import time
 
 import pytest
+from conftest import proc_ns
 
 from tracer.events import ExecEvent, SetnsEvent, UnshareEvent
 from tracer.flags import NS_FLAGS
-
-from conftest import proc_ns
 
 pytestmark = pytest.mark.bpf
 

@@ -9,13 +9,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import execs_of, proc_ns
 
 from tracer.events import ExecEvent, ExitEvent, ForkEvent
 from tracer.flags import CLONE_NEW_MASK
 
 CLONE_VM, CLONE_THREAD = 0x100, 0x10000
-
-from conftest import execs_of, proc_ns
 
 pytestmark = pytest.mark.bpf
 
@@ -166,7 +165,7 @@ def test_burst_of_1000_processes_all_reported(capture):
 
 def _ppid(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("PPid:"))
+        return next(int(line.split()[1]) for line in f if line.startswith("PPid:"))
 
 
 SUBREAPER = """
@@ -320,9 +319,9 @@ def test_a_reused_pid_is_two_processes_in_the_tree(capture):
 
     table = cap.session.table
     lines = views.process_tree(table, cap.session.header.host_ns)
-    rows = [l for l in lines if l.split()[0] == str(n) and " & wait " in l]
+    rows = [line for line in lines if line.split()[0] == str(n) and " & wait " in line]
     assert len(rows) == 2, "\n".join(lines)
-    for row, word, sleep in zip(rows, ("first", "second"), ("sleep 0.01", "sleep 0.02")):
+    for row, word, sleep in zip(rows, ("first", "second"), ("sleep 0.01", "sleep 0.02"), strict=True):
         assert row.endswith(f"sleep {sleep[-4:]} & wait {word}")
         below = lines[lines.index(row) + 1]
         assert below.endswith("\\_ " + sleep)
@@ -332,7 +331,7 @@ def test_a_reused_pid_is_two_processes_in_the_tree(capture):
 
     procs = [p for p in table.with_pid(n) if p.birth_ppid in ours]
     assert [p.key for p in procs] == [(n, f.start_ns) for f in forks]
-    for p, word, parent in zip(procs, ("first", "second"), ours):
+    for p, word, parent in zip(procs, ("first", "second"), ours, strict=True):
         assert p.argv == ["sh", "-c", f"sleep 0.0{1 if word == 'first' else 2} & wait", word]
         assert p.exited and p.exit_status == 0 and p.birth_ppid == parent
         kids = [table.by_key(k) for k in p.children]

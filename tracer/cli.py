@@ -7,7 +7,8 @@ replay.run_replay().  Shell completion is click's (_CTRTRACE_COMPLETE).
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -30,7 +31,7 @@ __all__ = ["App", "main"]
 class _Group(click.Group):
     """Everything after '--' is a command to run under the trace, not a subcommand."""
 
-    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if "--" in args:
             i = args.index("--")
             ctx.meta["ctrtrace.command"] = args[i + 1:]
@@ -45,12 +46,14 @@ def filter_options(f: Callable) -> Callable:
                      help="Only this process and its descendants."),
         click.option("-c", "--comm", metavar="NAME", help="Only tasks whose command name is NAME."),
         click.option("--ns-changes", is_flag=True,
-                     help="Only events that create or enter namespaces, or differ from the parent's."),
+                     help="Only events that create or enter namespaces, "
+                          "or differ from the parent's."),
         click.option("--container", metavar="ID|NAME",
                      help="Only processes of this container (an id prefix or a name)."),
         click.option("--containers-only", is_flag=True, help="Only processes in containers."),
         click.option("--tree", is_flag=True, help="Show the process tree (like ps --forest)."),
-        click.option("--ns", "ns_table", is_flag=True, help="Show the namespace table (like lsns)."),
+        click.option("--ns", "ns_table", is_flag=True,
+                     help="Show the namespace table (like lsns)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -118,9 +121,9 @@ def main(ctx: click.Context, **params: Any) -> None:
 @click.option("--skip-bad", is_flag=True, help="Go on past bad lines (they are counted).")
 @color_option
 @click.pass_obj
-def replay(app: App, file: str, as_json: bool, pid: Optional[int], comm: Optional[str],
-           ns_changes: bool, container: Optional[str], containers_only: bool, tree: bool,
-           ns_table: bool, since: Optional[str], until: Optional[str], skip_bad: bool,
+def replay(app: App, file: str, as_json: bool, pid: int | None, comm: str | None,
+           ns_changes: bool, container: str | None, containers_only: bool, tree: bool,
+           ns_table: bool, since: str | None, until: str | None, skip_bad: bool,
            color: str) -> None:
     """Print a recording (FILE, or - for stdin) as the live view printed it.
 

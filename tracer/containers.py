@@ -22,12 +22,11 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from collections.abc import Iterable
 
 from .dockerapi import DockerClient, EventWatch
 from .events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
 from .proctable import same_start
-
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # systemd scope names of the common runtimes: <prefix>-<id>.scope
@@ -38,7 +37,7 @@ _SHIM = re.compile(r"containerd-shim(-runc-v\d)?$")
 RETRY_INTERVAL = 1.0  # seconds between two questions about one id to an engine that was away
 
 
-def container_from_cgroup(cgroup: str) -> Optional[Tuple[str, str]]:
+def container_from_cgroup(cgroup: str) -> tuple[str, str] | None:
     """(runtime, id) from a "parent/leaf" cgroup name, or None for a host cgroup."""
     parent, _, leaf = cgroup.rpartition("/")
     m = _SCOPE.match(leaf)
@@ -52,7 +51,7 @@ def container_from_cgroup(cgroup: str) -> Optional[Tuple[str, str]]:
     return None
 
 
-def shim_container(argv: List[str]) -> Optional[Tuple[str, str]]:
+def shim_container(argv: list[str]) -> tuple[str, str] | None:
     """(containerd namespace, id) from a shim's command line."""
     if not argv or not _SHIM.search(argv[0]):
         return None
@@ -66,7 +65,7 @@ def shim_container(argv: List[str]) -> Optional[Tuple[str, str]]:
     return opts.get("namespace", ""), cid
 
 
-def _info(cid: str, data: Optional[dict], runtime: str, source: str) -> Container:
+def _info(cid: str, data: dict | None, runtime: str, source: str) -> Container:
     if not data:
         return Container(id=cid, runtime=runtime, source=source)
     name = (data.get("Name") or "").lstrip("/") or None
@@ -77,28 +76,28 @@ def _info(cid: str, data: Optional[dict], runtime: str, source: str) -> Containe
 class ContainerResolver:
     """Attributes events to containers; keeps what it learned for later events."""
 
-    def __init__(self, client: Optional[DockerClient], host_ns: Namespaces) -> None:
+    def __init__(self, client: DockerClient | None, host_ns: Namespaces) -> None:
         self.client = client
         self.host_mnt = host_ns.mnt
-        self._details: Dict[str, Container] = {}          # id -> name/image (source ignored)
-        self._by_cgroup: Dict[str, Optional[Tuple[str, str]]] = {}
-        self._by_mnt: Dict[int, Tuple[str, str]] = {}      # mount ns inode -> (runtime, id)
+        self._details: dict[str, Container] = {}          # id -> name/image (source ignored)
+        self._by_cgroup: dict[str, tuple[str, str] | None] = {}
+        self._by_mnt: dict[int, tuple[str, str]] = {}      # mount ns inode -> (runtime, id)
         # shims and their descendants: pid -> (start_ns, read from /proc, (runtime, id));
         # a process is its pid and its start time (proctable.same_start)
-        self._by_pid: Dict[int, Tuple[int, bool, Tuple[str, str]]] = {}
+        self._by_pid: dict[int, tuple[int, bool, tuple[str, str]]] = {}
         self._missing: set = set()                         # ids the engine did not name when asked
-        self._watch: Optional[EventWatch] = None
+        self._watch: EventWatch | None = None
         # Ids asked about while the engine did not answer, to ask again (the
         # engine did not know the others in _missing: they are not asked
         # again, though their creation event may still name them).  The
         # retry thread asks; the event path only adds.
         self.retry_interval = RETRY_INTERVAL
-        self._retry: Dict[str, None] = {}
+        self._retry: dict[str, None] = {}
         self._engine_down = False      # the last question went unanswered: ask later, not now
         self._lock = threading.Lock()  # _retry and _retrier
         self._wake = threading.Event()
         self._closed = threading.Event()
-        self._retrier: Optional[threading.Thread] = None
+        self._retrier: threading.Thread | None = None
 
     # -- what is known before the trace starts --------------------------------
 
@@ -127,7 +126,7 @@ class ContainerResolver:
 
     # -- per event --------------------------------------------------------------
 
-    def _lineage(self, pid: int, start: int) -> Optional[Tuple[str, str]]:
+    def _lineage(self, pid: int, start: int) -> tuple[str, str] | None:
         """The shim lineage of process (pid, start): none for another process
         that had the pid (whose exit was lost)."""
         entry = self._by_pid.get(pid)
@@ -139,7 +138,7 @@ class ContainerResolver:
         return entry[2]
 
     def attribute_process(self, cgroup: str, mnt: int, pid: int,
-                          start: int = 0) -> Optional[Container]:
+                          start: int = 0) -> Container | None:
         """The decision, in order of trust, for a process (seen at start-up or
         at an event); start: its start time (0: unknown)."""
         try:
@@ -159,11 +158,11 @@ class ContainerResolver:
         return None
 
     @staticmethod
-    def _shim_key(namespace: str, cid: str) -> Tuple[str, str]:
+    def _shim_key(namespace: str, cid: str) -> tuple[str, str]:
         # docker's containerd namespace is "moby"; others are containerd's own (k8s.io, ...)
         return ("docker" if namespace == "moby" else "containerd", cid)
 
-    def _on_created(self, cid: str, attrs: Dict[str, str]) -> None:
+    def _on_created(self, cid: str, attrs: dict[str, str]) -> None:
         # runs in the watch thread; a dict assignment is atomic
         self._details[cid] = Container(id=cid, name=attrs.get("name"), image=attrs.get("image"),
                                        runtime="docker")
@@ -194,7 +193,7 @@ class ContainerResolver:
 
     # -- asking the engine ---------------------------------------------------
 
-    def _ask(self, cid: str, runtime: str, source: str) -> Optional[Container]:
+    def _ask(self, cid: str, runtime: str, source: str) -> Container | None:
         """The first question about an id: now, unless the engine is away (a
         question to an engine that hangs costs the client's timeout); later
         if it does not answer."""
@@ -256,7 +255,7 @@ class ContainerResolver:
                         self._retrier = None
                     return
 
-    def attribute(self, ev: ProcessEvent) -> Optional[Container]:
+    def attribute(self, ev: ProcessEvent) -> Container | None:
         # lineage first: it must follow every fork and shim exec, attributed or not
         if isinstance(ev, ForkEvent):
             if not ev.thread:
@@ -285,16 +284,16 @@ class ContainerResolver:
         elif pid in self._by_pid:
             del self._by_pid[pid]  # an earlier process of this pid, whose exit was lost
 
-    def on_exec(self, pid: int, argv: List[str], start: int = 0) -> None:
+    def on_exec(self, pid: int, argv: list[str], start: int = 0) -> None:
         shim = shim_container(argv)
         if shim is not None:
             self.on_shim_exec(pid, shim, start)
 
-    def on_shim_exec(self, pid: int, shim: Tuple[str, str], start: int = 0) -> None:
+    def on_shim_exec(self, pid: int, shim: tuple[str, str], start: int = 0) -> None:
         """on_exec() of a shim: shim_container(argv), decided once per command line."""
         self._by_pid[pid] = (start, False, self._shim_key(*shim))
 
-    def on_exit(self, pid: int, vpid: int, mnt: int, found: Optional[Container],
+    def on_exit(self, pid: int, vpid: int, mnt: int, found: Container | None,
                 start: int = 0) -> None:
         if pid in self._by_pid:
             self._lineage(pid, start)  # drops another process's entry

@@ -21,10 +21,11 @@ from __future__ import annotations
 import functools
 import re
 import time as _time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from json import JSONEncoder
 from json.encoder import encode_basestring as _json_str
-from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from .escape import FAST
 from .layout import NS_NAMES
@@ -64,7 +65,7 @@ _TS = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z\Z
 
 
 @functools.lru_cache(maxsize=256)
-def _epoch_second(fields: Tuple[str, ...]) -> int:
+def _epoch_second(fields: tuple[str, ...]) -> int:
     """Seconds since the epoch of (year, month, day, hour, minute, second)."""
     import datetime as _dt  # replay only: not on a live trace's start-up path
 
@@ -121,8 +122,8 @@ def _json_char(c: str) -> str:
         return "\ufffd"  # a lone surrogate has no UTF-8: no JSON reader takes it
     if code > 0xFFFF:
         code -= 0x10000
-        return "\\u%04x\\u%04x" % (0xD800 + (code >> 10), 0xDC00 + (code & 0x3FF))
-    return "\\u%04x" % code
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
 
 
 def json_safe(encoded: str) -> str:
@@ -179,13 +180,13 @@ def list_json(name: str, texts: Sequence[str]) -> bytes:
                                 ",".join(f'"{_b64(t)}"' for t in texts).encode())
 
 
-def with_raw_text(d: Dict[str, Any], names: Sequence[str]) -> Dict[str, Any]:
+def with_raw_text(d: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
     """d (a record's dict) with its text fields as JSON holds them: each
     NAME_base64 sibling right after its field, where the text is not UTF-8."""
     if all(is_utf8(d[n]) if isinstance(d.get(n), str) else
            all(is_utf8(t) for t in d.get(n) or ()) for n in names):
         return d
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for key, value in d.items():
         if key in names and isinstance(value, str) and not is_utf8(value):
             out[key] = shown_text(value)
@@ -206,7 +207,7 @@ def _decode_b64(value: str) -> str:
     return base64.b64decode(value, validate=True).decode("utf-8", "surrogateescape")
 
 
-def text_of(d: Dict[str, Any], name: str, default: str = "") -> str:
+def text_of(d: dict[str, Any], name: str, default: str = "") -> str:
     """A checked record's text field, exact (from NAME_base64 when there is one)."""
     raw = d.get(name + RAW_SUFFIX)
     if raw is not None:
@@ -214,7 +215,7 @@ def text_of(d: Dict[str, Any], name: str, default: str = "") -> str:
     return d.get(name, default)
 
 
-def texts_of(d: Dict[str, Any], name: str) -> List[str]:
+def texts_of(d: dict[str, Any], name: str) -> list[str]:
     raw = d.get(name + RAW_SUFFIX)
     if raw is not None:
         return [_decode_b64(t) for t in raw]
@@ -228,10 +229,10 @@ class Kind:
 
     doc = ""
 
-    def check(self, v: Any) -> Optional[str]:
+    def check(self, v: Any) -> str | None:
         raise NotImplementedError
 
-    def inline(self, x: str, env: Dict[str, Any]) -> str:
+    def inline(self, x: str, env: dict[str, Any]) -> str:
         """A Python expression, true when the value named x keeps this kind:
         what the generated checks of Obj run (env: the names it uses)."""
         name = f"_k{len(env)}"
@@ -255,7 +256,7 @@ class Int(Kind):
         span = {(0, _U64): "u64", (0, _U32): "u32", _S32: "s32"}.get((lo, hi), f"{lo}..{hi}")
         self.doc = f"{doc or 'integer'} ({span})" + (" or null" if nullable else "")
 
-    def check(self, v: Any) -> Optional[str]:
+    def check(self, v: Any) -> str | None:
         if type(v) is int:
             if self.lo <= v <= self.hi:
                 return None
@@ -264,7 +265,7 @@ class Int(Kind):
             return None
         return f"{_show(v)} is not an integer"
 
-    def inline(self, x: str, env: Dict[str, Any]) -> str:
+    def inline(self, x: str, env: dict[str, Any]) -> str:
         ok = f"(type({x}) is int and {self.lo} <= {x} <= {self.hi})"
         return f"({x} is None or {ok})" if self.nullable else ok
 
@@ -272,7 +273,7 @@ class Int(Kind):
 class Seconds(Kind):
     doc = "seconds, a number 0..1e10"
 
-    def check(self, v: Any) -> Optional[str]:
+    def check(self, v: Any) -> str | None:
         if type(v) in (int, float) and 0 <= v <= 1e10:
             return None
         return f"{_show(v)} is not a number of seconds (0..1e10)"
@@ -281,10 +282,10 @@ class Seconds(Kind):
 class Bool(Kind):
     doc = "true or false"
 
-    def check(self, v: Any) -> Optional[str]:
+    def check(self, v: Any) -> str | None:
         return None if type(v) is bool else f"{_show(v)} is not true or false"
 
-    def inline(self, x: str, env: Dict[str, Any]) -> str:
+    def inline(self, x: str, env: dict[str, Any]) -> str:
         return f"type({x}) is bool"
 
 
@@ -293,7 +294,7 @@ class Str(Kind):
         self.nullable, self.one_of = nullable, tuple(one_of)
         self.doc = doc or ("string" + (" or null" if nullable else ""))
 
-    def check(self, v: Any) -> Optional[str]:
+    def check(self, v: Any) -> str | None:
         if type(v) is str:
             if self.one_of and v not in self.one_of:
                 return f"{_show(v)} is not one of {', '.join(self.one_of)}"
@@ -302,7 +303,7 @@ class Str(Kind):
             return None
         return f"{_show(v)} is not a string"
 
-    def inline(self, x: str, env: Dict[str, Any]) -> str:
+    def inline(self, x: str, env: dict[str, Any]) -> str:
         ok = f"type({x}) is str"
         if self.one_of:
             name = f"_k{len(env)}"
@@ -314,7 +315,7 @@ class Str(Kind):
 class Timestamp(Kind):
     doc = "UTC time, 2026-11-27T22:10:49.409898773Z"
 
-    def check(self, v: Any) -> Optional[str]:
+    def check(self, v: Any) -> str | None:
         if type(v) is not str:
             return f"{_show(v)} is not a UTC time (YYYY-MM-DDTHH:MM:SS.NNNNNNNNNZ)"
         try:
@@ -327,7 +328,7 @@ class Timestamp(Kind):
 class Base64(Kind):
     doc = "base64 of the exact bytes"
 
-    def check(self, v: Any) -> Optional[str]:
+    def check(self, v: Any) -> str | None:
         import base64
         import binascii
 
@@ -345,7 +346,7 @@ class ListOf(Kind):
         self.item, self.max_items = item, max_items
         self.doc = doc or f"list of {item.doc}"
 
-    def check(self, v: Any) -> Optional[str]:
+    def check(self, v: Any) -> str | None:
         if type(v) is not list:
             return f"{_show(v)} is not a list"
         if len(v) > self.max_items:
@@ -357,7 +358,7 @@ class ListOf(Kind):
                 return f"[{i}]: {why}"
         return None
 
-    def inline(self, x: str, env: Dict[str, Any]) -> str:
+    def inline(self, x: str, env: dict[str, Any]) -> str:
         if isinstance(self.item, Str) and not self.item.one_of and not self.item.nullable:
             # argv: a list of strings, the common case, checked in one pass
             return (f"(type({x}) is list and len({x}) <= {self.max_items} "
@@ -368,7 +369,7 @@ class ListOf(Kind):
 class CountMap(Kind):
     doc = "object of event type -> count"
 
-    def check(self, v: Any) -> Optional[str]:
+    def check(self, v: Any) -> str | None:
         if type(v) is not dict:
             return f"{_show(v)} is not an object"
         for k, n in v.items():
@@ -410,7 +411,7 @@ class Obj(Kind):
     def _generate(self) -> Any:
         """ok(v): whether v keeps the description, as one generated function of
         the fields' inline tests; check() says why only when it does not."""
-        env: Dict[str, Any] = {"_missing": object()}
+        env: dict[str, Any] = {"_missing": object()}
         body = ["def ok(v):",
                 "    if type(v) is not dict:",
                 f"        return {'v is None' if self.nullable else 'False'}",
@@ -430,13 +431,13 @@ class Obj(Kind):
         exec("\n".join(body), env)  # noqa: S102 - the source is made here, from the fields
         return env["ok"]
 
-    def inline(self, x: str, env: Dict[str, Any]) -> str:
+    def inline(self, x: str, env: dict[str, Any]) -> str:
         name = f"_k{len(env)}"
         env[name] = self._generate() if self._ok == self._first_ok else self._ok
         self._ok = env[name]
         return f"{name}({x})"
 
-    def check(self, v: Any) -> Optional[str]:
+    def check(self, v: Any) -> str | None:
         if self._ok(v):
             return None
         if type(v) is not dict:
@@ -457,7 +458,7 @@ class Obj(Kind):
         return "does not keep the contract"  # ok() and the loop above disagree
 
 
-def _raw(name: str, kind: Kind, required: bool = True, doc: str = "") -> Tuple[Field, Field]:
+def _raw(name: str, kind: Kind, required: bool = True, doc: str = "") -> tuple[Field, Field]:
     """A text field a process controls, and its NAME_base64 sibling."""
     sibling: Kind = ListOf(Base64(), kind.max_items) if isinstance(kind, ListOf) else Base64()
     return (Field(name, kind, required, doc),
@@ -504,7 +505,7 @@ COMMON = (
     Field("container", CONTAINER, False, "the container it belongs to, or null (the host)"),
 )
 
-EVENTS: Dict[str, Obj] = {
+EVENTS: dict[str, Obj] = {
     "exec": Obj(COMMON + (
         *_raw("filename", Str(), doc="the path given to execve/execveat"),
         *_raw("argv", ARGV, doc="the arguments (2 KiB at most)"),
@@ -594,13 +595,13 @@ SUMMARY = Obj([
 def reference() -> str:
     """The contract as Markdown tables: the README's field list (a test keeps
     them equal; scripts/contract-doc writes it)."""
-    def table(fields: Sequence[Field], skip: Collection[str] = ()) -> List[str]:
+    def table(fields: Sequence[Field], skip: Collection[str] = ()) -> list[str]:
         rows = ["| field | type | present | meaning |", "| --- | --- | --- | --- |"]
         for f in fields:
             if f.name in skip:
                 continue
-            rows.append(f"| `{f.name}` | {f.kind.doc} | {'always' if f.required else 'may be absent'} "
-                        f"| {f.doc} |")
+            present = "always" if f.required else "may be absent"
+            rows.append(f"| `{f.name}` | {f.kind.doc} | {present} | {f.doc} |")
         return rows
 
     common = {f.name for f in COMMON}

@@ -28,7 +28,7 @@ import os
 import stat
 import struct
 import zlib
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
 KERNEL_NOTES = "/sys/kernel/notes"
@@ -39,11 +39,11 @@ NT_GNU_BUILD_ID = 3
 class CoreBtf(NamedTuple):
     """What libbpf relocates against: a cached subset, or (path None) the kernel's BTF."""
 
-    path: Optional[str]
+    path: str | None
     source: str  # "subset" | "kernel", and why when it is the kernel's
 
 
-def cache_dir() -> Optional[str]:
+def cache_dir() -> str | None:
     """$CTRTRACE_CACHE_DIR (empty: no cache), else /var/cache/ctrtrace."""
     d = os.environ.get("CTRTRACE_CACHE_DIR")
     if d is None:
@@ -57,7 +57,7 @@ def _crc(path: str) -> str:
     return f"{zlib.crc32(data):08x}{len(data):x}"
 
 
-def build_id(notes: bytes) -> Optional[str]:
+def build_id(notes: bytes) -> str | None:
     """The GNU build id among ELF notes (namesz, descsz, type, name, desc; 4-aligned)."""
     off = 0
     while off + 12 <= len(notes):
@@ -210,7 +210,7 @@ def discard(path: str) -> None:
         pass
 
 
-def for_object(obj_path: str, directory: Optional[str] = None) -> CoreBtf:
+def for_object(obj_path: str, directory: str | None = None) -> CoreBtf:
     """The BTF to relocate obj_path against on this kernel."""
     directory = directory if directory is not None else cache_dir()
     if not directory:

@@ -18,12 +18,18 @@ from __future__ import annotations
 
 import struct
 import sys
-from typing import Callable, Dict, List, Tuple
+from collections.abc import Callable
 
 from . import layout as L
 from .errors import CtrtraceError, ExitStatus
 from .events import (
-    ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent, SetnsEvent, UnshareEvent,
+    ExecEvent,
+    ExitEvent,
+    ForkEvent,
+    Namespaces,
+    ProcessEvent,
+    SetnsEvent,
+    UnshareEvent,
 )
 
 # comm, ns and the cgroup names: one contiguous span of the task, decoded
@@ -89,7 +95,7 @@ def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="surrogateescape")
 
 
-def exec_strings(data: bytes, filename_len: int, args_len: int) -> Tuple[str, List[str]]:
+def exec_strings(data: bytes, filename_len: int, args_len: int) -> tuple[str, list[str]]:
     """An exec record's filename and argv, from the bytes after its fixed part."""
     # argv is NUL-separated; a truncated copy may end mid-string
     args = data[filename_len:filename_len + args_len].split(b"\0")
@@ -103,9 +109,9 @@ class Decoder:
 
     def __init__(self, wall_offset_ns: int) -> None:
         self.wall_offset_ns = wall_offset_ns
-        self._idents: Dict[bytes, Tuple[str, Namespaces, str]] = {}
-        self._nss: Dict[tuple, Namespaces] = {}
-        self._by_type: Dict[int, Callable[[bytes], ProcessEvent]] = {
+        self._idents: dict[bytes, tuple[str, Namespaces, str]] = {}
+        self._nss: dict[tuple, Namespaces] = {}
+        self._by_type: dict[int, Callable[[bytes], ProcessEvent]] = {
             L.CT_EVENT_EXEC: self._exec,
             L.CT_EVENT_EXEC_FAILED: self._exec,
             L.CT_EVENT_FORK: self._fork,
@@ -137,7 +143,7 @@ class Decoder:
             ns = self._nss[values] = Namespaces(*values)
         return ns
 
-    def ident(self, raw: bytes) -> Tuple[str, Namespaces, str]:
+    def ident(self, raw: bytes) -> tuple[str, Namespaces, str]:
         """comm, namespaces and cgroup from their span of the record."""
         found = self._idents.get(raw)
         if found is None:

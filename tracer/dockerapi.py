@@ -15,7 +15,8 @@ import json
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from collections.abc import Callable, Iterator
+from typing import Any
 
 DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
 
@@ -79,7 +80,7 @@ class _Response:
         if len(status) < 2 or not status[0].startswith(b"HTTP/"):
             raise OSError("not an HTTP response")
         self.status = int(status[1])
-        self.headers: Dict[str, str] = {}
+        self.headers: dict[str, str] = {}
         for line in iter(self._f.readline, b"\r\n"):
             if not line:
                 raise OSError("connection closed in the headers")
@@ -117,7 +118,7 @@ class _Response:
             yield from (d for d in done if d.strip())
 
 
-def _get(path: str, url: str, timeout: Optional[float]) -> tuple[_socket.socket, _Response]:
+def _get(path: str, url: str, timeout: float | None) -> tuple[_socket.socket, _Response]:
     """GET url from the HTTP server on the unix socket at path."""
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     s.settimeout(timeout)
@@ -127,10 +128,10 @@ def _get(path: str, url: str, timeout: Optional[float]) -> tuple[_socket.socket,
         return s, _Response(s)
     except (OSError, ValueError):
         s.close()
-        raise OSError("no answer")
+        raise OSError("no answer") from None
 
 
-Callback = Callable[[str, Dict[str, str]], None]
+Callback = Callable[[str, dict[str, str]], None]
 
 
 class DockerClient:
@@ -138,12 +139,12 @@ class DockerClient:
 
     Safe to share between threads: each call is a connection of its own."""
 
-    def __init__(self, path: Optional[str] = None, timeout: float = 1.0) -> None:
+    def __init__(self, path: str | None = None, timeout: float = 1.0) -> None:
         self.path = path or docker_socket_path()
         self.timeout = timeout
-        self.reachable: Optional[bool] = None  # as of the last call; unknown until the first
+        self.reachable: bool | None = None  # as of the last call; unknown until the first
 
-    def request(self, url: str) -> Tuple[Optional[int], Any]:
+    def request(self, url: str) -> tuple[int | None, Any]:
         """(HTTP status, the body as JSON or None); (None, None) when the engine
         does not answer."""
         try:
@@ -166,7 +167,7 @@ class DockerClient:
     def _get(self, url: str):
         return self.request(url)[1]
 
-    def _open_events(self, since: Optional[int] = None) -> Optional[tuple[_socket.socket, _Response]]:
+    def _open_events(self, since: int | None = None) -> tuple[_socket.socket, _Response] | None:
         """The event stream of container creations, open; None if the engine does not answer."""
         filters = _quote(json.dumps({"type": ["container"], "event": ["create"]}))
         url = f"/events?filters={filters}"
@@ -185,24 +186,24 @@ class DockerClient:
         return sock, resp
 
     def follow(self, on_container: Callback,
-               on_connect: Optional[Callable[[], None]] = None) -> "EventWatch":
+               on_connect: Callable[[], None] | None = None) -> EventWatch:
         """Follow the engine's container creations in a thread, from now on if
         the engine answers now, and from whenever it does if not; reconnected
         when the stream ends, until close().  on_connect runs in that thread
         at each connection after the first attempt."""
         return EventWatch(self, on_container, on_connect, self._open_events())
 
-    def watch(self, on_container: Callback) -> Optional["EventWatch"]:
+    def watch(self, on_container: Callback) -> EventWatch | None:
         """follow(), or None (and nothing left running) if the engine does not answer now."""
         first = self._open_events()
         if first is None:
             return None
         return EventWatch(self, on_container, None, first)
 
-    def inspect(self, cid: str) -> Optional[dict]:
+    def inspect(self, cid: str) -> dict | None:
         return self._get(f"/containers/{cid}/json")
 
-    def running(self) -> List[dict]:
+    def running(self) -> list[dict]:
         return self._get("/containers/json") or []
 
 
@@ -220,13 +221,13 @@ class EventWatch:
     RETRY_MAX = 2.0
 
     def __init__(self, client: DockerClient, on_container: Callback,
-                 on_connect: Optional[Callable[[], None]] = None,
-                 first: Optional[tuple[_socket.socket, _Response]] = None) -> None:
+                 on_connect: Callable[[], None] | None = None,
+                 first: tuple[_socket.socket, _Response] | None = None) -> None:
         self._client, self._cb, self._on_connect = client, on_container, on_connect
         self._first = first
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._sock: Optional[_socket.socket] = None   # the stream being read
+        self._sock: _socket.socket | None = None   # the stream being read
         self.connections = 0                            # streams opened so far
         self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
         self._thread.start()
@@ -238,7 +239,7 @@ class EventWatch:
     def _run(self) -> None:
         conn, self._first = self._first, None
         delay = self.RETRY_MIN
-        since: Optional[int] = None
+        since: int | None = None
         while not self._stop.is_set():
             reconnect = conn is None
             if conn is None:

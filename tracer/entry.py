@@ -19,7 +19,6 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from typing import List, Optional
 
 # Options that change what is loaded (loader.LoadConfig), as they begin on the
 # command line ("--pid=1", "-p1" and "-cbash" included), and words that mean
@@ -31,7 +30,7 @@ _COMPLETE_VAR = "_CTRTRACE_COMPLETE"  # click's shell completion: no trace eithe
 PROG_NAME = "ctrtrace"
 
 
-def speculative(args: List[str]) -> bool:
+def speculative(args: list[str]) -> bool:
     """Whether args might be a live trace with the default LoadConfig."""
     if os.geteuid() != 0 or os.environ.get(_COMPLETE_VAR):
         return False
@@ -39,7 +38,7 @@ def speculative(args: List[str]) -> bool:
     return not any(a in _NO_TRACE or a.startswith(_LOAD_OPTIONS) for a in head)
 
 
-def _preload(args: List[str]):  # -> Optional[ProgramLoader]
+def _preload(args: list[str]):  # -> Optional[ProgramLoader]
     if not speculative(args):
         return None
     from .errors import CtrtraceError
@@ -51,7 +50,7 @@ def _preload(args: List[str]):  # -> Optional[ProgramLoader]
         return None  # the command checks again and says what is wrong
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     # No cyclic garbage collection during start-up: imports make next to no
     # garbage, and collecting costs ~8% of their time.  The command turns it
     # back on (live.collect_garbage) once tracing has begun, or for replay.

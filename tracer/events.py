@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Optional, Tuple
+from typing import Any, ClassVar
 
 from .contract import (
-    EVENT_TEXT_FIELDS, FORMAT_NAME, FORMAT_VERSION, iso_ts, parse_iso_ts, text_of, texts_of,
+    EVENT_TEXT_FIELDS,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    iso_ts,
+    parse_iso_ts,
+    text_of,
+    texts_of,
     with_raw_text,
 )
 from .layout import NS_NAMES
@@ -32,15 +38,15 @@ class Namespaces:
     time: int = 0
     time_for_children: int = 0
 
-    def to_dict(self) -> Dict[str, int]:
+    def to_dict(self) -> dict[str, int]:
         """Shared between calls (the same few sets repeat on every event): do not mutate."""
         return _ns_dict(self)
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "Namespaces":
+    def from_dict(cls, d: dict[str, Any]) -> Namespaces:
         return cls(**{name: int(d.get(name, 0)) for name in NS_NAMES})
 
-    def changed(self, other: "Namespaces") -> List[str]:
+    def changed(self, other: Namespaces) -> list[str]:
         """Names whose inode differs from other's (both known)."""
         out = []
         for name in NS_NAMES:
@@ -51,7 +57,7 @@ class Namespaces:
 
 
 @functools.lru_cache(maxsize=4096)
-def _ns_dict(ns: "Namespaces") -> Dict[str, int]:
+def _ns_dict(ns: Namespaces) -> dict[str, int]:
     return {name: getattr(ns, name) for name in NS_NAMES}
 
 
@@ -60,17 +66,17 @@ class Container:
     """The container a process belongs to, and how that was decided."""
 
     id: str
-    name: Optional[str] = None     # without docker's leading '/'
-    image: Optional[str] = None
+    name: str | None = None     # without docker's leading '/'
+    image: str | None = None
     runtime: str = "docker"
     source: str = "cgroup"         # cgroup | namespace | shim: what tied the process to it
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "image": self.image,
                 "runtime": self.runtime, "source": self.source}
 
     @classmethod
-    def from_json(cls, d: Optional[Dict[str, Any]]) -> Optional["Container"]:
+    def from_json(cls, d: dict[str, Any] | None) -> Container | None:
         if not d:
             return None
         return cls(id=str(d["id"]), name=d.get("name"), image=d.get("image"),
@@ -107,10 +113,10 @@ class ProcessEvent:
     cgroup: str = ""             # "parent/leaf" directory names of the task's cgroup
     cgroup_v1: bool = False
     ns_change: bool = False      # created/entered a namespace, or differs from the parent's
-    container: Optional[Container] = None
+    container: Container | None = None
 
-    def to_json(self) -> Dict[str, Any]:
-        d: Dict[str, Any] = {
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
             "type": self.type,
             "ts": iso_ts(self.wall_ns),
             "ktime_ns": self.ktime_ns,
@@ -137,11 +143,11 @@ class ProcessEvent:
         d.update(self._extra_json())
         return with_raw_text(d, EVENT_TEXT_FIELDS)
 
-    def _extra_json(self) -> Dict[str, Any]:
+    def _extra_json(self) -> dict[str, Any]:
         return {}
 
     @staticmethod
-    def _common_from_json(d: Dict[str, Any]) -> Dict[str, Any]:
+    def _common_from_json(d: dict[str, Any]) -> dict[str, Any]:
         return dict(
             ktime_ns=int(d["ktime_ns"]),
             wall_ns=parse_iso_ts(d["ts"]),
@@ -172,14 +178,14 @@ class ExecEvent(ProcessEvent):
     type: ClassVar[str] = "exec"
 
     filename: str
-    argv: List[str]
+    argv: list[str]
     argv_truncated: bool
     filename_truncated: bool
     old_pid: int
     ret: int  # 0, or -errno when the exec failed
 
-    def _extra_json(self) -> Dict[str, Any]:
-        d: Dict[str, Any] = {
+    def _extra_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
             "filename": self.filename,
             "argv": self.argv,
             "argv_truncated": self.argv_truncated,
@@ -192,7 +198,7 @@ class ExecEvent(ProcessEvent):
         return d
 
     @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "ExecEvent":
+    def from_json(cls, d: dict[str, Any]) -> ExecEvent:
         return cls(
             **cls._common_from_json(d),
             filename=text_of(d, "filename"),
@@ -212,11 +218,11 @@ class ForkEvent(ProcessEvent):
 
     parent_pid: int
     parent_tid: int
-    clone_flags: Optional[int]  # None: not created by a syscall we saw (kernel thread)
+    clone_flags: int | None  # None: not created by a syscall we saw (kernel thread)
     thread: bool
 
-    def _extra_json(self) -> Dict[str, Any]:
-        d: Dict[str, Any] = {
+    def _extra_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
             "parent_pid": self.parent_pid,
             "parent_tid": self.parent_tid,
             "clone_flags": self.clone_flags,
@@ -226,7 +232,7 @@ class ForkEvent(ProcessEvent):
         return d
 
     @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "ForkEvent":
+    def from_json(cls, d: dict[str, Any]) -> ForkEvent:
         flags = d.get("clone_flags")
         return cls(
             **cls._common_from_json(d),
@@ -244,7 +250,7 @@ class ExitEvent(ProcessEvent):
     type: ClassVar[str] = "exit"
 
     status: int  # the wait(2) status word
-    reaper: Optional[int] = None  # who adopts its children (None: it had none; 0: unknown)
+    reaper: int | None = None  # who adopts its children (None: it had none; 0: unknown)
 
     @property
     def exit_code(self) -> int:
@@ -258,15 +264,15 @@ class ExitEvent(ProcessEvent):
     def core_dumped(self) -> bool:
         return bool(self.status & 0x80)
 
-    def _extra_json(self) -> Dict[str, Any]:
-        d: Dict[str, Any] = {"exit_code": self.exit_code, "signal": self.signal,
+    def _extra_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"exit_code": self.exit_code, "signal": self.signal,
                              "status": self.status, "reaper": self.reaper}
         if self.core_dumped:
             d["core_dumped"] = True
         return d
 
     @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "ExitEvent":
+    def from_json(cls, d: dict[str, Any]) -> ExitEvent:
         status = d.get("status")
         if status is None:
             status = (int(d["exit_code"]) << 8) | int(d["signal"])
@@ -286,12 +292,12 @@ class SetnsEvent(ProcessEvent):
     ret: int
     ns_before: Namespaces
 
-    def _extra_json(self) -> Dict[str, Any]:
+    def _extra_json(self) -> dict[str, Any]:
         return {"fd": self.fd, "nstype": self.nstype, "ret": self.ret,
                 "ns_before": self.ns_before.to_dict()}
 
     @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "SetnsEvent":
+    def from_json(cls, d: dict[str, Any]) -> SetnsEvent:
         return cls(**cls._common_from_json(d), fd=int(d["fd"]), nstype=int(d["nstype"]),
                    ret=int(d["ret"]), ns_before=Namespaces.from_dict(d["ns_before"]))
 
@@ -306,17 +312,17 @@ class UnshareEvent(ProcessEvent):
     ret: int
     ns_before: Namespaces
 
-    def _extra_json(self) -> Dict[str, Any]:
+    def _extra_json(self) -> dict[str, Any]:
         return {"flags": self.flags, "ret": self.ret, "ns_before": self.ns_before.to_dict()}
 
     @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "UnshareEvent":
+    def from_json(cls, d: dict[str, Any]) -> UnshareEvent:
         return cls(**cls._common_from_json(d), flags=int(d["flags"]), ret=int(d["ret"]),
                    ns_before=Namespaces.from_dict(d["ns_before"]))
 
 
 EVENT_CLASSES = {c.type: c for c in (ExecEvent, ForkEvent, ExitEvent, SetnsEvent, UnshareEvent)}
-EVENT_TYPES: Tuple[str, ...] = tuple(EVENT_CLASSES)
+EVENT_TYPES: tuple[str, ...] = tuple(EVENT_CLASSES)
 
 
 @dataclass(slots=True)
@@ -331,17 +337,17 @@ class Header:
     host_ns: Namespaces      # PID 1's
     tracer_pid: int
     host_ns_pid: int = 1     # where host_ns was read (2 if PID 1 was not readable)
-    docker_socket: Optional[str] = None
+    docker_socket: str | None = None
     docker_reachable: bool = False
     core_btf: str = ""       # what CO-RE relocated against: "subset" (cached) or "kernel"
     # the processes alive at start, from /proc: replay can name every parent
-    processes: List[Dict[str, Any]] = field(default_factory=list)
+    processes: list[dict[str, Any]] = field(default_factory=list)
     processes_omitted: int = 0  # more than the header line holds (proctable.snapshot)
-    argv: List[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         d = {
             "type": "header",
             "format": self.format,
@@ -367,7 +373,7 @@ class Header:
         return with_raw_text(d, ("argv",))
 
     @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "Header":
+    def from_json(cls, d: dict[str, Any]) -> Header:
         return cls(
             hostname=str(d["hostname"]),
             kernel=str(d["kernel"]),
@@ -392,7 +398,7 @@ class Header:
 class Summary:
     """Last line of a JSON stream: what was seen and what was lost."""
 
-    counts: Dict[str, int]
+    counts: dict[str, int]
     lost: int
     threads: int
     filtered_in_kernel: int
@@ -404,7 +410,7 @@ class Summary:
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "type": "summary",
             "ts": iso_ts(self.end_wall_ns),
@@ -418,7 +424,7 @@ class Summary:
         }
 
     @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "Summary":
+    def from_json(cls, d: dict[str, Any]) -> Summary:
         return cls(
             counts={str(k): int(v) for k, v in d["counts"].items()},
             lost=int(d["lost"]),
@@ -430,6 +436,6 @@ class Summary:
         )
 
 
-def event_from_json(d: Dict[str, Any]) -> ProcessEvent:
+def event_from_json(d: dict[str, Any]) -> ProcessEvent:
     cls = EVENT_CLASSES[d["type"]]
-    return cls.from_json(d)  # type: ignore[attr-defined]
+    return cls.from_json(d)

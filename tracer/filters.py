@@ -9,8 +9,9 @@ itself (bpf/ctrtrace.bpf.c, same rules) when nothing is being recorded.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Optional, Set, Tuple
+from typing import Any
 
 from .errors import CtrtraceError, ExitStatus
 from .events import Header, ProcessEvent, parse_iso_ts
@@ -22,13 +23,13 @@ from .proctable import ProcKey, same_start
 class FilterSpec:
     """The filters a view asks for, as given on the command line."""
 
-    pid: Optional[int] = None          # that process and its descendants
-    comm: Optional[str] = None
+    pid: int | None = None          # that process and its descendants
+    comm: str | None = None
     ns_changes: bool = False
-    container: Optional[str] = None    # id prefix or name
+    container: str | None = None    # id prefix or name
     containers_only: bool = False
-    since: Optional[str] = None        # seconds from the trace's start, or an ISO time
-    until: Optional[str] = None
+    since: str | None = None        # seconds from the trace's start, or an ISO time
+    until: str | None = None
 
     @property
     def active(self) -> bool:
@@ -58,7 +59,7 @@ def _time_bound(text: str, header: Header) -> int:
         except ValueError:
             raise CtrtraceError(
                 f"cannot read the time {text!r}: give seconds from the trace's start "
-                "(e.g. 1.5) or an ISO time (2026-11-27T21:40:01Z)", ExitStatus.USAGE)
+                "(e.g. 1.5) or an ISO time (2026-11-27T21:40:01Z)", ExitStatus.USAGE) from None
         if t.tzinfo is None:
             t = t.replace(tzinfo=_dt.timezone.utc)
         wall = int(t.timestamp() * 1e9)
@@ -81,13 +82,13 @@ class EventFilter:
         self._since = _time_bound(spec.since, header) if spec.since else None
         self._until = _time_bound(spec.until, header) if spec.until else None
         # the live members of the family: pid -> (start_ns, from /proc)
-        self._tracked: Optional[Dict[int, Tuple[int, bool]]] = None
-        self._family: Set[ProcKey] = set()  # every member, alive or not
+        self._tracked: dict[int, tuple[int, bool]] | None = None
+        self._family: set[ProcKey] = set()  # every member, alive or not
         if spec.pid is not None:
             self._tracked = _family(spec.pid, header.processes)
             self._family = {(pid, start) for pid, (start, _) in self._tracked.items()}
 
-    def wants(self, d: Dict[str, Any]) -> bool:
+    def wants(self, d: dict[str, Any]) -> bool:
         ok = self._check(d)
         if not ok:
             self.dropped += 1
@@ -122,7 +123,7 @@ class EventFilter:
             return False  # these select events, not processes
         return True
 
-    def _follows(self, pid: Optional[int], start: int) -> bool:
+    def _follows(self, pid: int | None, start: int) -> bool:
         """Is the process (pid, start) a live member of the family?  (start 0:
         unknown, the live member with that pid.)"""
         assert self._tracked is not None
@@ -144,7 +145,7 @@ class EventFilter:
         self._tracked[pid] = (start, False)
         self._family.add((pid, start))
 
-    def _check(self, d: Dict[str, Any]) -> bool:
+    def _check(self, d: dict[str, Any]) -> bool:
         s = self.spec
         t = d["ktime_ns"]
         if self._since is not None and t < self._since:
@@ -179,17 +180,17 @@ class EventFilter:
         return True
 
 
-def _family(pid: int, processes: Iterable[Dict[str, Any]]) -> Dict[int, Tuple[int, bool]]:
+def _family(pid: int, processes: Iterable[dict[str, Any]]) -> dict[int, tuple[int, bool]]:
     """pid and its descendants among the processes alive at the start (alive
     together: a pid names one of them), with their start times as the header
     has them (/proc's); pid itself with an unknown start (0) if it was not
     alive then (the first process to get it is followed, as in the kernel)."""
-    children: Dict[int, list] = {}
-    starts: Dict[int, int] = {}
+    children: dict[int, list] = {}
+    starts: dict[int, int] = {}
     for d in processes:
         children.setdefault(int(d["ppid"]), []).append(int(d["pid"]))
         starts[int(d["pid"])] = int(d.get("start_ns", 0))
-    out: Dict[int, Tuple[int, bool]] = {}
+    out: dict[int, tuple[int, bool]] = {}
     todo = [pid]
     while todo:
         p = todo.pop()

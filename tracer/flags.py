@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import signal
-from typing import List, Optional
 
 # include/uapi/linux/sched.h
 CLONE_FLAGS = [
@@ -52,7 +51,7 @@ CLONE_NEW_MASK = sum(NS_FLAGS)
 _NS_FLAG_NAMES = {0x00000080: "CLONE_NEWTIME", **{f: n for f, n in CLONE_FLAGS if f in NS_FLAGS}}
 
 
-def clone_flag_names(flags: int) -> List[str]:
+def clone_flag_names(flags: int) -> list[str]:
     """Names of the flags set.
 
     clone(2) keeps the exit signal in the low byte; signals stop at 64, so
@@ -67,7 +66,7 @@ def clone_flag_names(flags: int) -> List[str]:
     return names
 
 
-def unshare_flag_names(flags: int) -> List[str]:
+def unshare_flag_names(flags: int) -> list[str]:
     """unshare(2) takes CLONE_* flags, and CLONE_NEWTIME lives in the low byte there."""
     names = [name for bit, name in CLONE_FLAGS if flags & bit]
     if flags & CLONE_NEWTIME:
@@ -90,7 +89,7 @@ def errno_name(err: int) -> str:
     return errno.errorcode.get(abs(err), str(abs(err)))
 
 
-def signal_name(sig: int) -> Optional[str]:
+def signal_name(sig: int) -> str | None:
     try:
         return signal.Signals(sig).name
     except ValueError:

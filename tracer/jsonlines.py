@@ -17,7 +17,8 @@ start of every trace.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 from .contract import is_utf8, iso_second, json_bytes, list_json, text_json
 from .events import (
@@ -58,7 +59,7 @@ _CACHE_MAX = 4096  # entries per cache: a trace repeats a few hundred at most
 COMMAND_LINES_MAX = 512
 
 
-def keep(cache: Dict[Any, Any], key: Any, value: Any, limit: int = _CACHE_MAX) -> Any:
+def keep(cache: dict[Any, Any], key: Any, value: Any, limit: int = _CACHE_MAX) -> Any:
     """cache[key] = value, emptying the cache first when it holds limit entries."""
     if len(cache) >= limit:
         cache.clear()
@@ -73,19 +74,19 @@ class EventLines:
     the last event's line, and the sinks are given each event in turn."""
 
     def __init__(self) -> None:
-        self._last: Tuple[Optional[ProcessEvent], bytes] = (None, b"")
+        self._last: tuple[ProcessEvent | None, bytes] = (None, b"")
         # Namespace sets and containers are frozen dataclasses whose hash is
         # Python code, ~0.5 us a lookup; the decoder shares one object per
         # distinct value, so these caches are keyed by id() instead, each
         # entry holding its object (alive, so its id is not reused).
-        self._ns: Dict[int, Tuple[Namespaces, bytes]] = {}
-        self._containers: Dict[int, Tuple[Container, bytes]] = {}
+        self._ns: dict[int, tuple[Namespaces, bytes]] = {}
+        self._containers: dict[int, tuple[Container, bytes]] = {}
         # command, cgroup and file names; a text that is not UTF-8 is keyed by
         # (field, text): its JSON names the field (text_json)
-        self._names: Dict[Any, bytes] = {}
-        self._argvs: Dict[Tuple[str, ...], bytes] = {}
-        self.seconds: Dict[int, bytes] = {}  # second()'s cache, read inline by the hot loops
-        self._by_class: Dict[type, Callable[[Any], bytes]] = {
+        self._names: dict[Any, bytes] = {}
+        self._argvs: dict[tuple[str, ...], bytes] = {}
+        self.seconds: dict[int, bytes] = {}  # second()'s cache, read inline by the hot loops
+        self._by_class: dict[type, Callable[[Any], bytes]] = {
             ExecEvent: self._exec, ForkEvent: self._fork, ExitEvent: self._exit,
             SetnsEvent: self._setns, UnshareEvent: self._unshare}
 
@@ -95,7 +96,7 @@ class EventLines:
             return hit[1]
         return keep(self._ns, id(ns), (ns, json_bytes(ns.to_dict())))[1]
 
-    def container(self, c: Optional[Container]) -> bytes:
+    def container(self, c: Container | None) -> bytes:
         if c is None:
             return b"null"
         hit = self._containers.get(id(c))
@@ -113,7 +114,7 @@ class EventLines:
         key = (field, s)
         return self._names.get(key) or keep(self._names, key, text_json(field, s))
 
-    def argv(self, argv: List[str]) -> bytes:
+    def argv(self, argv: list[str]) -> bytes:
         key = tuple(argv)
         hit = self._argvs.get(key)
         if hit is None:
@@ -152,7 +153,8 @@ class EventLines:
     def _exec(self, ev: ExecEvent) -> bytes:
         old_pid = b"" if ev.old_pid == ev.tid else b',"old_pid":%d' % ev.old_pid
         return EXEC_LINE % (self._common(ev) + (
-            self.text("filename", ev.filename), self.argv(ev.argv), BOOL_JSON[ev.argv_truncated], ev.ret,
+            self.text("filename", ev.filename), self.argv(ev.argv), BOOL_JSON[ev.argv_truncated],
+            ev.ret,
             FILENAME_TRUNCATED_JSON[ev.filename_truncated], old_pid))
 
     def _fork(self, ev: ForkEvent) -> bytes:

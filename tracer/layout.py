@@ -8,8 +8,7 @@ object, so an edit on one side only fails the tests.
 from __future__ import annotations
 
 import ctypes
-from typing import Collection
-
+from collections.abc import Collection
 from ctypes import c_char, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
 
 CT_COMM_LEN = 16

@@ -13,7 +13,7 @@ import ctypes
 import errno
 import os
 import threading
-from typing import Deque, Dict, Iterator, List, Optional, Tuple
+from collections.abc import Iterator
 
 from .errors import CtrtraceError, ExitStatus
 
@@ -51,15 +51,15 @@ class _Lib:
         # runs Python).
         self.held = ctypes.PyDLL(name, use_errno=True)
         self.libc = ctypes.CDLL(None, use_errno=True)
-        self.log: Deque[str] = collections.deque(maxlen=400)
-        self._print_buf: Optional[ctypes.Array] = None
+        self.log: collections.deque[str] = collections.deque(maxlen=400)
+        self._print_buf: ctypes.Array | None = None
         self._declare()
         # libbpf's messages (verifier log included) are kept to explain a failure.
         self._print_cb = _PRINT_FN(self._on_print)
         self.dll.libbpf_set_print(self._print_cb)
 
     @staticmethod
-    def _open() -> Tuple[ctypes.CDLL, str]:
+    def _open() -> tuple[ctypes.CDLL, str]:
         """The library, and the name it was found by."""
         for name in _SONAMES:
             try:
@@ -134,7 +134,7 @@ class _Lib:
         return 0
 
 
-_lib: Optional[_Lib] = None
+_lib: _Lib | None = None
 
 
 def lib() -> _Lib:
@@ -153,7 +153,7 @@ class RingBuffer:
 
     def __init__(self, map_fd: int) -> None:
         self._lib = lib()
-        self._batch: List[bytes] = []
+        self._batch: list[bytes] = []
         self._cb = SAMPLE_FN(self._on_sample)
         self._rb = self._lib.dll.ring_buffer__new(map_fd, self._cb, None, None)
         if not self._rb:
@@ -166,7 +166,7 @@ class RingBuffer:
         self._batch.append(ctypes.string_at(data, size))
         return 0
 
-    def poll(self, timeout_ms: int) -> List[bytes]:
+    def poll(self, timeout_ms: int) -> list[bytes]:
         """Wait up to timeout_ms for a wake-up, then take everything waiting.
 
         The BPF side wakes the reader only when much is waiting, so a timeout
@@ -178,7 +178,7 @@ class RingBuffer:
         batch, self._batch = self._batch, []
         return batch
 
-    def drain(self) -> List[bytes]:
+    def drain(self) -> list[bytes]:
         """Everything still in the buffer, without waiting."""
         self._lib.dll.ring_buffer__consume(self._rb)
         batch, self._batch = self._batch, []
@@ -193,11 +193,11 @@ class RingBuffer:
 class BpfObject:
     """An opened CO-RE object: configure it, load it, attach its programs."""
 
-    def __init__(self, path: str, btf_custom_path: Optional[str] = None) -> None:
+    def __init__(self, path: str, btf_custom_path: str | None = None) -> None:
         """btf_custom_path: the BTF to relocate against instead of the kernel's."""
         self._lib = lib()
         self.path = path
-        self._links: List[int] = []
+        self._links: list[int] = []
         opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts))
         if btf_custom_path:
             opts.btf_custom_path = btf_custom_path.encode()
@@ -253,8 +253,8 @@ class BpfObject:
                 self._lib.dll.libbpf_set_print(self._lib._print_cb)
         err = self._lib.dll.bpf_object__load(self._obj)
         if err:
-            tail = [l for l in self._lib.log if l.strip()][-12:]
-            detail = ("\n" + "\n".join("  " + l for l in tail)) if tail else ""
+            tail = [line for line in self._lib.log if line.strip()][-12:]
+            detail = ("\n" + "\n".join("  " + line for line in tail)) if tail else ""
             raise CtrtraceError(
                 f"the kernel refused the BPF programs: {_errno_text(-err)}{detail}",
                 ExitStatus.BPF,
@@ -274,7 +274,7 @@ class BpfObject:
                 name = held.bpf_program__name(p).decode()
                 # libbpf's first word on it says what was refused (a tracefs
                 # file, perf_event_open, ...)
-                why = next((l.strip() for l in log if l.strip()), "")
+                why = next((line.strip() for line in log if line.strip()), "")
                 why = why[len("libbpf: "):] if why.startswith("libbpf: ") else why
                 refused = err in (errno.EACCES, errno.EPERM)
                 raise CtrtraceError(
@@ -288,7 +288,7 @@ class BpfObject:
 
     # -- after load ----------------------------------------------------------
 
-    def program_insns(self) -> Dict[str, bytes]:
+    def program_insns(self) -> dict[str, bytes]:
         """Each program's instructions as libbpf relocated them (8 bytes each)."""
         out = {}
         p = self._lib.dll.bpf_object__next_program(self._obj, None)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, List, Mapping, Optional, Sequence
+from typing import IO, TYPE_CHECKING
 
 from .errors import CtrtraceError, ExitStatus
 from .escape import escape, escape_lines
@@ -47,22 +48,22 @@ class LiveOptions:
     (trace_options(), load_config(), filter_spec()) is derived from it."""
 
     as_json: bool = False
-    duration: Optional[float] = None
-    pid: Optional[int] = None
-    comm: Optional[str] = None
+    duration: float | None = None
+    pid: int | None = None
+    comm: str | None = None
     ns_changes: bool = False
-    container: Optional[str] = None
+    container: str | None = None
     containers_only: bool = False
     tree: bool = False
     ns_table: bool = False
-    write: Optional[str] = None
+    write: str | None = None
     threads: bool = False
-    docker_socket: Optional[str] = None
+    docker_socket: str | None = None
     no_docker: bool = False
     buffer_size: int = DEFAULT_RINGBUF_BYTES >> 20  # MiB
     linger: float = 0.5
     color: str = "auto"  # COLOR_MODES: colour in the text view
-    command: Optional[List[str]] = None  # what follows "--"
+    command: list[str] | None = None  # what follows "--"
 
     @property
     def views(self) -> bool:
@@ -82,7 +83,7 @@ class LiveOptions:
         """What decides the loaded BPF programs (what a preload must match)."""
         return self.trace_options().load_config()
 
-    def filter_spec(self) -> "FilterSpec":
+    def filter_spec(self) -> FilterSpec:
         """The view's filters (the kernel runs those it can: trace_options())."""
         from .filters import FilterSpec
 
@@ -96,8 +97,8 @@ class App:
 
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     err: IO[str] = field(default_factory=lambda: sys.stderr)
-    stdin: Optional[IO[bytes]] = None
-    preloaded: Optional[ProgramLoader] = None  # started by tracer.entry before parsing
+    stdin: IO[bytes] | None = None
+    preloaded: ProgramLoader | None = None  # started by tracer.entry before parsing
 
     def loader_for(self, config: LoadConfig) -> ProgramLoader:
         """The preloaded programs if they were loaded for config, else a new load."""
@@ -108,7 +109,7 @@ class App:
             pre.close()
         return ProgramLoader(config)
 
-    def color(self, mode: str, stream: Optional[IO[str]] = None) -> bool:
+    def color(self, mode: str, stream: IO[str] | None = None) -> bool:
         """Whether to colour the text written to stream (default: out) for --color MODE."""
         return use_color(mode, self.out if stream is None else stream)
 
@@ -130,7 +131,8 @@ class App:
             self.message(f"{h.processes_omitted} of the processes alive at start are not listed "
                          "in the header (more than its line holds): their events still are")
         if h.docker_socket and not h.docker_reachable:
-            self.message(f"Docker is not reachable at {h.docker_socket}: containers are shown by id")
+            self.message(f"Docker is not reachable at {h.docker_socket}: "
+                         "containers are shown by id")
 
     def message(self, text: str) -> None:
         try:
@@ -139,7 +141,7 @@ class App:
         except OSError:  # stderr itself fails: there is nowhere to say anything
             _silence(self.err)
 
-    def lines(self, lines: List[str]) -> None:
+    def lines(self, lines: list[str]) -> None:
         for line in lines:
             self.out.write(escape(line) + "\n")
         self.out.flush()
@@ -177,7 +179,7 @@ def quiet_broken_pipe() -> None:
     sys.exit(int(ExitStatus.OK))
 
 
-def _out_fd(app: App) -> Optional[int]:
+def _out_fd(app: App) -> int | None:
     try:
         return app.out.fileno()
     except (AttributeError, OSError, ValueError):
@@ -248,7 +250,7 @@ def run(app: App, a: LiveOptions) -> None:
             except BrokenPipeError:
                 raise
             except OSError as e:
-                raise stdout_failed(app, e)
+                raise stdout_failed(app, e) from None
     except CtrtraceError as e:
         app.fail(e)
     except BrokenPipeError:
@@ -285,7 +287,7 @@ class _LazyTextSink:
     def __init__(self, app: App, color: str) -> None:
         self.app = app
         self.color = color  # --color: decided for stdout (the lines), stderr (the summary)
-        self.sink: Optional[TextSink] = None
+        self.sink: TextSink | None = None
 
     def header(self, h: Header) -> None:
         from .render import TextRenderer, TextSink

@@ -21,7 +21,7 @@ import ctypes
 import os
 import threading
 import time
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from . import corebtf
 from . import layout as L
@@ -46,12 +46,12 @@ CAP_BPF = 39
 class LoadConfig(NamedTuple):
     """What decides the loaded programs: rodata tunables, the ring buffer size, the object."""
 
-    pid: Optional[int] = None          # that process and its descendants
-    comm: Optional[str] = None         # tasks whose comm is exactly this
+    pid: int | None = None          # that process and its descendants
+    comm: str | None = None         # tasks whose comm is exactly this
     ns_changes: bool = False           # only namespace creation, entry, or difference
     threads: bool = False              # also emit CLONE_THREAD children
     ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES
-    bpf_object: Optional[str] = None   # default: the one installed with the package
+    bpf_object: str | None = None   # default: the one installed with the package
 
 
 def default_object_path() -> str:
@@ -242,11 +242,11 @@ class ProgramLoader:
         # single long C call and needs the GIL (which the importing main thread
         # holds, handing it over every 5 ms at best) only once, at its end.
         self.core_btf = corebtf.for_object(self.path)
-        self._obj: Optional[BpfObject] = _open(self.path, options, self.core_btf)
+        self._obj: BpfObject | None = _open(self.path, options, self.core_btf)
         self._loaded = False
         self._taken = False
         self.start_ktime_ns = 0  # CLOCK_MONOTONIC just before the first program was attached
-        self._error: Optional[Exception] = None  # what stopped the thread, for result()
+        self._error: Exception | None = None  # what stopped the thread, for result()
         self._thread = threading.Thread(target=self._run, name="ctrtrace-load", daemon=True)
         self._thread.start()
 

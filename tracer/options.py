@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import List, Optional
 
 from .loader import DEFAULT_RINGBUF_BYTES, LoadConfig
 from .schedule import reader_slice_ns
@@ -18,14 +17,14 @@ from .schedule import reader_slice_ns
 class TraceOptions:
     """What a Session loads and how it interprets the events (the library's options)."""
 
-    pid: Optional[int] = None          # that process and its descendants
-    comm: Optional[str] = None         # tasks whose comm is exactly this
+    pid: int | None = None          # that process and its descendants
+    comm: str | None = None         # tasks whose comm is exactly this
     ns_changes: bool = False           # only namespace creation, entry, or difference
     threads: bool = False              # also emit CLONE_THREAD children
     ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES
-    bpf_object: Optional[str] = None   # default: the one installed with the package
-    argv: List[str] = field(default_factory=list)
-    docker_socket: Optional[str] = None  # default: $DOCKER_HOST or /var/run/docker.sock
+    bpf_object: str | None = None   # default: the one installed with the package
+    argv: list[str] = field(default_factory=list)
+    docker_socket: str | None = None  # default: $DOCKER_HOST or /var/run/docker.sock
     docker: bool = True                # ask the Docker engine for names and images
     keep_exited: bool = False          # the process table remembers exited processes (views)
     # keep the process table up to date at every event (the tree and namespace
@@ -40,7 +39,7 @@ class TraceOptions:
         return LoadConfig(**{name: getattr(self, name) for name in LoadConfig._fields})
 
 
-def kernel_filtered(options: TraceOptions, pid: Optional[int], comm: Optional[str],
+def kernel_filtered(options: TraceOptions, pid: int | None, comm: str | None,
                     ns_changes: bool, recording: bool) -> TraceOptions:
     """The view's pid/comm/ns-changes filters run in the kernel, so that what is
     not shown is not even sent -- unless a recording needs every event."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Any
 
 from .contract import HEADER_LINE_MAX, text_of, texts_of, with_raw_text
 from .events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
@@ -22,7 +23,7 @@ TICK_NS = 1_000_000_000 // _CLK_TCK  # /proc's precision for a start time
 
 # A process is a pid and a start time: pids are reused (pid_max is 32768 by
 # default), so within one trace a pid can name several processes.
-ProcKey = Tuple[int, int]  # (pid, start_ns)
+ProcKey = tuple[int, int]  # (pid, start_ns)
 
 
 def same_start(known: int, from_proc: bool, start: int) -> bool:
@@ -55,18 +56,19 @@ class Process:
     pid: int
     ppid: int
     comm: str
-    argv: List[str]
+    argv: list[str]
     start_ns: int              # since boot; from /proc only to the clock tick (see same_start)
     ns: Namespaces
     vpid: int = 0
     uid: int = 0
     cgroup: str = ""
-    container: Optional[Container] = None
+    container: Container | None = None
     from_proc: bool = False    # seen at start-up rather than born during the trace
     exited: bool = False
-    exit_status: Optional[int] = None  # the wait(2) status word, once exited (None: not seen)
-    children: Set[ProcKey] = field(default_factory=set)  # its children now (keys)
-    parents: List[ProcKey] = field(default_factory=list)  # earlier parents, oldest first (reparenting)
+    exit_status: int | None = None  # the wait(2) status word, once exited (None: not seen)
+    children: set[ProcKey] = field(default_factory=set)  # its children now (keys)
+    # earlier parents, oldest first (reparenting)
+    parents: list[ProcKey] = field(default_factory=list)
     birth_ppid: int = 0        # the parent it was born to (or had at start-up)
     parent_key: ProcKey = (0, 0)  # its parent now: ppid and that process's start (0: unknown)
     birth_key: ProcKey = (0, 0)   # the parent it was born to (or had at start-up)
@@ -78,7 +80,7 @@ class Process:
         start is /proc's (to the clock tick), as the recording's header has it."""
         return (self.pid, self.start_ns)
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """The snapshot form, in a recording's header."""
         d = {"pid": self.pid, "ppid": self.ppid, "vpid": self.vpid, "comm": self.comm,
              "argv": self.argv, "start_ns": self.start_ns, "uid": self.uid,
@@ -89,7 +91,7 @@ class Process:
         return with_raw_text(d, ("comm", "argv", "cgroup"))
 
     @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "Process":
+    def from_json(cls, d: dict[str, Any]) -> Process:
         return cls(pid=int(d["pid"]), ppid=int(d["ppid"]), comm=text_of(d, "comm"),
                    argv=texts_of(d, "argv"), argv_truncated=bool(d.get("argv_truncated")),
                    start_ns=int(d.get("start_ns", 0)),
@@ -114,8 +116,8 @@ def _slurp(path: str, limit: int = 65536) -> bytes:
 def _cgroup(text: bytes) -> str:
     """The same "parent/leaf" naming the kernel side reports: the v2 placement
     when there is one below the root, else the v1 memory hierarchy's."""
-    lines = [l.split(":", 2) for l in text.decode(errors="surrogateescape").splitlines()]
-    paths = {l[1]: l[2] for l in lines if len(l) == 3}
+    lines = [line.split(":", 2) for line in text.decode(errors="surrogateescape").splitlines()]
+    paths = {line[1]: line[2] for line in lines if len(line) == 3}
     path = paths.get("", "/")
     if path == "/":
         path = next((p for c, p in paths.items() if "memory" in c.split(",")), path)
@@ -135,7 +137,7 @@ def _status_field(status: bytes, key: bytes, index: int, default: int) -> int:
         return default
 
 
-def read_process(pid: int) -> Optional[Process]:
+def read_process(pid: int) -> Process | None:
     """A live process as /proc shows it; None if it is gone (or half gone)."""
     base = f"/proc/{pid}/"
     try:
@@ -177,7 +179,7 @@ _SURELY_FITS = HEADER_PROCESSES_MAX // 8
 _ENTRY_MAX = 1 << 10  # bytes of an entry's fields other than its text
 
 
-def snapshot(procs: Iterable["Process"]) -> Tuple[List[Dict[str, Any]], int]:
+def snapshot(procs: Iterable[Process]) -> tuple[list[dict[str, Any]], int]:
     """The processes as a recording's header lists them, and how many it had
     to leave out: the list always fits the line replay reads.  When it would
     not, the longest command lines are cut to their first word (marked
@@ -225,9 +227,9 @@ class ProcessTable:
 
     def __init__(self, keep_exited: bool = True) -> None:
         self.keep_exited = keep_exited
-        self._procs: Dict[ProcKey, Process] = {}
+        self._procs: dict[ProcKey, Process] = {}
         # every process with that pid, oldest first: only the last can be alive
-        self._by_pid: Dict[int, List[Process]] = {}
+        self._by_pid: dict[int, list[Process]] = {}
 
     def __len__(self) -> int:
         return len(self._procs)
@@ -243,27 +245,27 @@ class ProcessTable:
 
     # -- lookups --------------------------------------------------------------
 
-    def get(self, pid: int) -> Optional[Process]:
+    def get(self, pid: int) -> Process | None:
         """The process with this pid now, or the last one to have had it."""
         procs = self._by_pid.get(pid)
         return procs[-1] if procs else None
 
-    def alive(self, pid: int) -> Optional[Process]:
+    def alive(self, pid: int) -> Process | None:
         """The live process with this pid, if the table knows it."""
         procs = self._by_pid.get(pid)
         if procs and not procs[-1].exited:
             return procs[-1]
         return None
 
-    def with_pid(self, pid: int) -> List[Process]:
+    def with_pid(self, pid: int) -> list[Process]:
         """Every process that had this pid during the trace, oldest first."""
         return list(self._by_pid.get(pid, ()))
 
-    def by_key(self, key: ProcKey) -> Optional[Process]:
+    def by_key(self, key: ProcKey) -> Process | None:
         """The process the table keys so (keys from Process.key, children, parents)."""
         return self._procs.get(key)
 
-    def find(self, pid: int, start_ns: int) -> Optional[Process]:
+    def find(self, pid: int, start_ns: int) -> Process | None:
         """The process an event names by pid and start time (its own, or its
         parent's): exact for processes born during the trace, within the
         clock tick for those read from /proc (same_start); start 0 (unknown)
@@ -281,7 +283,7 @@ class ProcessTable:
                 return p
         return None
 
-    def _holder(self, pid: int, start_ns: int) -> Optional[Process]:
+    def _holder(self, pid: int, start_ns: int) -> Process | None:
         """The process an event of (pid, start_ns) is about, if the table has it."""
         if start_ns:
             p = self._procs.get((pid, start_ns))
@@ -310,11 +312,11 @@ class ProcessTable:
                     seeded.append(proc)
         self._seed(seeded)
 
-    def seed_from_snapshot(self, processes: Iterable[Dict[str, Any]]) -> None:
+    def seed_from_snapshot(self, processes: Iterable[dict[str, Any]]) -> None:
         """The processes a recording's header lists."""
         self._seed([Process.from_json(d) for d in processes])
 
-    def _seed(self, procs: List[Process]) -> None:
+    def _seed(self, procs: list[Process]) -> None:
         """Processes alive together (a pid names one of them): linked to their
         parents once all are in, whatever order /proc listed them in."""
         for proc in procs:
@@ -377,7 +379,7 @@ class ProcessTable:
         if not self.keep_exited:
             self._forget(proc)
 
-    def _new(self, ev: ProcessEvent, argv: List[str], parent_key: ProcKey) -> Process:
+    def _new(self, ev: ProcessEvent, argv: list[str], parent_key: ProcKey) -> Process:
         cur = self.alive(ev.pid)
         if cur is not None and (cur.from_proc or not ev.start_ns or ev.start_ns > cur.start_ns):
             self._end(cur)
@@ -480,7 +482,7 @@ class ProcessTable:
         proc.ppid = new_parent[0]
         self._link(proc)
 
-    def descendants(self, pid: int) -> List[int]:
+    def descendants(self, pid: int) -> list[int]:
         """pid and the pids of its live descendants known to the table (what
         the kernel's map of followed processes is seeded with for --pid)."""
         out = [pid]

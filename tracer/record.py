@@ -26,7 +26,6 @@ import errno
 import os
 import stat
 import zlib
-from typing import List, Optional, Tuple
 
 from .contract import json_bytes
 from .errors import CtrtraceError, ExitStatus
@@ -40,7 +39,7 @@ def _fail(path: str, why: str) -> CtrtraceError:
     return CtrtraceError(f"cannot write {path}: {why}", ExitStatus.ERROR)
 
 
-def _refusal(path: str, st: os.stat_result) -> Optional[str]:
+def _refusal(path: str, st: os.stat_result) -> str | None:
     """Why the existing name path (lstat st) must not become the recording, if it must not."""
     if st.st_uid != os.geteuid():
         return f"it exists and belongs to uid {st.st_uid}"
@@ -56,7 +55,7 @@ def _open_special(path: str) -> int:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as e:
-        raise _fail(path, e.strerror or str(e))
+        raise _fail(path, e.strerror or str(e)) from None
     st = os.fstat(fd)
     if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
         os.close(fd)
@@ -64,7 +63,7 @@ def _open_special(path: str) -> int:
     return fd
 
 
-def _create_beside(path: str) -> Tuple[int, str]:
+def _create_beside(path: str) -> tuple[int, str]:
     """A new file of ours, readable by us only, in path's directory."""
     directory, base = os.path.split(path)
     for _ in range(100):
@@ -76,20 +75,20 @@ def _create_beside(path: str) -> Tuple[int, str]:
         except FileExistsError:
             continue
         except OSError as e:
-            raise _fail(path, e.strerror or str(e))
+            raise _fail(path, e.strerror or str(e)) from None
         return fd, tmp
     raise _fail(path, "cannot create a temporary file beside it")
 
 
-def open_private(path: str) -> Tuple[int, Optional[str]]:
+def open_private(path: str) -> tuple[int, str | None]:
     """(fd, temporary name) to record path to: the temporary file is moved to
     path by publish(); (fd, None) for a device, FIFO or socket written as it is."""
     try:
-        st: Optional[os.stat_result] = os.lstat(path)
+        st: os.stat_result | None = os.lstat(path)
     except FileNotFoundError:
         st = None
     except OSError as e:
-        raise _fail(path, e.strerror or str(e))
+        raise _fail(path, e.strerror or str(e)) from None
     if st is not None:
         why = _refusal(path, st)
         if why:
@@ -115,7 +114,7 @@ def publish(tmp: str, path: str) -> None:
             if why is None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                 why = "it is not a regular file"
             if why:
-                raise _fail(path, why)
+                raise _fail(path, why) from None
             os.rename(tmp, path)
             return
         except OSError as e:
@@ -131,13 +130,13 @@ def publish(tmp: str, path: str) -> None:
 class Recorder:
     """A sink that writes every event of the session to a file."""
 
-    def __init__(self, path: str, lines: Optional[EventLines] = None) -> None:
+    def __init__(self, path: str, lines: EventLines | None = None) -> None:
         """lines: a renderer shared with a JSON view (each event rendered once)."""
         self.path = path
         self._fd, self._tmp = open_private(path)
         self._zip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if path.endswith(".gz") \
             else None  # wbits 31: a gzip stream
-        self._batch: List[bytes] = []
+        self._batch: list[bytes] = []
         self._written = 0  # bytes in the file at the end of the last whole batch
         self._failed = False
         self.renderer = lines or EventLines()
@@ -157,13 +156,13 @@ class Recorder:
                 raise
             except OSError as e:
                 self._fail()
-                raise _fail(self.path, e.strerror or str(e))
+                raise _fail(self.path, e.strerror or str(e)) from None
             self._tmp = None
 
     def event(self, ev: ProcessEvent) -> None:
         self._batch.append(self.renderer.line(ev))
 
-    def add_lines(self, lines: List[bytes]) -> None:
+    def add_lines(self, lines: list[bytes]) -> None:
         """Lines the renderer made (Session.lines)."""
         self._batch.extend(lines)
 
@@ -187,7 +186,7 @@ class Recorder:
                 view = view[os.write(self._fd, view):]
         except OSError as e:
             self._fail()
-            raise _fail(self.path, e.strerror or str(e))
+            raise _fail(self.path, e.strerror or str(e)) from None
         self._written += len(data)
 
     def _fail(self) -> None:

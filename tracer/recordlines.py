@@ -16,14 +16,22 @@ same bytes, record by record, for recorded traces and a live one.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
-
 from . import decode as D
 from . import layout as L
 from .containers import ContainerResolver, shim_container
 from .jsonlines import (
-    BOOL_JSON, COMMAND_LINES_MAX, CORE_JSON, EXEC_LINE, EXIT_LINE, FILENAME_TRUNCATED_JSON,
-    FORK_LINE, NULL_JSON, OPTIONAL_JSON, THREAD_JSON, EventLines, keep,
+    BOOL_JSON,
+    COMMAND_LINES_MAX,
+    CORE_JSON,
+    EXEC_LINE,
+    EXIT_LINE,
+    FILENAME_TRUNCATED_JSON,
+    FORK_LINE,
+    NULL_JSON,
+    OPTIONAL_JSON,
+    THREAD_JSON,
+    EventLines,
+    keep,
 )
 
 
@@ -65,22 +73,22 @@ _THREAD, _CLONE_FLAGS_KNOWN, _HAD_CHILDREN = (
     L.CT_F_THREAD, L.CT_F_CLONE_FLAGS_KNOWN, L.CT_F_HAD_CHILDREN)
 _ARGS_TRUNCATED, _FILENAME_TRUNCATED = L.CT_F_ARGS_TRUNCATED, L.CT_F_FILENAME_TRUNCATED
 
-_Ident = Tuple[bytes, bytes, bytes, str, int]  # comm, ns, cgroup as JSON; cgroup, mount ns
+_Ident = tuple[bytes, bytes, bytes, str, int]  # comm, ns, cgroup as JSON; cgroup, mount ns
 # filename, argv as JSON; the shim's (namespace, id) if the command is one
-_ExecStrings = Tuple[bytes, bytes, Optional[Tuple[str, str]]]
+_ExecStrings = tuple[bytes, bytes, tuple[str, str] | None]
 
 
 class RecordLines:
     """Records -> JSON lines, keeping the session's counts and container state."""
 
     def __init__(self, decoder: D.Decoder, resolver: ContainerResolver, lines: EventLines,
-                 counts: Dict[str, int]) -> None:
+                 counts: dict[str, int]) -> None:
         self._decoder = decoder
         self._resolver = resolver
         self._lines = lines
         self._counts = counts
-        self._idents: Dict[bytes, _Ident] = {}
-        self._execs: Dict[bytes, _ExecStrings] = {}
+        self._idents: dict[bytes, _Ident] = {}
+        self._execs: dict[bytes, _ExecStrings] = {}
 
     def _ident(self, raw: bytes) -> _Ident:
         comm, ns, cgroup = self._decoder.ident(raw)
@@ -91,13 +99,14 @@ class RecordLines:
     def _exec_strings(self, key: bytes, filename_len: int, args_len: int) -> _ExecStrings:
         at = _EXEC_SIZE - _EXEC_STRINGS_AT
         filename, argv = D.exec_strings(key[at:], filename_len, args_len)
-        return keep(self._execs, key, (self._lines.text("filename", filename), self._lines.argv(argv),
+        return keep(self._execs, key, (self._lines.text("filename", filename),
+                                       self._lines.argv(argv),
                                        shim_container(argv)), limit=COMMAND_LINES_MAX)
 
-    def lines(self, records: List[bytes]) -> List[bytes]:
+    def lines(self, records: list[bytes]) -> list[bytes]:
         """The line of each record, as jsonlines renders the event decode.py
         makes of it, attributed by the resolver: in order."""
-        out: List[bytes] = []
+        out: list[bytes] = []
         append = out.append
         decode, attribute, line = self._decoder.decode, self._resolver.attribute, self._lines.line
         attribute_process = self._resolver.attribute_process

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import shlex
 from dataclasses import dataclass, field
-from typing import IO, Dict, List, Optional, Tuple
+from typing import IO
 
 from .contract import json_bytes
 from .escape import escape
@@ -47,7 +47,7 @@ COLUMNS = (f"{'TIME(s)':>10} {'EVENT':<7} {'PID':>7} {'PPID':>7} {'VPID':>5}  "
            "COMMAND / DETAIL  [namespaces not the host's]  @container")
 
 
-def ns_marks(ns: Namespaces, host: Namespaces) -> List[str]:
+def ns_marks(ns: Namespaces, host: Namespaces) -> list[str]:
     """'+name' for each namespace that is not the host's (PID 1's)."""
     marks = []
     for name in NS_NAMES:
@@ -145,7 +145,7 @@ def _sgr(code: str, text: str) -> str:
     return f"{code}{text}{SGR_RESET}"
 
 
-def _alert(ev: ProcessEvent, text: str) -> Optional[Tuple[int, int, str]]:
+def _alert(ev: ProcessEvent, text: str) -> tuple[int, int, str] | None:
     """Where in detail(ev) ctrtrace's own words for a failure are: a failed
     exec's "FAILED ENOENT" (at the end), a death's "killed by SIGKILL" (after
     the command name); None when the text is not laid out so."""
@@ -173,7 +173,7 @@ class TextRenderer:
     color: bool = False
     # "  [+mnt ...]" by namespace set: the decoder shares one object per
     # distinct set, so id() is the key (the entry keeps the object alive)
-    _marks: Dict[int, Tuple[Namespaces, str]] = field(
+    _marks: dict[int, tuple[Namespaces, str]] = field(
         default_factory=dict, init=False, repr=False, compare=False)
 
     def columns(self) -> str:
@@ -249,7 +249,7 @@ class TextSink:
                  summary_color: bool = False) -> None:
         self.r, self.out, self.err = renderer, out, err
         self.summary_color = summary_color
-        self._batch: List[str] = []  # lines, written at each flush (one write a poll)
+        self._batch: list[str] = []  # lines, written at each flush (one write a poll)
 
     def header(self, h: Header) -> None:
         self._batch.append(self.r.columns())
@@ -275,12 +275,12 @@ class JsonSink:
     Lines are bytes (jsonlines.py), collected per batch and written to the
     stream's binary buffer at each flush: no str round trip per event."""
 
-    def __init__(self, out: IO[str], lines: Optional[EventLines] = None) -> None:
+    def __init__(self, out: IO[str], lines: EventLines | None = None) -> None:
         """lines: a renderer shared with a Recorder (each event rendered once)."""
         self.out = out
-        self._bin: Optional[IO[bytes]] = getattr(out, "buffer", None)
+        self._bin: IO[bytes] | None = getattr(out, "buffer", None)
         self.renderer = lines or EventLines()
-        self._batch: List[bytes] = []
+        self._batch: list[bytes] = []
 
     def header(self, h: Header) -> None:
         self._batch.append(json_bytes(h.to_json()) + b"\n")
@@ -288,7 +288,7 @@ class JsonSink:
     def event(self, ev: ProcessEvent) -> None:
         self._batch.append(self.renderer.line(ev))
 
-    def add_lines(self, lines: List[bytes]) -> None:
+    def add_lines(self, lines: list[bytes]) -> None:
         """Lines the renderer made (Session.lines)."""
         self._batch.extend(lines)
 

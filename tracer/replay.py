@@ -11,8 +11,9 @@ import gzip
 import io
 import sys
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Dict, Iterator, Optional, Set, Tuple, Union
+from typing import IO, Any
 
 from .contract import HEADER_LINE_MAX, LINE_MAX, Invalid, check_header, check_record
 from .errors import CtrtraceError, ExitStatus
@@ -43,20 +44,20 @@ class _Bad:
         self.reason = reason
 
 
-def _open(path: str, stdin: Optional[IO[bytes]]) -> IO[bytes]:
+def _open(path: str, stdin: IO[bytes] | None) -> IO[bytes]:
     if path == "-":
         raw = stdin if stdin is not None else sys.stdin.buffer
     else:
         try:
             raw = open(path, "rb")
         except OSError as e:
-            raise CtrtraceError(f"{path}: {e.strerror}", ExitStatus.BAD_INPUT)
+            raise CtrtraceError(f"{path}: {e.strerror}", ExitStatus.BAD_INPUT) from None
     if not hasattr(raw, "peek"):
-        raw = io.BufferedReader(raw)  # type: ignore[arg-type]
+        raw = io.BufferedReader(raw)
     try:
         head = raw.peek(2)[:2]
     except OSError as e:
-        raise CtrtraceError(f"{path}: {e.strerror}", ExitStatus.BAD_INPUT)
+        raise CtrtraceError(f"{path}: {e.strerror}", ExitStatus.BAD_INPUT) from None
     if head == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     return raw
@@ -83,11 +84,11 @@ class TraceReader:
 
     path: str
     skip_bad: bool = False
-    stdin: Optional[IO[bytes]] = None
+    stdin: IO[bytes] | None = None
     header: Header = field(init=False)
     header_line: bytes = field(init=False, default=b"")
-    header_dict: Dict[str, Any] = field(init=False, default_factory=dict)
-    summary: Optional[Dict[str, Any]] = field(init=False, default=None)
+    header_dict: dict[str, Any] = field(init=False, default_factory=dict)
+    summary: dict[str, Any] | None = field(init=False, default=None)
     summary_line: bytes = field(init=False, default=b"")
     bad: int = field(init=False, default=0)
 
@@ -105,9 +106,9 @@ class TraceReader:
         try:
             line = self._f.readline(HEADER_LINE_MAX + 1)
         except _DAMAGED as e:
-            raise self._error(1, _damage(e) + ": not a readable recording")
+            raise self._error(1, _damage(e) + ": not a readable recording") from None
         except OSError as e:
-            raise self._error(1, e.strerror or str(e))
+            raise self._error(1, e.strerror or str(e)) from None
         if not line:
             raise self._error(1, "empty file: not a ctrtrace trace")
         if not line.endswith(b"\n"):
@@ -121,21 +122,22 @@ class TraceReader:
         try:
             d = _loads(line)
         except _NOT_JSON:
-            raise self._error(1, "not a ctrtrace trace (no ctrtrace header on the first line)")
+            raise self._error(
+                1, "not a ctrtrace trace (no ctrtrace header on the first line)") from None
         try:
             check_header(d)
             self.header = Header.from_json(d)
             self.header_dict = d
         except Invalid as e:
-            raise self._error(1, str(e))
+            raise self._error(1, str(e)) from None
         except (KeyError, TypeError, ValueError) as e:  # the contract should have caught it
-            raise self._error(1, f"damaged header ({e})")
+            raise self._error(1, f"damaged header ({e})") from None
         self.header_line = line
 
     def _error(self, lineno: int, reason: str) -> CtrtraceError:
         return CtrtraceError(f"{self.name}:{lineno}: {reason}", ExitStatus.BAD_INPUT)
 
-    def _raw_lines(self, n: int) -> Iterator[Tuple[int, Union[bytes, _Bad]]]:
+    def _raw_lines(self, n: int) -> Iterator[tuple[int, bytes | _Bad]]:
         """Line n on: each at most LINE_MAX bytes; a longer one is skipped to
         its end without being kept, a damaged compressed stream ends it."""
         readline = self._f.readline
@@ -159,7 +161,7 @@ class TraceReader:
             yield n, line
             n += 1
 
-    def __iter__(self) -> Iterator[Tuple[int, bytes, Dict[str, Any]]]:
+    def __iter__(self) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
         for lineno, line in self._lines:
             if isinstance(line, _Bad):
                 reason = line.reason
@@ -177,9 +179,9 @@ class TraceReader:
                         reason = str(e)
                     else:
                         if kind == "summary":
-                            self.summary, self.summary_line = d, line  # type: ignore[assignment]
+                            self.summary, self.summary_line = d, line
                         else:
-                            yield lineno, line, d  # type: ignore[misc]
+                            yield lineno, line, d
                         continue
             self.skip(lineno, reason)
 
@@ -194,7 +196,7 @@ class TraceReader:
             self._f.close()
 
 
-def shown_summary(reader: TraceReader, counts: Dict[str, int], dropped: int) -> Summary:
+def shown_summary(reader: TraceReader, counts: dict[str, int], dropped: int) -> Summary:
     """The summary of a replay: the recording's, with the counts of what was shown."""
     rec = reader.summary or {}
     try:
@@ -212,7 +214,7 @@ def shown_summary(reader: TraceReader, counts: Dict[str, int], dropped: int) -> 
     )
 
 
-def event_counts() -> Dict[str, int]:
+def event_counts() -> dict[str, int]:
     return collections.Counter({t: 0 for t in EVENT_TYPES})
 
 
@@ -228,11 +230,11 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     out = app.out
     flt = EventFilter(spec, header) if spec.active else None
     views = tree or ns_table
-    table: Optional[ProcessTable] = None
+    table: ProcessTable | None = None
     if views:
         table = ProcessTable()
         table.seed_from_snapshot(header.processes)
-    shown: Set[Tuple[int, int]] = set()  # (pid, start_ns) of each shown event's process
+    shown: set[tuple[int, int]] = set()  # (pid, start_ns) of each shown event's process
     counts = event_counts()
     renderer = TextRenderer(header.host_ns, header.start_ktime_ns, color=color)
     if as_json and not views:
@@ -240,7 +242,7 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     if not views:
         out.write(renderer.columns() + "\n")
     try:
-        for lineno, line, d in reader:
+        for lineno, _, d in reader:
             try:
                 ev = event_from_json(d)
             except (KeyError, TypeError, ValueError) as e:  # the contract should have caught it
@@ -286,7 +288,7 @@ def _shown_json(line: bytes, d: Any) -> bytes:
     return json_bytes(d) + b"\n"
 
 
-def _replay_json(reader: TraceReader, flt, app, counts: Dict[str, int]) -> Summary:
+def _replay_json(reader: TraceReader, flt, app, counts: dict[str, int]) -> Summary:
     """JSON Lines out: the header and each kept event exactly as recorded."""
     from .contract import json_bytes
 

@@ -26,7 +26,7 @@ import mmap
 import os
 import select
 import struct
-from typing import List, Optional, Protocol
+from typing import Protocol
 
 from .errors import CtrtraceError, ExitStatus
 
@@ -42,8 +42,8 @@ DIRECT_MACHINES = ("x86_64",)
 
 
 class RecordReader(Protocol):
-    def poll(self, timeout_ms: int) -> List[bytes]: ...
-    def drain(self) -> List[bytes]: ...
+    def poll(self, timeout_ms: int) -> list[bytes]: ...
+    def drain(self) -> list[bytes]: ...
     def close(self) -> None: ...
 
 
@@ -56,9 +56,9 @@ class RingPages:
             raise CtrtraceError(f"bad ring buffer size {data_size}", ExitStatus.BPF)
         self._mask = data_size - 1
         self._base = page  # the data area, within the producer mapping
-        self._cons_map: Optional[mmap.mmap] = None
-        self._prod_map: Optional[mmap.mmap] = None
-        self._cons: Optional[ctypes.c_uint64] = None
+        self._cons_map: mmap.mmap | None = None
+        self._prod_map: mmap.mmap | None = None
+        self._cons: ctypes.c_uint64 | None = None
         try:
             self._cons_map = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
                                        mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
@@ -70,14 +70,14 @@ class RingPages:
                                 ExitStatus.BPF) from None
         self._cons = ctypes.c_uint64.from_buffer(self._cons_map)
 
-    def drain(self) -> List[bytes]:
+    def drain(self) -> list[bytes]:
         """Every committed record, without waiting; each one's space is
         handed back to the kernel as soon as it is copied."""
         prod_map, cons = self._prod_map, self._cons
         assert prod_map is not None and cons is not None
         pos = cons.value
         end = _U64.unpack_from(prod_map, 0)[0]
-        out: List[bytes] = []
+        out: list[bytes] = []
         if pos == end:
             return out
         mask, base, unpack = self._mask, self._base, _U32.unpack_from
@@ -106,7 +106,7 @@ class MappedRingBuffer(RingPages):
 
     def __init__(self, map_fd: int, data_size: int) -> None:
         super().__init__(map_fd, data_size)
-        self._epoll: Optional[select.epoll] = None
+        self._epoll: select.epoll | None = None
         try:
             self._epoll = select.epoll(1)
             self._epoll.register(map_fd, select.EPOLLIN)
@@ -115,7 +115,7 @@ class MappedRingBuffer(RingPages):
             raise CtrtraceError(f"cannot wait on the ring buffer: {e.strerror} (errno {e.errno})",
                                 ExitStatus.BPF) from None
 
-    def poll(self, timeout_ms: int) -> List[bytes]:
+    def poll(self, timeout_ms: int) -> list[bytes]:
         """Wait up to timeout_ms for a wake-up, then take everything waiting."""
         assert self._epoll is not None
         try:

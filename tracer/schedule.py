@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 READER_SLICE_NS = 100_000_000  # the longest the kernel takes
 _SLICE_ENV = "CTRTRACE_READER_SLICE_US"  # for benchmarks: another slice, 0 the default
@@ -61,7 +61,7 @@ def _libc_syscalls():
     return (ctypes.CDLL(None, use_errno=True), *numbers) if numbers else None
 
 
-def _get(sc) -> Optional[_SchedAttr]:
+def _get(sc) -> _SchedAttr | None:
     libc, _, getattr_nr = sc
     attr = _SchedAttr()
     if libc.syscall(getattr_nr, 0, ctypes.byref(attr), ctypes.sizeof(attr), 0) != 0:
@@ -76,7 +76,7 @@ def _set(sc, attr: _SchedAttr) -> bool:
 
 
 @contextlib.contextmanager
-def giving_way(slice_ns: int) -> Iterator[Optional[int]]:
+def giving_way(slice_ns: int) -> Iterator[int | None]:
     """A slice of slice_ns for the calling thread while in the block (0: leave
     it be); the thread's own settings again after it.
 

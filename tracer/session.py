@@ -22,9 +22,11 @@ import os
 import select
 import signal
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import (
-    TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Set, Tuple,
+    TYPE_CHECKING,
+    Protocol,
 )
 
 from . import layout as L
@@ -89,27 +91,27 @@ class LineSink(Sink, Protocol):
 
     renderer: EventLines
 
-    def add_lines(self, lines: List[bytes]) -> None: ...
+    def add_lines(self, lines: list[bytes]) -> None: ...
 
 
 class Session:
     """One loaded set of BPF programs and the state that interprets their events."""
 
-    def __init__(self, options: TraceOptions, loader: Optional[ProgramLoader] = None) -> None:
+    def __init__(self, options: TraceOptions, loader: ProgramLoader | None = None) -> None:
         """loader: one already started with options.load_config() (see loader.py)."""
         self.options = options
         self._loader = loader
         self.core_btf = ""
         self.table = ProcessTable(keep_exited=options.keep_exited)
-        self.counts: Dict[str, int] = collections.Counter({t: 0 for t in EVENT_TYPES})
-        self._obj: Optional[BpfObject] = None
-        self._rb: Optional[RecordReader] = None
-        self.header: Optional[Header] = None
-        self._decoder: Optional[Decoder] = None
+        self.counts: dict[str, int] = collections.Counter({t: 0 for t in EVENT_TYPES})
+        self._obj: BpfObject | None = None
+        self._rb: RecordReader | None = None
+        self.header: Header | None = None
+        self._decoder: Decoder | None = None
         self._start_mono = 0.0
         self._next_poll = 0.0
-        self.resolver: Optional[ContainerResolver] = None
-        self._record_lines: Optional[Tuple[EventLines, RecordLines]] = None
+        self.resolver: ContainerResolver | None = None
+        self._record_lines: tuple[EventLines, RecordLines] | None = None
 
     # -- set-up -------------------------------------------------------------
 
@@ -163,7 +165,7 @@ class Session:
 
     # -- events -------------------------------------------------------------
 
-    def _decode(self, records: List[bytes]) -> List[ProcessEvent]:
+    def _decode(self, records: list[bytes]) -> list[ProcessEvent]:
         assert self._decoder is not None and self.resolver is not None
         out = []
         decode, counts = self._decoder.decode, self.counts
@@ -177,14 +179,14 @@ class Session:
             out.append(ev)
         return out
 
-    def poll(self, timeout_ms: int) -> List[ProcessEvent]:
+    def poll(self, timeout_ms: int) -> list[ProcessEvent]:
         """The events that come within timeout_ms (after the batching pause)."""
         return self._decode(self.poll_records(timeout_ms))
 
-    def drain(self) -> List[ProcessEvent]:
+    def drain(self) -> list[ProcessEvent]:
         return self._decode(self.drain_records())
 
-    def poll_records(self, timeout_ms: int) -> List[bytes]:
+    def poll_records(self, timeout_ms: int) -> list[bytes]:
         """The records poll() would decode into events: for lines()."""
         assert self._rb is not None
         pause = self._next_poll - time.monotonic()
@@ -195,11 +197,11 @@ class Session:
         self._next_poll = time.monotonic() + pause_ms / 1000
         return records
 
-    def drain_records(self) -> List[bytes]:
+    def drain_records(self) -> list[bytes]:
         assert self._rb is not None
         return self._rb.drain()
 
-    def lines(self, records: List[bytes], renderer: EventLines) -> List[bytes]:
+    def lines(self, records: list[bytes], renderer: EventLines) -> list[bytes]:
         """The JSON lines of the events the records make, counted and attributed
         as poll() does, at half the cost (recordlines.py); for sessions without
         the process table, which this does not keep."""
@@ -234,7 +236,7 @@ class Session:
             self._obj.close()
             self._obj = None
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         self.open()
         return self
 
@@ -243,9 +245,9 @@ class Session:
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[List[int]]:
+def _stop_on_signals() -> Iterator[list[int]]:
     """SIGINT and SIGTERM end the loop cleanly (the summary is still written)."""
-    received: List[int] = []
+    received: list[int] = []
 
     def handler(signum: int, _frame: object) -> None:
         received.append(signum)
@@ -265,10 +267,10 @@ class RunResult:
     summary: Summary                      # of what the view showed
     header: Header
     table: ProcessTable                   # kept up to date with TraceOptions.process_table
-    shown: Set[Tuple[int, int]]           # (pid, start_ns) of the shown events' processes
-    filter: Optional[EventFilter]
-    command_status: Optional[int] = None  # exit status of the command run under the trace
-    signal: Optional[int] = None          # the signal that ended the trace
+    shown: set[tuple[int, int]]           # (pid, start_ns) of the shown events' processes
+    filter: EventFilter | None
+    command_status: int | None = None  # exit status of the command run under the trace
+    signal: int | None = None          # the signal that ended the trace
     command_stopped: bool = False         # the command still ran at the end: the trace ended it
 
 
@@ -300,7 +302,7 @@ class _Discard:
 
     def header(self, h: Header) -> None: ...
     def event(self, ev: ProcessEvent) -> None: ...
-    def add_lines(self, lines: List[bytes]) -> None: ...
+    def add_lines(self, lines: list[bytes]) -> None: ...
     def flush(self) -> None: ...
     def summary(self, s: Summary) -> None: ...
 
@@ -311,7 +313,7 @@ TERM_GRACE_S = 5.0
 PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
 
 
-def _processes() -> Iterator[Tuple[int, int, int]]:
+def _processes() -> Iterator[tuple[int, int, int]]:
     """(pid, ppid, process group) of every process, from /proc."""
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -325,12 +327,12 @@ def _processes() -> Iterator[Tuple[int, int, int]]:
         yield int(name), int(ppid), int(pgrp)
 
 
-def _job(child: int, pgid: int, own: Set[int]) -> Tuple[List[int], List[int]]:
+def _job(child: int, pgid: int, own: set[int]) -> tuple[list[int], list[int]]:
     """The command's processes in its process group pgid (what Ctrl-C in a
     terminal would reach, less what detached itself): child, the orphans that
     came to us (our children but child and those in own, which were ours
     before), and their descendants; and the orphans alone."""
-    children: Dict[int, List[int]] = collections.defaultdict(list)
+    children: dict[int, list[int]] = collections.defaultdict(list)
     for pid, ppid, pgrp in _processes():
         if pgrp == pgid:
             children[ppid].append(pid)
@@ -352,7 +354,7 @@ def _child_subreaper(on: int) -> int:
     return was.value
 
 
-def _end_command(child: subprocess.Popen, signals: List[int]) -> bool:
+def _end_command(child: subprocess.Popen, signals: list[int]) -> bool:
     """Ends the command if it still runs, and reaps it; whether it had to be ended.
 
     SIGTERM goes to the command and to its descendants in its process group:
@@ -403,16 +405,16 @@ def _end_command(child: subprocess.Popen, signals: List[int]) -> bool:
 def trace(
     options: TraceOptions,
     view: Sink,
-    spec: Optional[FilterSpec] = None,
-    recorder: Optional[Sink] = None,
-    duration: Optional[float] = None,
-    command: Optional[Sequence[str]] = None,
+    spec: FilterSpec | None = None,
+    recorder: Sink | None = None,
+    duration: float | None = None,
+    command: Sequence[str] | None = None,
     linger: float = 0.5,
     poll_ms: int = POLL_MS,
-    command_stdout: Optional[int] = None,
-    on_ready: Optional[Callable[[Header], None]] = None,
-    loader: Optional[ProgramLoader] = None,
-    out_fd: Optional[int] = None,
+    command_stdout: int | None = None,
+    on_ready: Callable[[Header], None] | None = None,
+    loader: ProgramLoader | None = None,
+    out_fd: int | None = None,
 ) -> RunResult:
     """Trace until Ctrl-C/SIGTERM, the duration, or the command's exit (plus linger).
 
@@ -439,12 +441,12 @@ def trace(
         header = session.header
         assert header is not None
         flt = EventFilter(spec, header) if spec.active else None
-        shown_procs: Set[Tuple[int, int]] = set()
+        shown_procs: set[tuple[int, int]] = set()
         shown = collections.Counter({t: 0 for t in EVENT_TYPES})
         # the first output that failed, and whether it was the recording
-        failed: List[Tuple[BaseException, bool]] = []
+        failed: list[tuple[BaseException, bool]] = []
 
-        watch: Optional[select.poll] = None  # the view's descriptor, when it has one
+        watch: select.poll | None = None  # the view's descriptor, when it has one
 
         def recorder_failed(e: BaseException) -> None:
             nonlocal recorder
@@ -470,11 +472,11 @@ def trace(
         # A trace with no filter, no process table and only JSON sinks
         # (LineSink) takes its lines straight from the records (recordlines.py);
         # others, events.
-        renderer: Optional[EventLines] = getattr(view, "renderer", None)
+        renderer: EventLines | None = getattr(view, "renderer", None)
         by_lines = (flt is None and renderer is not None and not session.options.process_table
                     and (recorder is None or hasattr(recorder, "add_lines")))
 
-        def deliver_lines(records: List[bytes]) -> None:
+        def deliver_lines(records: list[bytes]) -> None:
             assert renderer is not None
             lines = session.lines(records, renderer)
             if recorder is not None:
@@ -482,7 +484,7 @@ def trace(
             view.add_lines(lines)  # type: ignore[attr-defined]
             flush()
 
-        def deliver(events: List[ProcessEvent]) -> None:
+        def deliver(events: list[ProcessEvent]) -> None:
             # Per event, live: the loops are kept to what each case needs.  The
             # recorder and the view see each event in turn, so that where both
             # write JSON they can share its line (jsonlines.EventLines).
@@ -523,7 +525,7 @@ def trace(
         if on_ready is not None and not failed:
             on_ready(header)
         t0 = time.monotonic()
-        child: Optional[subprocess.Popen] = None
+        child: subprocess.Popen | None = None
         stopped = False
         try:
             if command and not failed:
@@ -533,14 +535,14 @@ def trace(
                     child = subprocess.Popen(list(command), stdout=command_stdout)
                 except OSError as e:
                     raise CtrtraceError(f"cannot run {command[0]}: {e.strerror}",
-                                        ExitStatus.USAGE)
+                                        ExitStatus.USAGE) from None
             if by_lines:
                 poll, drain, take = session.poll_records, session.drain_records, deliver_lines
             else:
                 poll, drain, take = session.poll, session.drain, deliver  # type: ignore[assignment]
             take(drain())  # what came while the session was set up, at once
             deadline = t0 + duration if duration is not None else None
-            child_done_at: Optional[float] = None
+            child_done_at: float | None = None
             while not signals and not failed:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict
 
 from .events import Namespaces
 from .layout import NS_NAMES
@@ -18,7 +17,7 @@ def read_ns(pid: int | str) -> Namespaces:
 
     Each link reads "mnt:[4026531832]", the inode that stat() would give (and
     lsns shows) at half the cost: the link is not followed into nsfs."""
-    values: Dict[str, int] = dict.fromkeys(NS_NAMES, 0)
+    values: dict[str, int] = dict.fromkeys(NS_NAMES, 0)
     try:
         fd = os.open(f"/proc/{pid}/ns", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:

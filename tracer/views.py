@@ -3,12 +3,13 @@ table (like lsns), built from the process table at the end of a trace."""
 
 from __future__ import annotations
 
-from typing import AbstractSet, Dict, Iterable, List, Optional, Union
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 
+from .escape import escape
 from .events import Namespaces
 from .flags import signal_name
 from .proctable import Process, ProcessTable, ProcKey
-from .escape import escape
 
 # the namespace kinds a process lives in (the *_for_children ones are where
 # its children will live, shown by the event lines)
@@ -39,7 +40,7 @@ def _user(uid: int) -> str:
     return "root" if uid == 0 else str(uid)
 
 
-def tree_marks(p: Process, parent: Optional[Process], host: Namespaces) -> str:
+def tree_marks(p: Process, parent: Process | None, host: Namespaces) -> str:
     """'+mnt' for a namespace that is not the host's; upper case where it is
     also not the parent's (the process was born into it, or moved there)."""
     marks = []
@@ -57,23 +58,23 @@ _TOP = (0, 1, 2)
 
 # What a view shows, as the events named it: (pid, start_ns) keys.  A bare pid
 # (older callers) stands for every process that had it during the trace.
-Shown = AbstractSet[Union[ProcKey, int]]
+Shown = AbstractSet[ProcKey | int]
 
 
-def _named(table: ProcessTable, item: Union[ProcKey, int]) -> Iterable[Process]:
+def _named(table: ProcessTable, item: ProcKey | int) -> Iterable[Process]:
     if isinstance(item, tuple):
         p = table.find(*item)
         return (p,) if p is not None else ()
     return table.with_pid(item)
 
 
-def _displayed(table: ProcessTable, shown: Optional[Shown]) -> Dict[ProcKey, Process]:
+def _displayed(table: ProcessTable, shown: Shown | None) -> dict[ProcKey, Process]:
     if shown is None:
         return {p.key: p for p in table}
-    out: Dict[ProcKey, Process] = {}
+    out: dict[ProcKey, Process] = {}
     for item in shown:
         for named in _named(table, item):
-            p: Optional[Process] = named
+            p: Process | None = named
             while p is not None and p.key not in out:
                 out[p.key] = p  # the process and its ancestors, for context
                 p = table.by_key(p.birth_key) if p.birth_ppid not in _TOP else None
@@ -81,11 +82,11 @@ def _displayed(table: ProcessTable, shown: Optional[Shown]) -> Dict[ProcKey, Pro
 
 
 def process_tree(table: ProcessTable, host: Namespaces,
-                 shown: Optional[Shown] = None) -> List[str]:
+                 shown: Shown | None = None) -> list[str]:
     """Processes under the parent they were born to; an adoption is noted."""
     procs = _displayed(table, shown)
-    kids: Dict[ProcKey, List[Process]] = {}
-    roots: List[Process] = []
+    kids: dict[ProcKey, list[Process]] = {}
+    roots: list[Process] = []
     for p in procs.values():
         if p.birth_key in procs and p.birth_ppid not in _TOP:
             kids.setdefault(p.birth_key, []).append(p)
@@ -129,12 +130,12 @@ def process_tree(table: ProcessTable, host: Namespaces,
 
 
 def namespace_table(table: ProcessTable, host: Namespaces,
-                    shown: Optional[Shown] = None) -> List[str]:
+                    shown: Shown | None = None) -> list[str]:
     """One row per namespace, like lsns: NPROCS counts the processes in it at
     the end of the trace, PID is the lowest of them (of all seen, if none is
     left), and the owner is the host or a container."""
     procs = list(_displayed(table, shown).values()) if shown is not None else list(table)
-    by_ns: Dict[tuple, List[Process]] = {}
+    by_ns: dict[tuple, list[Process]] = {}
     for p in procs:
         for kind in NS_KINDS:
             inode = getattr(p.ns, kind)
@@ -158,7 +159,7 @@ def namespace_table(table: ProcessTable, host: Namespaces,
     return [fmt(heads)] + [fmt(r) for r in rows]
 
 
-def selection(table: ProcessTable, flt, shown: Shown) -> Optional[Shown]:
+def selection(table: ProcessTable, flt, shown: Shown) -> Shown | None:
     """The processes a filtered view shows: those with shown events, and those
     the filters keep as processes (a container's that had no event).
 
@@ -170,8 +171,8 @@ def selection(table: ProcessTable, flt, shown: Shown) -> Optional[Shown]:
 
 
 def render(tree: bool, ns_table: bool, table: ProcessTable, host: Namespaces,
-           shown: Optional[Shown]) -> List[str]:
-    out: List[str] = []
+           shown: Shown | None) -> list[str]:
+    out: list[str] = []
     if tree:
         out += process_tree(table, host, shown)
     if tree and ns_table:
