@@ -247,3 +247,12 @@ def test_the_expression_reader():
     assert _c_int("(1U << 4) | 0x2ULL") == 18 and _c_int("~0 & 0xff") == 255
     with pytest.raises(ValueError):
         _c_int("(__u32)1")
+
+
+def test_the_contract_names_and_limits_are_the_kernels():
+    """The JSON contract's namespace order and text limits are the record's."""
+    from tracer import contract
+
+    assert tuple(name for name, _ in layout.CtNs._fields_) == contract.NS_NAMES
+    assert contract.COMM_MAX == layout.CT_COMM_LEN - 1
+    assert contract.ARGV_MAX == layout.CT_ARGS_MAX

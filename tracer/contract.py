@@ -28,7 +28,6 @@ from json.encoder import encode_basestring as _json_str
 from typing import Any
 
 from .escape import FAST
-from .layout import NS_NAMES
 
 FORMAT_NAME = "ctrtrace"
 FORMAT_VERSION = 1
@@ -40,6 +39,17 @@ LINE_MAX = 1 << 20
 HEADER_LINE_MAX = 16 << 20
 
 RAW_SUFFIX = "_base64"
+
+# The ten namespaces of every event, in their order in JSON (and in the
+# kernel's record: tracer/layout.py mirrors this, tests/test_layout.py checks).
+NS_NAMES = (
+    "mnt", "uts", "ipc", "pid", "pid_for_children",
+    "net", "cgroup", "user", "time", "time_for_children",
+)
+# What the kernel keeps of a task's text (bpf/ctrtrace.h: CT_COMM_LEN and
+# CT_ARGS_MAX, with their NULs; tests/test_layout.py checks them).
+COMM_MAX = 15   # bytes of a command name
+ARGV_MAX = 2048  # bytes of an exec's argv, NUL-separated
 
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1

@@ -14,13 +14,13 @@ from .contract import (
     EVENT_TEXT_FIELDS,
     FORMAT_NAME,
     FORMAT_VERSION,
+    NS_NAMES,
     iso_ts,
     parse_iso_ts,
     text_of,
     texts_of,
     with_raw_text,
 )
-from .layout import NS_NAMES
 
 
 @dataclass(frozen=True, slots=True)

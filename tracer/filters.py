@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .contract import COMM_MAX
 from .errors import CtrtraceError, ExitStatus
 from .events import Header, ProcessEvent, parse_iso_ts
-from .layout import CT_COMM_LEN
 from .proctable import ProcKey, same_start
 
 
@@ -78,7 +78,7 @@ class EventFilter:
     def __init__(self, spec: FilterSpec, header: Header) -> None:
         self.spec = spec
         self.dropped = 0
-        self._comm = spec.comm[:CT_COMM_LEN - 1] if spec.comm else None
+        self._comm = spec.comm[:COMM_MAX] if spec.comm else None
         self._since = _time_bound(spec.since, header) if spec.since else None
         self._until = _time_bound(spec.until, header) if spec.until else None
         # the live members of the family: pid -> (start_ns, from /proc)

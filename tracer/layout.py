@@ -11,6 +11,8 @@ import ctypes
 from collections.abc import Collection
 from ctypes import c_char, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
 
+from . import contract
+
 CT_COMM_LEN = 16
 CT_FILENAME_MAX = 256
 CT_ARGS_MAX = 2048
@@ -41,10 +43,8 @@ CT_F_CGROUP_V1 = 0x20
 CT_F_HAD_CHILDREN = 0x40
 CT_F_NS_CHANGE = 0x80
 
-NS_NAMES = (
-    "mnt", "uts", "ipc", "pid", "pid_for_children",
-    "net", "cgroup", "user", "time", "time_for_children",
-)
+# the record's namespace ids are in the contract's order
+NS_NAMES = contract.NS_NAMES
 
 
 class CtHeader(ctypes.Structure):

@@ -13,9 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .contract import HEADER_LINE_MAX, text_of, texts_of, with_raw_text
+from .contract import ARGV_MAX, HEADER_LINE_MAX, text_of, texts_of, with_raw_text
 from .events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
-from .layout import CT_ARGS_MAX
 from .system import read_ns
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -144,7 +143,7 @@ def read_process(pid: int) -> Process | None:
         stat = _slurp(base + "stat")
         status = _slurp(base + "status")
         # as much of the command line as an exec event carries
-        cmdline = _slurp(base + "cmdline", CT_ARGS_MAX + 1)
+        cmdline = _slurp(base + "cmdline", ARGV_MAX + 1)
         cgroup = _slurp(base + "cgroup")
     except OSError:
         return None
@@ -158,8 +157,8 @@ def read_process(pid: int) -> Process | None:
         return None
     uid = _status_field(status, b"\nUid:", 0, 0)  # the real uid
     vpid = _status_field(status, b"\nNSpid:", -1, pid)  # in its own pid namespace
-    truncated = len(cmdline) > CT_ARGS_MAX
-    args = cmdline[:CT_ARGS_MAX].split(b"\0")
+    truncated = len(cmdline) > ARGV_MAX
+    args = cmdline[:ARGV_MAX].split(b"\0")
     if args[-1] == b"":
         args.pop()
     argv = [a.decode(errors="surrogateescape") for a in args]

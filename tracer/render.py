@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import IO
 
-from .contract import json_bytes
+from .contract import NS_NAMES, json_bytes
 from .escape import escape
 from .events import (
     ExecEvent,
@@ -32,7 +32,6 @@ from .flags import (
     unshare_flag_names,
 )
 from .jsonlines import EventLines
-from .layout import NS_NAMES
 
 # Short names in the marks column; the *_for_children ones get a trailing '>'
 # ("for the children"), shown only where they differ from the task's own.

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import time
 
+from .contract import NS_NAMES
 from .events import Namespaces
-from .layout import NS_NAMES
 
 
 def read_ns(pid: int | str) -> Namespaces:
