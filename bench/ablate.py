@@ -31,7 +31,7 @@ A CONFIG is one of
                           cannot read them, so run it as outsmall+stop
     ring=N                ctrtrace with an event buffer of N MiB (--buffer-size)
     slice=US              ctrtrace whose reader asks the scheduler for a slice of
-                          US microseconds (tracer/schedule.py; 0: the kernel's
+                          US microseconds (tracer/kernel/schedule.py; 0: the kernel's
                           default, as before it gave way)
     object=PATH           ctrtrace with another build of its BPF object (an
                           earlier commit's, a one-off change) beside this one;

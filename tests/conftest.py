@@ -23,9 +23,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tracer.events import ExecEvent, ProcessEvent
-from tracer.session import Session, TraceOptions
-from tracer.system import read_ns
+from tracer.commands.session import Session, TraceOptions
+from tracer.model.events import ExecEvent, ProcessEvent
+from tracer.state.system import read_ns
 
 # marks that need root, and fixtures of this file that are a requirement in themselves
 ROOT_MARKS = ("root", "bpf", "docker")

@@ -140,7 +140,7 @@ def variants(lines: list[bytes]) -> Iterator[tuple[str, bytes]]:
 
 def replay(path: str, mode: list[str], skip_bad: bool) -> dict[str, Any]:
     from tracer.cli import App, main
-    from tracer.contract import Invalid, check_header, check_record
+    from tracer.model.contract import Invalid, check_header, check_record
 
     out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
     err = io.StringIO()

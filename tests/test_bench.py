@@ -215,7 +215,7 @@ def variants(tmp_path_factory):
 
 def _loaded(path: str):
     """The object loaded and attached as ctrtrace loads it (this process ignored)."""
-    from tracer.loader import LoadConfig, ProgramLoader
+    from tracer.kernel.loader import LoadConfig, ProgramLoader
 
     return ProgramLoader(LoadConfig(bpf_object=path)).result()
 
@@ -242,8 +242,8 @@ def _programs() -> dict:
 def _records(obj) -> list:
     """(type, length) of each record written while a child forks, execs, unshares
     its UTS namespace, execs again and exits (other processes' records too)."""
-    from tracer import layout as L
-    from tracer.libbpf import RingBuffer
+    from tracer.kernel import layout as L
+    from tracer.kernel.libbpf import RingBuffer
 
     rb = RingBuffer(obj.map_fd("events"))
     try:
@@ -267,7 +267,7 @@ def test_ablate_variants_return_at_once(variants):
     as in ctrtrace; spin=N: all but the exec one, which only spins (its callback
     stays); spin-execve-return=N the same in sys_exit_execve's program.  None of
     them writes a record but exec-only, which writes the execs' only."""
-    from tracer import layout as L
+    from tracer.kernel import layout as L
 
     obj = _loaded(variants["ctrtrace"])
     try:
@@ -303,7 +303,7 @@ def test_ablate_record_variants(variants):
     """norec writes no record; execrec the execs' only; outfull every record as
     ctrtrace writes it; outsmall the fork, exit, setns and unshare ones two
     cgroup names short."""
-    from tracer import layout as L
+    from tracer.kernel import layout as L
 
     fixed = {L.CT_EVENT_FORK: L.CtForkEvent, L.CT_EVENT_EXIT: L.CtExitEvent,
              L.CT_EVENT_SETNS: L.CtSetnsEvent, L.CT_EVENT_UNSHARE: L.CtUnshareEvent}

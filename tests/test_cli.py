@@ -12,11 +12,11 @@ import time
 import pytest
 from click.testing import CliRunner
 
-import tracer.libbpf
-import tracer.loader
+import tracer.kernel.libbpf
+import tracer.kernel.loader
 from tracer.cli import main
-from tracer.events import EVENT_TYPES
-from tracer.layout import NS_NAMES
+from tracer.kernel.layout import NS_NAMES
+from tracer.model.events import EVENT_TYPES
 
 COMMON_KEYS = {"type", "ts", "ktime_ns", "pid", "tid", "ppid", "vpid", "comm", "uid", "gid", "ns"}
 TYPE_KEYS = {
@@ -149,26 +149,26 @@ def _one_line_error(r, status: int, text: str) -> None:
 
 
 def test_not_root(monkeypatch):
-    monkeypatch.setattr(tracer.loader, "effective_caps", lambda: 0)
+    monkeypatch.setattr(tracer.kernel.loader, "effective_caps", lambda: 0)
     _one_line_error(run(["-d", "0"]), 3, "needs root")
 
 
 @pytest.mark.root
 def test_no_btf(monkeypatch):
-    monkeypatch.setattr(tracer.loader, "BTF_PATH", "/nonexistent/vmlinux")
+    monkeypatch.setattr(tracer.kernel.loader, "BTF_PATH", "/nonexistent/vmlinux")
     _one_line_error(run(["-d", "0"]), 4, "no BTF")
 
 
 @pytest.mark.root
 def test_no_tracefs(monkeypatch):
-    monkeypatch.setattr(tracer.loader, "TRACEFS_PATHS", ("/nonexistent/tracing",))
+    monkeypatch.setattr(tracer.kernel.loader, "TRACEFS_PATHS", ("/nonexistent/tracing",))
     _one_line_error(run(["-d", "0"]), 4, "tracefs is not mounted")
 
 
 @pytest.mark.root
 def test_no_libbpf(monkeypatch):
-    monkeypatch.setattr(tracer.libbpf, "_lib", None)
-    monkeypatch.setattr(tracer.libbpf, "_SONAMES", ("libbpf-not-here.so.9",))
+    monkeypatch.setattr(tracer.kernel.libbpf, "_lib", None)
+    monkeypatch.setattr(tracer.kernel.libbpf, "_SONAMES", ("libbpf-not-here.so.9",))
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     _one_line_error(run(["-d", "0"]), 4, "libbpf is not installed")
 

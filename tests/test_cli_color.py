@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from tracer.cli import main
-from tracer.events import Summary
-from tracer.render import TextRenderer
+from tracer.model.events import Summary
+from tracer.output.text import TextRenderer
 
 DATA = Path(__file__).parent / "data"
 SESSION = DATA / "session.jsonl"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 
 from tracer.cli import main
-from tracer.filters import FilterSpec
-from tracer.live import App, LiveOptions
-from tracer.loader import LoadConfig
+from tracer.commands.filters import FilterSpec
+from tracer.commands.live import App, LiveOptions
+from tracer.kernel.loader import LoadConfig
 
 
 def parsed(*args: str) -> LiveOptions:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tracer.containers import ContainerResolver, container_from_cgroup, shim_container
-from tracer.dockerapi import DockerClient, EventWatch
-from tracer.events import Header, Namespaces, event_from_json
+from tracer.model.events import Header, Namespaces, event_from_json
+from tracer.state.containers import ContainerResolver, container_from_cgroup, shim_container
+from tracer.state.dockerapi import DockerClient, EventWatch
 
 DATA = Path(__file__).parent / "data"
 ID = "3df112ebced56878fee4b83fd49e463a99621d4dc7e1ac1cd048284ab069df62"
@@ -360,7 +360,7 @@ def test_shim_lineage_is_a_process_not_a_pid():
     """A shim's lineage follows (pid, start time): when an exit is lost (a full
     ring buffer) and the pid comes back as an unrelated process, that process
     is not the container's."""
-    from tracer.events import Namespaces
+    from tracer.model.events import Namespaces
 
     cid = "c" * 64
     r = ContainerResolver(None, Namespaces(mnt=1))
@@ -379,8 +379,8 @@ def test_shim_lineage_is_a_process_not_a_pid():
 
 
 def test_a_shim_from_proc_matches_its_events_to_the_clock_tick():
-    from tracer.events import Namespaces
-    from tracer.proctable import Process
+    from tracer.model.events import Namespaces
+    from tracer.state.proctable import Process
 
     cid = "d" * 64
     shim = Process(pid=100, ppid=1, comm="containerd-shim",

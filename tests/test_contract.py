@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tracer.contract import EVENTS, HEADER, SUMMARY, check_header, check_record, reference
+from tracer.model.contract import EVENTS, HEADER, SUMMARY, check_header, check_record, reference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, "tests", "data")
@@ -25,7 +25,7 @@ def test_the_readme_lists_the_contract():
 
 
 def test_every_field_is_described():
-    from tracer.contract import CONTAINER, PROCESS
+    from tracer.model.contract import CONTAINER, PROCESS
 
     undescribed = [f.name for rec in (*EVENTS.values(), HEADER, SUMMARY, PROCESS, CONTAINER)
                    for f in rec.fields if not (f.doc and f.kind.doc)]
@@ -46,3 +46,19 @@ def test_recorded_traces_keep_the_contract(name):
         kind = check_record(d)
         fields = described.get(kind) or {f.name for f in SUMMARY.fields}
         assert set(d) <= fields, (kind, set(d) - fields)
+
+
+def test_the_readme_names_every_module():
+    """README's How it works has a line for each module of the package."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        how = f.read().split("## How it works", 1)[1].split("\n## ", 1)[0]
+    package = os.path.join(REPO, "tracer")
+    missing = []
+    for folder, _, files in os.walk(package):
+        for name in files:
+            if name.endswith(".py") and name != "__init__.py":
+                inner = os.path.relpath(folder, package)
+                shown = f"`{name}`" if inner == "." else f"`{inner}/`"
+                if f"`{name}`" not in how or shown not in how:
+                    missing.append(os.path.join(inner, name))
+    assert not missing

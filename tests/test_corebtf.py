@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from tracer import corebtf, loader
-from tracer.loader import LoadConfig, ProgramLoader, default_object_path
+from tracer.kernel import corebtf, loader
+from tracer.kernel.loader import LoadConfig, ProgramLoader, default_object_path
 
 BPF_LD_IMM64 = 0x18
 BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE = 1, 2

@@ -6,9 +6,9 @@ import ctypes
 
 import pytest
 
-from tracer import layout as L
-from tracer.decode import Decoder
-from tracer.events import Namespaces
+from tracer.kernel import layout as L
+from tracer.kernel.decode import Decoder
+from tracer.model.events import Namespaces
 
 NS = (11, 12, 13, 14, 15, 16, 17, 18, 19, 20)
 BEFORE = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
@@ -103,7 +103,7 @@ def test_setns_and_unshare(dec):
 
 
 def test_bad_records(dec):
-    from tracer.errors import CtrtraceError
+    from tracer.model.errors import CtrtraceError
     with pytest.raises(CtrtraceError, match="short record"):
         dec.decode(b"\x01\x00")
     e = L.CtExitEvent()

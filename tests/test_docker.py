@@ -8,8 +8,8 @@ import threading
 import pytest
 from conftest import docker, proc_ns
 
-from tracer.events import ExecEvent, ExitEvent, ForkEvent, SetnsEvent, UnshareEvent
-from tracer.flags import NS_FLAGS
+from tracer.model.events import ExecEvent, ExitEvent, ForkEvent, SetnsEvent, UnshareEvent
+from tracer.model.flags import NS_FLAGS
 
 pytestmark = [pytest.mark.usefixtures("docker_engine"), pytest.mark.docker, pytest.mark.bpf]
 

@@ -12,7 +12,7 @@ import urllib.parse
 
 import pytest
 
-from tracer.dockerapi import DockerClient, EventWatch, _quote
+from tracer.state.dockerapi import DockerClient, EventWatch, _quote
 
 
 class Server:

@@ -9,11 +9,11 @@ import json
 import orjson
 import pytest
 
-from tracer.contract import check_record, list_json, text_json, text_of, texts_of
-from tracer.escape import escape
-from tracer.events import Container, ExecEvent, ExitEvent, Namespaces, event_from_json
-from tracer.jsonlines import EventLines
-from tracer.render import TextRenderer
+from tracer.model.contract import check_record, list_json, text_json, text_of, texts_of
+from tracer.model.escape import escape
+from tracer.model.events import Container, ExecEvent, ExitEvent, Namespaces, event_from_json
+from tracer.output.jsonlines import EventLines
+from tracer.output.text import TextRenderer
 
 ESC_TITLE = "\x1b]2;PWNED\x07\x1b[2J"
 NOT_UTF8 = b"\xff\xfe\x9b".decode("utf-8", "surrogateescape")

@@ -110,7 +110,7 @@ def test_no_capabilities_is_the_privileges_message(ctrtrace_as_nobody):
 # searched but a tracepoint's id file is closed): libbpf's attach is refused
 PAST_THE_CHECK = """
 import sys
-import tracer.loader as loader
+import tracer.kernel.loader as loader
 loader.ensure_tracefs = lambda: loader.TRACEFS_PATHS[0]
 from tracer.entry import main
 sys.argv[0] = "ctrtrace"

@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from tracer.events import ExecEvent, UnshareEvent
+from tracer.model.events import ExecEvent, UnshareEvent
 
 pytestmark = pytest.mark.bpf
 

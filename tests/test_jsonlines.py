@@ -8,9 +8,9 @@ import os
 import orjson
 import pytest
 
-from tracer.contract import json_bytes
-from tracer.events import EVENT_CLASSES
-from tracer.jsonlines import EventLines
+from tracer.model.contract import json_bytes
+from tracer.model.events import EVENT_CLASSES
+from tracer.output.jsonlines import EventLines
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 

@@ -1,4 +1,4 @@
-"""tracer/layout.py, the Python mirror, against bpf/ctrtrace.h and the built object.
+"""tracer/kernel/layout.py, the Python mirror, against bpf/ctrtrace.h and the built object.
 
 - Structs: each mirror's size and field names and offsets against the BTF of
   the built object (tracer/bpf/ctrtrace.bpf.o).
@@ -26,8 +26,8 @@ import subprocess
 
 import pytest
 
-from tracer import layout
-from tracer.loader import default_object_path
+from tracer.kernel import layout
+from tracer.kernel.loader import default_object_path
 
 pytestmark = pytest.mark.smoke
 
@@ -150,9 +150,9 @@ def drifts(c_side: dict, what: str) -> list:
     out = []
     for name, value in sorted(c_side.items()):
         if name not in py:
-            out.append(f"{name} = {value} ({what}) is not in tracer/layout.py")
+            out.append(f"{name} = {value} ({what}) is not in tracer/kernel/layout.py")
         elif py[name] != value:
-            out.append(f"{name}: {what} says {value}, tracer/layout.py says {py[name]}")
+            out.append(f"{name}: {what} says {value}, tracer/kernel/layout.py says {py[name]}")
     return out
 
 
@@ -239,7 +239,7 @@ def test_every_enumerator_of_the_header_is_mirrored(enums):
 def test_every_constant_of_layout_py_is_the_headers(defines, enums):
     c_names = set(defines).union(*enums.values())
     extra = sorted(set(python_constants()) - c_names)
-    assert not extra, f"tracer/layout.py has constants bpf/ctrtrace.h does not define: {extra}"
+    assert not extra, f"tracer/kernel/layout.py has constants bpf/ctrtrace.h does not define: {extra}"
 
 
 def test_the_expression_reader():
@@ -251,7 +251,7 @@ def test_the_expression_reader():
 
 def test_the_contract_names_and_limits_are_the_kernels():
     """The JSON contract's namespace order and text limits are the record's."""
-    from tracer import contract
+    from tracer.model import contract
 
     assert tuple(name for name, _ in layout.CtNs._fields_) == contract.NS_NAMES
     assert contract.COMM_MAX == layout.CT_COMM_LEN - 1

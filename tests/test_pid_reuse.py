@@ -12,9 +12,9 @@ import json
 
 from click.testing import CliRunner
 
-from tracer import views
 from tracer.cli import main
-from tracer.events import (
+from tracer.commands.filters import EventFilter, FilterSpec
+from tracer.model.events import (
     ExecEvent,
     ExitEvent,
     ForkEvent,
@@ -24,8 +24,8 @@ from tracer.events import (
     Summary,
     UnshareEvent,
 )
-from tracer.filters import EventFilter, FilterSpec
-from tracer.proctable import ProcessTable
+from tracer.output import views
+from tracer.state.proctable import ProcessTable
 
 HOST = Namespaces(mnt=1, uts=2, ipc=3, pid=4, pid_for_children=4, net=6, cgroup=7, user=8,
                   time=9, time_for_children=9)
@@ -273,7 +273,7 @@ def test_replay_filtered_tree_shows_the_followed_process_not_its_pid(tmp_path):
 
 
 def test_container_label_is_escaped():
-    from tracer.events import Container
+    from tracer.model.events import Container
 
     t = _table()
     label = "evil\nname\x1b[2J"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tracer.events import event_from_json
-from tracer.proctable import ProcessTable
+from tracer.model.events import event_from_json
+from tracer.state.proctable import ProcessTable
 
 DATA = Path(__file__).parent / "data"
 
@@ -60,7 +60,7 @@ def test_shim_double_fork_reparents_to_the_reaper():
 # -- start-up: the processes that already exist, from /proc ----------------------
 
 def test_status_fields():
-    from tracer.proctable import _status_field
+    from tracer.state.proctable import _status_field
 
     status = b"Name:\tbash\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t4242\t7\n"
     assert _status_field(status, b"\nUid:", 0, -1) == 1000
@@ -75,9 +75,9 @@ def test_proc_reads_match_stat_and_status():
     (what lsns shows); read_process the real uid and the innermost pid."""
     import os
 
-    from tracer.layout import NS_NAMES
-    from tracer.proctable import read_process
-    from tracer.system import read_ns
+    from tracer.kernel.layout import NS_NAMES
+    from tracer.state.proctable import read_process
+    from tracer.state.system import read_ns
 
     checked = 0
     for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
@@ -103,9 +103,9 @@ def test_the_header_snapshot_stays_within_what_replay_reads():
     """Processes alive at start, as many and as long as they come: the header's
     list fits the line replay reads; long command lines are cut first, and
     what still does not fit is left out and counted."""
-    from tracer.contract import json_bytes
-    from tracer.events import Namespaces
-    from tracer.proctable import HEADER_PROCESSES_MAX, Process, snapshot
+    from tracer.model.contract import json_bytes
+    from tracer.model.events import Namespaces
+    from tracer.state.proctable import HEADER_PROCESSES_MAX, Process, snapshot
 
     def procs(n, arg):
         return [Process(pid=i, ppid=1, comm="java", argv=["java", "-cp", arg], start_ns=i,

@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from tracer import layout as L
-from tracer.containers import ContainerResolver
-from tracer.decode import Decoder
-from tracer.events import (
+from tracer.commands.recordlines import RecordLines
+from tracer.commands.session import Session, TraceOptions
+from tracer.kernel import layout as L
+from tracer.kernel.decode import Decoder
+from tracer.model.events import (
     EVENT_CLASSES,
     ExecEvent,
     ExitEvent,
@@ -25,9 +26,8 @@ from tracer.events import (
     SetnsEvent,
     UnshareEvent,
 )
-from tracer.jsonlines import EventLines
-from tracer.recordlines import RecordLines
-from tracer.session import Session, TraceOptions
+from tracer.output.jsonlines import EventLines
+from tracer.state.containers import ContainerResolver
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 HOST = Namespaces(*(4026531840 + i for i in range(10)))
@@ -220,9 +220,9 @@ def test_trace_writes_json_from_records(tmp_path, monkeypatch):
     the summary counts them."""
     import io
 
-    from tracer.record import Recorder
-    from tracer.render import JsonSink
-    from tracer.session import trace
+    from tracer.commands.session import trace
+    from tracer.output.recording import Recorder
+    from tracer.output.text import JsonSink
 
     batches = []
     lines = Session.lines
@@ -252,7 +252,7 @@ def test_trace_writes_json_from_records(tmp_path, monkeypatch):
 def test_command_line_caches_are_bounded():
     """Each exec's strings are cached by their bytes; thousands of different
     command lines (a build) must not grow the caches without bound."""
-    from tracer.jsonlines import COMMAND_LINES_MAX
+    from tracer.output.jsonlines import COMMAND_LINES_MAX
 
     name, records, offset = next(recorded())
     dec = Decoder(offset)

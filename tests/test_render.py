@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tracer.events import Header, Namespaces, Summary, event_from_json
-from tracer.render import TextRenderer, ns_marks
+from tracer.model.events import Header, Namespaces, Summary, event_from_json
+from tracer.output.text import TextRenderer, ns_marks
 
 DATA = Path(__file__).parent / "data"
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from tracer.cli import main
-from tracer.contract import parse_iso_ts
+from tracer.model.contract import parse_iso_ts
 
 DATA = Path(__file__).parent / "data"
 TRACES = ["session", "docker-run", "docker-exec"]

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from tracer import ringbuf
-from tracer.ringbuf import BUSY_BIT, DISCARD_BIT, HDR_SIZE, RingPages
+from tracer.kernel import ringbuf
+from tracer.kernel.ringbuf import BUSY_BIT, DISCARD_BIT, HDR_SIZE, RingPages
 
 PAGE = mmap.PAGESIZE
 SIZE = 2 * PAGE  # the data area: a power of two, whole pages
@@ -132,7 +132,7 @@ def test_records_carry_no_stale_bytes(capture):
     not read (0 = unknown)."""
     import time
 
-    from tracer import layout as L
+    from tracer.kernel import layout as L
 
     cap = capture()
     rb = cap.session._rb

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from tracer.schedule import READER_SLICE_NS, giving_way, reader_slice_ns
+from tracer.kernel.schedule import READER_SLICE_NS, giving_way, reader_slice_ns
 
 
 def _slice(path: str = "/proc/thread-self/sched") -> int:
@@ -42,7 +42,7 @@ def test_nothing_asked_nothing_changed():
 def test_nice_value_and_policy_stay():
     script = textwrap.dedent("""
         import os
-        from tracer.schedule import giving_way
+        from tracer.kernel.schedule import giving_way
         os.nice(7)
         with giving_way(20_000_000) as now:
             print(now, os.getpriority(os.PRIO_PROCESS, 0),

@@ -9,8 +9,8 @@ import time
 import pytest
 from conftest import proc_ns
 
-from tracer.events import ExecEvent, SetnsEvent, UnshareEvent
-from tracer.flags import NS_FLAGS
+from tracer.model.events import ExecEvent, SetnsEvent, UnshareEvent
+from tracer.model.flags import NS_FLAGS
 
 pytestmark = pytest.mark.bpf
 

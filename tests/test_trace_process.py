@@ -11,8 +11,8 @@ import sys
 import pytest
 from conftest import execs_of, proc_ns
 
-from tracer.events import ExecEvent, ExitEvent, ForkEvent
-from tracer.flags import CLONE_NEW_MASK
+from tracer.model.events import ExecEvent, ExitEvent, ForkEvent
+from tracer.model.flags import CLONE_NEW_MASK
 
 CLONE_VM, CLONE_THREAD = 0x100, 0x10000
 
@@ -241,8 +241,8 @@ def test_capture_starts_when_the_programs_load(tmp_path):
     the session opens waits in the ring buffer and comes as its first events."""
     import shutil
 
-    from tracer.loader import LoadConfig, ProgramLoader
-    from tracer.session import Session, TraceOptions
+    from tracer.commands.session import Session, TraceOptions
+    from tracer.kernel.loader import LoadConfig, ProgramLoader
 
     probe = tmp_path / "before-open"
     shutil.copy("/bin/true", probe)
@@ -285,7 +285,7 @@ def test_a_reused_pid_is_two_processes_in_the_tree(capture):
     """Two processes get the same pid in one trace (ns_last_pid makes the
     kernel's next pid N): the tree shows both, each with its own child and
     command, under its own parent."""
-    from tracer import views
+    from tracer.output import views
 
     cap = capture(keep_exited=True, process_table=True)
     with open(NS_LAST_PID) as f:

@@ -13,8 +13,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import CtrtraceError
-from .live import (
+from .commands.live import (
     COLOR_MODES,
     App,
     LiveOptions,
@@ -23,7 +22,8 @@ from .live import (
     run,
     stdout_failed,
 )
-from .loader import DEFAULT_RINGBUF_BYTES
+from .kernel.loader import DEFAULT_RINGBUF_BYTES
+from .model.errors import CtrtraceError
 
 __all__ = ["App", "main"]
 
@@ -130,8 +130,8 @@ def replay(app: App, file: str, as_json: bool, pid: int | None, comm: str | None
     Needs no root and no BPF. The filters are the live command's; --tree and
     --ns show the process tree and the namespace table instead of events.
     """
-    from .filters import FilterSpec
-    from .replay import run_replay
+    from .commands.filters import FilterSpec
+    from .commands.replay import run_replay
 
     spec = FilterSpec(pid=pid, comm=comm, ns_changes=ns_changes, container=container,
                       containers_only=containers_only, since=since, until=until)

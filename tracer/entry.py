@@ -41,8 +41,8 @@ def speculative(args: list[str]) -> bool:
 def _preload(args: list[str]):  # -> Optional[ProgramLoader]
     if not speculative(args):
         return None
-    from .errors import CtrtraceError
-    from .loader import LoadConfig, ProgramLoader
+    from .kernel.loader import LoadConfig, ProgramLoader
+    from .model.errors import CtrtraceError
 
     try:
         return ProgramLoader(LoadConfig())
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     loader = _preload(args)
     try:
         from .cli import main as command
-        from .live import App
+        from .commands.live import App
 
         command.main(args=args, prog_name=PROG_NAME, obj=App(preloaded=loader))
     finally:

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .contract import ARGV_MAX, HEADER_LINE_MAX, text_of, texts_of, with_raw_text
-from .events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
+from ..model.contract import ARGV_MAX, HEADER_LINE_MAX, text_of, texts_of, with_raw_text
+from ..model.events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
 from .system import read_ns
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -184,7 +184,7 @@ def snapshot(procs: Iterable[Process]) -> tuple[list[dict[str, Any]], int]:
     not, the longest command lines are cut to their first word (marked
     argv_truncated), then, with more processes than the line can hold at
     all, the last ones are left out (the header counts them)."""
-    from .contract import json_bytes
+    from ..model.contract import json_bytes
 
     procs = list(procs)
     text = sum(len(p.comm) + len(p.cgroup) + sum(len(a) + 1 for a in p.argv) for p in procs)

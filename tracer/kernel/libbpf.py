@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Iterator
 
-from .errors import CtrtraceError, ExitStatus
+from ..model.errors import CtrtraceError, ExitStatus
 
 _SONAMES = ("libbpf.so.1", "libbpf.so")
 

@@ -28,7 +28,7 @@ import select
 import struct
 from typing import Protocol
 
-from .errors import CtrtraceError, ExitStatus
+from ..model.errors import CtrtraceError, ExitStatus
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30

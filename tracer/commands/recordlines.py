@@ -16,10 +16,9 @@ same bytes, record by record, for recorded traces and a live one.
 
 from __future__ import annotations
 
-from . import decode as D
-from . import layout as L
-from .containers import ContainerResolver, shim_container
-from .jsonlines import (
+from ..kernel import decode as D
+from ..kernel import layout as L
+from ..output.jsonlines import (
     BOOL_JSON,
     COMMAND_LINES_MAX,
     CORE_JSON,
@@ -33,6 +32,7 @@ from .jsonlines import (
     EventLines,
     keep,
 )
+from ..state.containers import ContainerResolver, shim_container
 
 
 def _index(name: str) -> int:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 
-from .escape import escape
-from .events import Namespaces
-from .flags import signal_name
-from .proctable import Process, ProcessTable, ProcKey
+from ..model.escape import escape
+from ..model.events import Namespaces
+from ..model.flags import signal_name
+from ..state.proctable import Process, ProcessTable, ProcKey
 
 # the namespace kinds a process lives in (the *_for_children ones are where
 # its children will live, shown by the event lines)

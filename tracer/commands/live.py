@@ -14,15 +14,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
-from .errors import CtrtraceError, ExitStatus
-from .escape import escape, escape_lines
-from .loader import DEFAULT_RINGBUF_BYTES, LoadConfig, ProgramLoader
+from ..kernel.loader import DEFAULT_RINGBUF_BYTES, LoadConfig, ProgramLoader
+from ..model.errors import CtrtraceError, ExitStatus
+from ..model.escape import escape, escape_lines
 from .options import TraceOptions, kernel_filtered
 
 if TYPE_CHECKING:
-    from .events import Header, ProcessEvent, Summary
+    from ..model.events import Header, ProcessEvent, Summary
+    from ..output.text import TextSink
     from .filters import FilterSpec
-    from .render import TextSink
 
 COLOR_MODES = ("auto", "always", "never")
 
@@ -219,15 +219,15 @@ def run(app: App, a: LiveOptions) -> None:
         opts = a.trace_options(sys.argv)
         loader = app.loader_for(opts.load_config())  # loads on its own thread
         try:
-            from .render import JsonSink
+            from ..output.text import JsonSink
             from .session import OutputError, trace
 
             spec = a.filter_spec()
-            from .jsonlines import EventLines
+            from ..output.jsonlines import EventLines
 
             lines = EventLines()  # one renderer for the JSON view and the recording
             if a.write:
-                from .record import Recorder
+                from ..output.recording import Recorder
 
                 recorder = Recorder(a.write, lines)
             view = JsonSink(app.out, lines) if a.as_json else _LazyTextSink(app, a.color)
@@ -241,7 +241,7 @@ def run(app: App, a: LiveOptions) -> None:
         finally:
             loader.close()  # a no-op once the session has the programs
         if views and failure is None:
-            from . import views as v
+            from ..output import views as v
 
             shown = v.selection(result.table, result.filter, result.shown)
             try:
@@ -265,7 +265,7 @@ def run(app: App, a: LiveOptions) -> None:
         if failure.recording:
             app.fail(failure)
         if not failure.broken_pipe:
-            from .render import TextRenderer
+            from ..output.text import TextRenderer
 
             err = stdout_failed(app, failure.cause)  # type: ignore[arg-type]
             app.message(TextRenderer.summary(result.summary))
@@ -290,7 +290,7 @@ class _LazyTextSink:
         self.sink: TextSink | None = None
 
     def header(self, h: Header) -> None:
-        from .render import TextRenderer, TextSink
+        from ..output.text import TextRenderer, TextSink
 
         app = self.app
         renderer = TextRenderer(h.host_ns, h.start_ktime_ns, color=app.color(self.color))

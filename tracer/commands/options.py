@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .loader import DEFAULT_RINGBUF_BYTES, LoadConfig
-from .schedule import reader_slice_ns
+from ..kernel.loader import DEFAULT_RINGBUF_BYTES, LoadConfig
+from ..kernel.schedule import reader_slice_ns
 
 
 @dataclass

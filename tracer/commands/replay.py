@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .contract import HEADER_LINE_MAX, LINE_MAX, Invalid, check_header, check_record
-from .errors import CtrtraceError, ExitStatus
-from .events import EVENT_TYPES, Header, Summary, event_from_json
+from ..model.contract import HEADER_LINE_MAX, LINE_MAX, Invalid, check_header, check_record
+from ..model.errors import CtrtraceError, ExitStatus
+from ..model.events import EVENT_TYPES, Header, Summary, event_from_json
 
 try:  # much faster parsing where available; the json module is the fallback
     import orjson as _orjson
@@ -221,9 +221,9 @@ def event_counts() -> dict[str, int]:
 def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
                ns_table: bool = False, skip_bad: bool = False, color: bool = False) -> Summary:
     """Replay a recording through the live view's filters and renderers."""
+    from ..output.text import TextRenderer
+    from ..state.proctable import ProcessTable
     from .filters import EventFilter
-    from .proctable import ProcessTable
-    from .render import TextRenderer
 
     reader = TraceReader(path, skip_bad=skip_bad, stdin=app.stdin)
     header = reader.header
@@ -264,7 +264,7 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     if reader.summary is None:
         app.message(f"{reader.name}: no summary line: the recording did not end cleanly")
     if views:
-        from . import views as v
+        from ..output import views as v
 
         assert table is not None
         app.lines(v.render(tree, ns_table, table, header.host_ns,
@@ -283,14 +283,14 @@ def _shown_json(line: bytes, d: Any) -> bytes:
     need not): then the same values, re-encoded with them escaped."""
     if line.isascii() or line[:-1].decode().isprintable():
         return line
-    from .contract import json_bytes
+    from ..model.contract import json_bytes
 
     return json_bytes(d) + b"\n"
 
 
 def _replay_json(reader: TraceReader, flt, app, counts: dict[str, int]) -> Summary:
     """JSON Lines out: the header and each kept event exactly as recorded."""
-    from .contract import json_bytes
+    from ..model.contract import json_bytes
 
     out = app.out
     out.flush()

@@ -27,9 +27,9 @@ import os
 import stat
 import zlib
 
-from .contract import json_bytes
-from .errors import CtrtraceError, ExitStatus
-from .events import Header, ProcessEvent, Summary
+from ..model.contract import json_bytes
+from ..model.errors import CtrtraceError, ExitStatus
+from ..model.events import Header, ProcessEvent, Summary
 from .jsonlines import EventLines
 
 GZIP_LEVEL = 6

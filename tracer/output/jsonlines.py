@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .contract import is_utf8, iso_second, json_bytes, list_json, text_json
-from .events import (
+from ..model.contract import is_utf8, iso_second, json_bytes, list_json, text_json
+from ..model.events import (
     Container,
     ExecEvent,
     ExitEvent,

@@ -11,9 +11,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import IO
 
-from .contract import NS_NAMES, json_bytes
-from .escape import escape
-from .events import (
+from ..model.contract import NS_NAMES, json_bytes
+from ..model.escape import escape
+from ..model.events import (
     ExecEvent,
     ExitEvent,
     ForkEvent,
@@ -24,7 +24,7 @@ from .events import (
     Summary,
     UnshareEvent,
 )
-from .flags import (
+from ..model.flags import (
     clone_flag_names,
     errno_name,
     nstype_name,

@@ -11,7 +11,7 @@ import ctypes
 from collections.abc import Collection
 from ctypes import c_char, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
 
-from . import contract
+from ..model import contract
 
 CT_COMM_LEN = 16
 CT_FILENAME_MAX = 256

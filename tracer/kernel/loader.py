@@ -23,9 +23,9 @@ import threading
 import time
 from typing import NamedTuple
 
+from ..model.errors import CtrtraceError, ExitStatus
 from . import corebtf
 from . import layout as L
-from .errors import CtrtraceError, ExitStatus
 from .libbpf import BpfObject
 
 DEFAULT_RINGBUF_BYTES = 4 << 20  # ~12,000 events of slack; it counts in the RSS once used
@@ -58,7 +58,9 @@ def default_object_path() -> str:
     env = os.environ.get("CTRTRACE_BPF_OBJECT")
     if env:
         return env
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpf", "ctrtrace.bpf.o")
+    # installed with the package, in tracer/bpf/
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(package, "bpf", "ctrtrace.bpf.o")
 
 
 def ringbuf_size(n: int) -> int:

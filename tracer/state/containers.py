@@ -24,8 +24,8 @@ import threading
 import time
 from collections.abc import Iterable
 
+from ..model.events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
 from .dockerapi import DockerClient, EventWatch
-from .events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
 from .proctable import same_start
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")

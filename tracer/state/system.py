@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import time
 
-from .contract import NS_NAMES
-from .events import Namespaces
+from ..model.contract import NS_NAMES
+from ..model.events import Namespaces
 
 
 def read_ns(pid: int | str) -> Namespaces:

@@ -29,22 +29,22 @@ from typing import (
     Protocol,
 )
 
-from . import layout as L
-from . import system
-from .containers import ContainerResolver
-from .decode import Decoder
-from .dockerapi import DockerClient
-from .errors import CtrtraceError, ExitStatus
-from .events import EVENT_TYPES, Header, ProcessEvent, Summary
+from ..kernel import layout as L
+from ..kernel.decode import Decoder
+from ..kernel.libbpf import BpfObject
+from ..kernel.loader import DEFAULT_RINGBUF_BYTES, ProgramLoader, default_object_path
+from ..kernel.ringbuf import RecordReader, open_reader
+from ..kernel.schedule import giving_way
+from ..model.errors import CtrtraceError, ExitStatus
+from ..model.events import EVENT_TYPES, Header, ProcessEvent, Summary
+from ..output.jsonlines import EventLines
+from ..state import system
+from ..state.containers import ContainerResolver
+from ..state.dockerapi import DockerClient
+from ..state.proctable import ProcessTable, snapshot
 from .filters import EventFilter, FilterSpec
-from .jsonlines import EventLines
-from .libbpf import BpfObject
-from .loader import DEFAULT_RINGBUF_BYTES, ProgramLoader, default_object_path
 from .options import TraceOptions, kernel_filtered
-from .proctable import ProcessTable, snapshot
 from .recordlines import RecordLines
-from .ringbuf import RecordReader, open_reader
-from .schedule import giving_way
 
 if TYPE_CHECKING:
     import subprocess

@@ -20,9 +20,8 @@ import struct
 import sys
 from collections.abc import Callable
 
-from . import layout as L
-from .errors import CtrtraceError, ExitStatus
-from .events import (
+from ..model.errors import CtrtraceError, ExitStatus
+from ..model.events import (
     ExecEvent,
     ExitEvent,
     ForkEvent,
@@ -31,6 +30,7 @@ from .events import (
     SetnsEvent,
     UnshareEvent,
 )
+from . import layout as L
 
 # comm, ns and the cgroup names: one contiguous span of the task, decoded
 # through a cache keyed by its raw bytes, so the Structs leave it out

@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .contract import COMM_MAX
-from .errors import CtrtraceError, ExitStatus
-from .events import Header, ProcessEvent, parse_iso_ts
-from .proctable import ProcKey, same_start
+from ..model.contract import COMM_MAX
+from ..model.errors import CtrtraceError, ExitStatus
+from ..model.events import Header, ProcessEvent, parse_iso_ts
+from ..state.proctable import ProcKey, same_start
 
 
 @dataclass

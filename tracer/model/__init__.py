@@ -1,0 +1,1 @@
+"""The model: events and the JSON Lines contract that describes them (no kernel, no screen)."""
