@@ -93,7 +93,7 @@ def capture():
     sessions: list[Session] = []
 
     def start(**opts) -> Capture:
-        s = Session(TraceOptions(**opts))
+        s = Session(TraceOptions.of(**opts))
         s.open()
         sessions.append(s)
         return Capture(s)

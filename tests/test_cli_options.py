@@ -8,7 +8,7 @@ import dataclasses
 from tracer.cli import main
 from tracer.commands.filters import FilterSpec
 from tracer.commands.live import App, LiveOptions
-from tracer.kernel.loader import LoadConfig
+from tracer.kernel.loader import KernelFilters, LoadConfig
 
 
 def parsed(*args: str) -> LiveOptions:
@@ -34,9 +34,9 @@ def test_every_option_has_one_home():
 
 def test_the_kernel_runs_the_filters_unless_recording():
     o = parsed("-p", "5", "--comm", "sh", "--ns-changes", "--threads", "--buffer-size", "8")
-    assert o.load_config() == LoadConfig(pid=5, comm="sh", ns_changes=True, threads=True,
-                                         ringbuf_bytes=8 << 20)
-    spec = FilterSpec(pid=5, comm="sh", ns_changes=True)
+    assert o.load_config() == LoadConfig(KernelFilters(pid=5, comm="sh", ns_changes=True),
+                                         threads=True, ringbuf_bytes=8 << 20)
+    spec = FilterSpec.of(pid=5, comm="sh", ns_changes=True)
     assert o.filter_spec() == spec
     recording = parsed("-p", "5", "--comm", "sh", "--ns-changes", "-w", "t.jsonl")
     assert recording.load_config() == LoadConfig()  # the recording gets every event
@@ -49,7 +49,7 @@ def test_trace_options_follow_the_options():
     assert (t.argv, t.docker_socket, t.docker, t.keep_exited, t.process_table) == \
         (["ctrtrace", "--tree"], "/run/d.sock", False, True, True)
     assert parsed("--container", "web", "--containers-only").filter_spec() == \
-        FilterSpec(container="web", containers_only=True)
+        FilterSpec.of(container="web", containers_only=True)
 
 
 class _Preloaded:

@@ -206,7 +206,7 @@ def test_selection_by_key_shows_one_of_the_two():
 def test_pid_filter_follows_the_process_not_the_pid():
     """--pid 600: the second 500 is in its family, the first is not."""
     t = _table()
-    flt = EventFilter(FilterSpec(pid=OTHER[0]), _header())
+    flt = EventFilter(FilterSpec.of(pid=OTHER[0]), _header())
     kept = [ev for ev in events() if flt.wants_event(ev)]
     assert {(ev.pid, ev.start_ns) for ev in kept} == {OTHER, B, B_CHILD}
     a, b = t.with_pid(500)
@@ -224,7 +224,7 @@ def test_pid_filter_of_the_first_stops_at_its_exit():
                         "ns": HOST.to_dict()}]
     header = _header()
     header.processes = snap
-    flt = EventFilter(FilterSpec(pid=A[0]), header)
+    flt = EventFilter(FilterSpec.of(pid=A[0]), header)
     kept = [ev for ev in events()[3:] if flt.wants_event(ev)]  # from its child's fork on
     assert {(ev.pid, ev.start_ns) for ev in kept} == {A, A_CHILD}
     t = ProcessTable()

@@ -133,8 +133,8 @@ def replay(app: App, file: str, as_json: bool, pid: int | None, comm: str | None
     from .commands.filters import FilterSpec
     from .commands.replay import run_replay
 
-    spec = FilterSpec(pid=pid, comm=comm, ns_changes=ns_changes, container=container,
-                      containers_only=containers_only, since=since, until=until)
+    spec = FilterSpec.of(pid=pid, comm=comm, ns_changes=ns_changes, container=container,
+                         containers_only=containers_only, since=since, until=until)
     try:
         run_replay(file, spec, app, as_json=as_json, tree=tree, ns_table=ns_table,
                    skip_bad=skip_bad, color=app.color(color))

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..kernel.loader import KernelFilters
 from ..model.contract import COMM_MAX
 from ..model.errors import CtrtraceError, ExitStatus
 from ..model.events import Header, ProcessEvent, parse_iso_ts
@@ -21,19 +22,25 @@ from ..state.proctable import ProcKey, same_start
 
 @dataclass
 class FilterSpec:
-    """The filters a view asks for, as given on the command line."""
+    """The filters a view asks for, as given on the command line: those the
+    kernel can run too (--pid, --comm, --ns-changes), and those only
+    userspace knows enough for.  FilterSpec.of(pid=1, container="web")."""
 
-    pid: int | None = None          # that process and its descendants
-    comm: str | None = None
-    ns_changes: bool = False
+    kernel: KernelFilters = KernelFilters()
     container: str | None = None    # id prefix or name
     containers_only: bool = False
     since: str | None = None        # seconds from the trace's start, or an ISO time
     until: str | None = None
 
+    @classmethod
+    def of(cls, **names: Any) -> FilterSpec:
+        kernel = {k: names.pop(k) for k in KernelFilters._fields if k in names}
+        return cls(kernel=KernelFilters(**kernel), **names)
+
     @property
     def active(self) -> bool:
-        return any(v not in (None, False) for v in vars(self).values())
+        return self.kernel != KernelFilters() or any(
+            v not in (None, False) for k, v in vars(self).items() if k != "kernel")
 
     @property
     def kernel_only(self) -> bool:
@@ -78,14 +85,15 @@ class EventFilter:
     def __init__(self, spec: FilterSpec, header: Header) -> None:
         self.spec = spec
         self.dropped = 0
-        self._comm = spec.comm[:COMM_MAX] if spec.comm else None
+        comm, pid = spec.kernel.comm, spec.kernel.pid
+        self._comm = comm[:COMM_MAX] if comm else None
         self._since = _time_bound(spec.since, header) if spec.since else None
         self._until = _time_bound(spec.until, header) if spec.until else None
         # the live members of the family: pid -> (start_ns, from /proc)
         self._tracked: dict[int, tuple[int, bool]] | None = None
         self._family: set[ProcKey] = set()  # every member, alive or not
-        if spec.pid is not None:
-            self._tracked = _family(spec.pid, header.processes)
+        if pid is not None:
+            self._tracked = _family(pid, header.processes)
             self._family = {(pid, start) for pid, (start, _) in self._tracked.items()}
 
     def wants(self, d: dict[str, Any]) -> bool:
@@ -119,7 +127,7 @@ class EventFilter:
             want = s.container.lstrip("/")
             if c is None or not (c.id.startswith(want) or c.name == want):
                 return False
-        if s.ns_changes or s.since or s.until:
+        if s.kernel.ns_changes or s.since or s.until:
             return False  # these select events, not processes
         return True
 
@@ -166,7 +174,7 @@ class EventFilter:
                 del self._tracked[pid]
         if self._comm is not None and d["comm"] != self._comm:
             return False
-        if s.ns_changes and not d.get("ns_change"):
+        if s.kernel.ns_changes and not d.get("ns_change"):
             return False
         c = d.get("container")
         if s.containers_only and not c:

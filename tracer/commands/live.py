@@ -72,23 +72,23 @@ class LiveOptions:
 
     def trace_options(self, argv: Sequence[str] = ()) -> TraceOptions:
         """The library's options for this trace; argv goes into the header."""
+        load = LoadConfig(threads=self.threads, ringbuf_bytes=self.buffer_size << 20)
         return kernel_filtered(
-            TraceOptions(threads=self.threads, ringbuf_bytes=self.buffer_size << 20,
-                         argv=list(argv), docker_socket=self.docker_socket,
+            TraceOptions(load=load, argv=list(argv), docker_socket=self.docker_socket,
                          docker=not self.no_docker, keep_exited=self.views,
                          process_table=self.views),
-            self.pid, self.comm, self.ns_changes, recording=bool(self.write))
+            self.filter_spec().kernel, recording=bool(self.write))
 
     def load_config(self) -> LoadConfig:
         """What decides the loaded BPF programs (what a preload must match)."""
-        return self.trace_options().load_config()
+        return self.trace_options().load
 
     def filter_spec(self) -> FilterSpec:
         """The view's filters (the kernel runs those it can: trace_options())."""
         from .filters import FilterSpec
 
-        return FilterSpec(pid=self.pid, comm=self.comm, ns_changes=self.ns_changes,
-                          container=self.container, containers_only=self.containers_only)
+        return FilterSpec.of(pid=self.pid, comm=self.comm, ns_changes=self.ns_changes,
+                             container=self.container, containers_only=self.containers_only)
 
 
 @dataclass
@@ -217,7 +217,7 @@ def run(app: App, a: LiveOptions) -> None:
                                     ExitStatus.USAGE)
         views = a.views
         opts = a.trace_options(sys.argv)
-        loader = app.loader_for(opts.load_config())  # loads on its own thread
+        loader = app.loader_for(opts.load)  # loads on its own thread
         try:
             from ..output.text import JsonSink
             from .session import OutputError, trace

@@ -9,20 +9,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..kernel.loader import DEFAULT_RINGBUF_BYTES, LoadConfig
+from ..kernel.loader import KernelFilters, LoadConfig
 from ..kernel.schedule import reader_slice_ns
 
 
 @dataclass
 class TraceOptions:
-    """What a Session loads and how it interprets the events (the library's options)."""
+    """What a Session loads and how it interprets the events (the library's options).
 
-    pid: int | None = None          # that process and its descendants
-    comm: str | None = None         # tasks whose comm is exactly this
-    ns_changes: bool = False           # only namespace creation, entry, or difference
-    threads: bool = False              # also emit CLONE_THREAD children
-    ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES
-    bpf_object: str | None = None   # default: the one installed with the package
+    TraceOptions.of(pid=1234, threads=True, docker=False) spells any of the
+    fields, the load's and its filters' included, by name."""
+
+    load: LoadConfig = LoadConfig()  # the programs: their filters, threads, buffer, object
     argv: list[str] = field(default_factory=list)
     docker_socket: str | None = None  # default: $DOCKER_HOST or /var/run/docker.sock
     docker: bool = True                # ask the Docker engine for names and images
@@ -34,15 +32,22 @@ class TraceOptions:
     # it (schedule.py); 0 leaves the kernel's default
     reader_slice_ns: int = field(default_factory=reader_slice_ns)
 
-    def load_config(self) -> LoadConfig:
-        """The part that decides the loaded programs (same names as here)."""
-        return LoadConfig(**{name: getattr(self, name) for name in LoadConfig._fields})
+    @classmethod
+    def of(cls, **names: object) -> TraceOptions:
+        """Options from the names of any of their fields, nested ones included."""
+        filters = {k: names.pop(k) for k in KernelFilters._fields if k in names}
+        load = {k: names.pop(k) for k in LoadConfig._fields if k in names}
+        return cls(load=LoadConfig(**load)._replace(filters=KernelFilters(**filters)),  # type: ignore[arg-type]
+                   **names)  # type: ignore[arg-type]
+
+    @property
+    def filters(self) -> KernelFilters:
+        return self.load.filters
 
 
-def kernel_filtered(options: TraceOptions, pid: int | None, comm: str | None,
-                    ns_changes: bool, recording: bool) -> TraceOptions:
+def kernel_filtered(options: TraceOptions, filters: KernelFilters,
+                    recording: bool) -> TraceOptions:
     """The view's pid/comm/ns-changes filters run in the kernel, so that what is
     not shown is not even sent -- unless a recording needs every event."""
-    if recording:
-        return options
-    return dataclasses.replace(options, pid=pid, comm=comm, ns_changes=ns_changes)
+    load = options.load._replace(filters=KernelFilters() if recording else filters)
+    return dataclasses.replace(options, load=load)

@@ -1,6 +1,6 @@
 """The library API: load the BPF programs, stream typed events, end with a summary.
 
-    opts = TraceOptions(ns_changes=True)
+    opts = TraceOptions.of(ns_changes=True)
     with Session(opts) as s:
         header = s.header
         while ...:
@@ -98,7 +98,7 @@ class Session:
     """One loaded set of BPF programs and the state that interprets their events."""
 
     def __init__(self, options: TraceOptions, loader: ProgramLoader | None = None) -> None:
-        """loader: one already started with options.load_config() (see loader.py)."""
+        """loader: one already started with options.load (see loader.py)."""
         self.options = options
         self._loader = loader
         self.core_btf = ""
@@ -117,7 +117,7 @@ class Session:
 
     def open(self) -> Header:
         opts = self.options
-        loader = self._loader or ProgramLoader(opts.load_config())
+        loader = self._loader or ProgramLoader(opts.load)
         try:
             obj = self._obj = loader.result()
         finally:
@@ -133,8 +133,8 @@ class Session:
         # Processes that already existed: from /proc, once, after attaching so
         # that none falls between the snapshot and the first event.
         self.table.seed_from_proc()
-        if opts.pid is not None:
-            for pid in self.table.descendants(opts.pid):
+        if opts.filters.pid is not None:
+            for pid in self.table.descendants(opts.filters.pid):
                 obj.update("tracked", ctypes.c_uint32(pid), ctypes.c_uint8(1))
 
         host_ns, host_ns_pid = system.host_namespaces()
@@ -421,7 +421,7 @@ def trace(
     The view gets the events the filters keep.  A recorder gets every event,
     so that replay can filter anything: with one, the filters run here rather
     than in the kernel (the same rules, from the same kernel facts).
-    loader: one started early with options = kernel_filtered(options, spec,
+    loader: one started early with options = kernel_filtered(options, spec.kernel,
     recording) (the command does, to load while it imports the rest).
     out_fd: the view's file descriptor: a pipe whose reader went away ends the
     trace at once, as a write to it would, even when no event comes to write.
@@ -433,8 +433,7 @@ def trace(
     """
     spec = spec or FilterSpec()
     if loader is None:
-        options = kernel_filtered(options, spec.pid, spec.comm, spec.ns_changes,
-                                  recording=recorder is not None)
+        options = kernel_filtered(options, spec.kernel, recording=recorder is not None)
     # From here on this thread is the reader: it gives way to the traced workload.
     with Session(options, loader) as session, _stop_on_signals() as signals, \
             giving_way(session.options.reader_slice_ns):

@@ -43,13 +43,20 @@ CAP_PERFMON = 38
 CAP_BPF = 39
 
 
-class LoadConfig(NamedTuple):
-    """What decides the loaded programs: rodata tunables, the ring buffer size, the object."""
+class KernelFilters(NamedTuple):
+    """What the programs drop before writing a record (the same rules as the
+    view's filters, commands/filters.py, which hold these and more)."""
 
     pid: int | None = None          # that process and its descendants
     comm: str | None = None         # tasks whose comm is exactly this
-    ns_changes: bool = False           # only namespace creation, entry, or difference
-    threads: bool = False              # also emit CLONE_THREAD children
+    ns_changes: bool = False        # only namespace creation, entry, or difference
+
+
+class LoadConfig(NamedTuple):
+    """What decides the loaded programs: rodata tunables, the ring buffer size, the object."""
+
+    filters: KernelFilters = KernelFilters()
+    threads: bool = False           # also emit CLONE_THREAD children
     ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES
     bpf_object: str | None = None   # default: the one installed with the package
 
@@ -193,11 +200,11 @@ def config_for(options: LoadConfig, rb_size: int) -> L.CtConfig:
     cfg = L.CtConfig()
     cfg.wakeup_bytes = rb_size // WAKEUP_FRACTION
     cfg.ignore_tgid = os.getpid()
-    cfg.filter_pid = options.pid is not None
-    cfg.ns_changes_only = options.ns_changes
+    cfg.filter_pid = options.filters.pid is not None
+    cfg.ns_changes_only = options.filters.ns_changes
     cfg.emit_threads = options.threads
-    if options.comm:
-        comm = options.comm.encode()
+    if options.filters.comm:
+        comm = options.filters.comm.encode()
         if len(comm) >= L.CT_COMM_LEN:
             # the kernel keeps 15 bytes of a command name
             comm = comm[:L.CT_COMM_LEN - 1]
@@ -232,8 +239,9 @@ class ProgramLoader:
         self.options = options
         check_privileges()
         check_btf()
-        if options.pid is not None and not os.path.exists(f"/proc/{options.pid}"):
-            raise CtrtraceError(f"no process with pid {options.pid}", ExitStatus.USAGE)
+        pid = options.filters.pid
+        if pid is not None and not os.path.exists(f"/proc/{pid}"):
+            raise CtrtraceError(f"no process with pid {pid}", ExitStatus.USAGE)
         self.path = options.bpf_object or default_object_path()
         if not os.path.exists(self.path):
             raise CtrtraceError(
@@ -264,9 +272,10 @@ class ProgramLoader:
 
     def _attach(self) -> None:
         assert self._obj is not None
-        if self.options.pid is not None:
+        pid = self.options.filters.pid
+        if pid is not None:
             # before attaching: the process's own events must pass the filter
-            self._obj.update("tracked", ctypes.c_uint32(self.options.pid), ctypes.c_uint8(1))
+            self._obj.update("tracked", ctypes.c_uint32(pid), ctypes.c_uint8(1))
         self.start_ktime_ns = time.monotonic_ns()  # what bpf_ktime_get_ns reads
         self._obj.attach_all()
 
