@@ -80,6 +80,8 @@ class ContainerResolver:
         self.client = client
         self.host_mnt = host_ns.mnt
         self._details: dict[str, Container] = {}          # id -> name/image (source ignored)
+        # (id, source) -> (the details it was made from, the container)
+        self._variants: dict[tuple[str, str], tuple[Container | None, Container]] = {}
         self._by_cgroup: dict[str, tuple[str, str] | None] = {}
         self._by_mnt: dict[int, tuple[str, str]] = {}      # mount ns inode -> (runtime, id)
         # shims and their descendants: pid -> (start_ns, read from /proc, (runtime, id));
@@ -183,13 +185,24 @@ class ContainerResolver:
         if known is None:
             if self.client is not None and runtime == "docker" and cid not in self._missing:
                 known = self._ask(cid, runtime, source)
-            if known is None:
-                # not (yet) known: the event stream, or asking again, may still name it
-                return Container(id=cid, runtime=runtime, source=source)
-        if known.source != source:
-            return Container(id=known.id, name=known.name, image=known.image,
+        if known is not None and known.source == source:
+            return known
+        # The same object for the same answer, event after event: the writers
+        # cache each container's JSON by the object.  Remade when the details
+        # change (a name learned later).
+        hit = self._variants.get((cid, source))
+        if hit is not None and hit[0] is known:
+            return hit[1]
+        if known is None:
+            # not (yet) known: the event stream, or asking again, may still name it
+            made = Container(id=cid, runtime=runtime, source=source)
+        else:
+            made = Container(id=known.id, name=known.name, image=known.image,
                              runtime=known.runtime, source=source)
-        return known
+        if len(self._variants) >= 4096:
+            self._variants.clear()
+        self._variants[(cid, source)] = (known, made)
+        return made
 
     # -- asking the engine ---------------------------------------------------
 
