@@ -66,15 +66,20 @@ def ns_transitions(before: Namespaces, after: Namespaces) -> str:
                     for n in before.changed(after))
 
 
-def _argv_text(ev: ExecEvent) -> str:
-    text = shlex.join(ev.argv) if ev.argv else ""
-    if ev.argv_truncated:
+# A trace runs the same command lines again and again: each text is made once
+# (a build that runs thousands of different ones misses either way).
+@functools.lru_cache(maxsize=512)
+def _exec_text(argv: tuple[str, ...], filename: str, truncated: bool, ret: int) -> str:
+    text = shlex.join(argv) if argv else ""
+    if truncated:
         text += " ..."
     # The path is shown when it says more than argv[0]: a failed PATH lookup,
     # or runc re-executing itself as /proc/self/exe and then as /dev/fd/N.
-    if not ev.argv or (ev.argv[0] != ev.filename
-                       and (ev.ret or _base(ev.argv[0]) != _base(ev.filename))):
-        text = f"[{ev.filename}] {text}".rstrip()
+    if not argv or (argv[0] != filename
+                    and (ret or _base(argv[0]) != _base(filename))):
+        text = f"[{filename}] {text}".rstrip()
+    if ret:
+        text += f"  FAILED {errno_name(ret)}"
     return text
 
 
@@ -99,10 +104,7 @@ def _who(ev: ProcessEvent) -> str:
 
 def detail(ev: ProcessEvent) -> str:
     if isinstance(ev, ExecEvent):
-        text = _argv_text(ev)
-        if ev.ret:
-            return f"{text}  FAILED {errno_name(ev.ret)}"
-        return text
+        return _exec_text(tuple(ev.argv), ev.filename, ev.argv_truncated, ev.ret)
     if isinstance(ev, ForkEvent):
         flags = "(no syscall: kernel)" if ev.clone_flags is None else _clone_text(ev.clone_flags)
         parent = f" by {ev.parent_pid}" if ev.parent_pid != ev.ppid else ""
