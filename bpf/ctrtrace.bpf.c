@@ -715,7 +715,7 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 		count(CT_CNT_FILTERED);
 		return 0;
 	}
-	e->exit_code = BPF_CORE_READ(p, exit_code);
+	e->status = BPF_CORE_READ(p, exit_code);  /* task_struct calls the wait status exit_code */
 	e->reaper = 0;
 	/* children still linked: they are reparented right after this tracepoint */
 	if (ct_group_has_children(p)) {

@@ -112,7 +112,7 @@ struct ct_fork_event {
 struct ct_exit_event {
 	struct ct_header hdr;
 	struct ct_task task;
-	__u32 exit_code;      /* the wait(2) status word: (code << 8) | signal, 0x80 = core */
+	__u32 status;         /* the wait(2) status word: (code << 8) | signal, 0x80 = core */
 	__u32 reaper;         /* CT_F_HAD_CHILDREN: tgid that adopts the children (0: unknown) */
 };
 

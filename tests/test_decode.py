@@ -72,11 +72,11 @@ def test_exit(dec):
     e = L.CtExitEvent()
     _hdr(e, L.CT_EVENT_EXIT, L.CT_F_HAD_CHILDREN)
     _fill(e.task)
-    e.exit_code, e.reaper = (3 << 8), 77
+    e.status, e.reaper = (3 << 8), 77
     ev = dec.decode(bytes(e))
     _common(ev)
     assert (ev.exit_code, ev.signal, ev.reaper) == (3, 0, 77)
-    e.hdr.flags, e.exit_code = 0, 9
+    e.hdr.flags, e.status = 0, 9
     ev = dec.decode(bytes(e))
     assert (ev.signal, ev.reaper) == (9, None)
 

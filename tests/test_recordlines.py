@@ -72,7 +72,7 @@ def record_of(ev, offset: int) -> bytes:
         flags |= ((L.CT_F_CLONE_FLAGS_KNOWN if ev.clone_flags is not None else 0)
                   | (L.CT_F_THREAD if ev.thread else 0))
     elif isinstance(ev, ExitEvent):
-        e.exit_code, e.reaper = ev.status, ev.reaper or 0
+        e.status, e.reaper = ev.status, ev.reaper or 0
         flags |= L.CT_F_HAD_CHILDREN if ev.reaper is not None else 0
     else:
         _set_ns(e.ns_before, ev.ns_before)

@@ -51,7 +51,7 @@ _UID, _GID, _CGROUP_ID = _index("task.uid"), _index("task.gid"), _index("task.cg
 _START, _PARENT_START = _index("task.start_ns"), _index("task.parent_start_ns")
 _PARENT_PID, _PARENT_TID = _index("parent_pid"), _index("parent_tid")
 _CLONE_FLAGS = _index("clone_flags")
-_STATUS = D.field_index(L.CtExitEvent, "exit_code")  # the wait status word
+_STATUS = D.field_index(L.CtExitEvent, "status")  # the wait(2) status word
 _REAPER = D.field_index(L.CtExitEvent, "reaper")
 _OLD_PID = D.field_index(L.CtExecHead, "old_pid")  # then ret, filename_len, args_len
 # an exec's strings with their lengths: the key to their decoded form

@@ -76,7 +76,7 @@ for _mirror in (L.CtExecHead, L.CtForkEvent, L.CtExitEvent, L.CtSetnsEvent, L.Ct
 
 _EXEC_AT = field_index(L.CtExecHead, "old_pid")
 _FORK_AT = field_index(L.CtForkEvent, "parent_pid")
-_EXIT_AT = field_index(L.CtExitEvent, "exit_code")
+_EXIT_AT = field_index(L.CtExitEvent, "status")
 _SETNS_BEFORE = field_index(L.CtSetnsEvent, "ns_before.mnt")
 _SETNS_AT = field_index(L.CtSetnsEvent, "fd")
 _UNSHARE_BEFORE = field_index(L.CtUnshareEvent, "ns_before.mnt")

@@ -114,7 +114,7 @@ class CtExitEvent(ctypes.Structure):
     _fields_ = [
         ("hdr", CtHeader),
         ("task", CtTask),
-        ("exit_code", c_uint32),
+        ("status", c_uint32),
         ("reaper", c_uint32),
     ]
 
