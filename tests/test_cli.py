@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import ctypes.util
+import glob
 import json
+import os
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -12,7 +14,6 @@ import time
 import pytest
 from click.testing import CliRunner
 
-import tracer.kernel.libbpf
 import tracer.kernel.loader
 from tracer.cli import main
 from tracer.kernel.layout import NS_NAMES
@@ -165,12 +166,28 @@ def test_no_tracefs(monkeypatch):
     _one_line_error(run(["-d", "0"]), 4, "tracefs is not mounted")
 
 
+def _libbpf_files() -> set[str]:
+    """Every file the dynamic loader could take libbpf from."""
+    listed = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    names = [line.rsplit(" => ", 1)[-1] for line in listed.splitlines() if "libbpf.so" in line]
+    for d in ("/lib*", "/lib*/*", "/usr/lib*", "/usr/lib*/*", "/usr/local/lib*"):
+        names += glob.glob(f"{d}/libbpf.so*")
+    return {os.path.realpath(n) for n in names if os.path.exists(n)}
+
+
 @pytest.mark.root
-def test_no_libbpf(monkeypatch):
-    monkeypatch.setattr(tracer.kernel.libbpf, "_lib", None)
-    monkeypatch.setattr(tracer.kernel.libbpf, "_SONAMES", ("libbpf-not-here.so.9",))
-    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
-    _one_line_error(run(["-d", "0"]), 4, "libbpf is not installed")
+def test_no_libbpf():
+    """A machine without libbpf: in a mount namespace of its own, ctrtrace
+    finds /dev/null where each copy of the library was."""
+    files = sorted(_libbpf_files())
+    assert files
+    script = 'for f; do mount --bind /dev/null "$f" || exit 99; done; exec "$0" -m tracer -d 0'
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                        sys.executable, *files], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 4, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("ctrtrace: error: ")]
+    assert len(errors) == 1 and "libbpf is not installed" in errors[0], r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
 
 
 @pytest.mark.root

@@ -110,7 +110,8 @@ class FakeEngine:
 
     mode "up" answers; "broken" reads each request and closes without a word
     (a client sees no answer, as from an engine that is away, but the request
-    is counted); "hung" reads it and never answers."""
+    is counted); "hung" reads it and never answers.  With events False the
+    engine answers everything but its event stream (404)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -118,6 +119,7 @@ class FakeEngine:
         self.requests = []           # the path of every request read
         self.mode = "up"
         self.streams = []
+        self.events = True
         self._lock = threading.Lock()
         self._listener = None
         self._held = []              # "hung" connections, closed at stop
@@ -180,6 +182,11 @@ class FakeEngine:
             with self._lock:
                 self._held.append(conn)
             return
+        if path.startswith("/events") and not self.events:
+            body = b'{"message": "no events here"}'
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            conn.close()
+            return
         if path.startswith("/events"):
             conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
             with self._lock:
@@ -195,9 +202,12 @@ class FakeEngine:
         conn.sendall(f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
         conn.close()
 
-    def create(self, cid: str, name: str, announce: bool = True) -> None:
-        self.containers[cid] = {"Id": cid, "Name": "/" + name, "Config": {"Image": "alpine"},
-                                "State": {"Pid": 0}}
+    def create(self, cid: str, name: str, announce: bool = True, known: bool = True) -> None:
+        """A container; announce: on every open event stream; known: to inspect
+        and list (not: only its creation event can name it)."""
+        if known:
+            self.containers[cid] = {"Id": cid, "Name": "/" + name, "Config": {"Image": "alpine"},
+                                    "State": {"Pid": 0}}
         if not announce:
             return
         line = json.dumps({"Type": "container", "Action": "create",
@@ -277,14 +287,16 @@ def test_an_id_first_seen_while_the_engine_is_away_is_named_once_it_is_back(
 
 
 def test_named_when_the_engine_is_back_even_without_its_event_stream(engine, resolver_for):
-    # the retries alone: the watch waits seconds before it tries again
+    # the retries alone: the engine comes back without its event stream, so
+    # nothing tells the resolver it is back
     engine.create(CID1, "before", announce=False)
     engine.stop()
+    engine.events = False
     r = resolver_for(engine)
-    r._watch.close()
     assert _name(r, CID1) is None
     engine.start()
     assert _eventually(lambda: _name(r, CID1) == "before", timeout=3)
+    assert not engine.streams and engine.asked(CID1) == 1  # asked again, by the retries
 
 
 def test_the_event_stream_reconnects_after_the_engine_restarts(engine, resolver_for,
@@ -294,10 +306,11 @@ def test_the_event_stream_reconnects_after_the_engine_restarts(engine, resolver_
     engine.stop()
     engine.start()
     assert _eventually(lambda: len(engine.streams) == 1)
-    engine.create(CID2, "after")  # announced on the new stream only
-    assert _eventually(lambda: CID2 in r._details)
-    assert _name(r, CID2) == "after"
-    assert engine.asked(CID2) == 0  # named by the stream, not by asking
+    # announced on the new stream only, and unknown to inspect: only the
+    # stream can name it (asking gets a 404, and is not repeated)
+    engine.create(CID2, "after", known=False)
+    assert _eventually(lambda: _name(r, CID2) == "after")
+    assert engine.asked(CID2) <= 1
     reconnects = [p for p in engine.requests if p.startswith("/events")]
     assert len(reconnects) == 2 and "since=" in reconnects[1]
 
@@ -307,9 +320,9 @@ def test_an_engine_started_after_the_trace_is_followed(engine, resolver_for, fas
     r = resolver_for(engine)
     engine.start()
     assert _eventually(lambda: len(engine.streams) == 1)
-    engine.create(CID2, "later")
-    assert _eventually(lambda: CID2 in r._details)
-    assert _name(r, CID2) == "later" and engine.asked(CID2) == 0
+    engine.create(CID2, "later", known=False)  # only the stream can name it
+    assert _eventually(lambda: _name(r, CID2) == "later")
+    assert engine.asked(CID2) <= 1
 
 
 def test_questions_to_an_engine_that_does_not_answer_are_rate_limited(engine, resolver_for):
@@ -345,11 +358,12 @@ def test_an_id_the_engine_does_not_know_is_not_asked_again(engine, resolver_for)
 
 
 def test_close_stops_every_thread_at_once(engine, resolver_for, fast_reconnect):
-    engine.stop()
+    engine.stop()  # the engine's own threads end: what starts now is the resolver's
+    before = set(threading.enumerate())
     r = resolver_for(engine)
     _name(r, CID1)  # something to retry
-    threads = [r._watch._thread, r._retrier]
-    assert all(t is not None and t.is_alive() for t in threads)
+    threads = [t for t in threading.enumerate() if t not in before]
+    assert len(threads) == 2  # the event stream's, waiting for the engine; the retries'
     t0 = time.monotonic()
     r.close()
     assert time.monotonic() - t0 < 1

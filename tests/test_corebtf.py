@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from tracer.kernel import corebtf, loader
+from tracer.kernel import corebtf
 from tracer.kernel.loader import LoadConfig, ProgramLoader, default_object_path
 
 BPF_LD_IMM64 = 0x18
@@ -24,22 +24,28 @@ def _without_map_fds(insns: bytes) -> bytes:
     return bytes(out)
 
 
-def _relocated(btf: corebtf.CoreBtf):
-    obj = loader._open(default_object_path(), LoadConfig(), btf)
+def _relocated(monkeypatch, cache_dir: str) -> tuple[corebtf.CoreBtf, dict[str, bytes]]:
+    """The programs as the loader relocated them, with CTRTRACE_CACHE_DIR=cache_dir
+    ("": no cache, the kernel's BTF), and the BTF it used."""
+    monkeypatch.setenv("CTRTRACE_CACHE_DIR", cache_dir)
+    ld = ProgramLoader(LoadConfig())
+    obj = ld.result()
     try:
-        obj.load()
-        return {name: _without_map_fds(code) for name, code in obj.program_insns().items()}
+        return ld.core_btf, {name: _without_map_fds(code)
+                             for name, code in obj.program_insns().items()}
     finally:
         obj.close()
 
 
 @pytest.mark.bpf
-def test_the_subset_relocates_exactly_as_the_kernel_btf(tmp_path):
-    subset = corebtf.for_object(default_object_path(), str(tmp_path / "cache"))
+def test_the_subset_relocates_exactly_as_the_kernel_btf(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    subset, with_subset = _relocated(monkeypatch, str(cache))
     assert subset.source == "subset", subset
+    assert os.path.dirname(subset.path) == str(cache)
     assert os.path.getsize(subset.path) < os.path.getsize(corebtf.KERNEL_BTF) // 100
-    with_subset = _relocated(subset)
-    with_kernel = _relocated(corebtf.CoreBtf(None, "kernel"))
+    kernel, with_kernel = _relocated(monkeypatch, "")
+    assert kernel.path is None
     assert with_subset.keys() == with_kernel.keys() and len(with_kernel) >= 9  # every program
     for name in with_kernel:
         assert with_subset[name] == with_kernel[name], name

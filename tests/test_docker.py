@@ -393,11 +393,13 @@ def test_names_come_back_with_the_engine(capture, sleep_container, tmp_path):
                              and e.argv == ["/bin/true", "again"])
         assert (again.container.id, again.container.name) == (cid, NAME)
 
-        # created after the engine came back, and never run: only the event
-        # stream can have named it
+        # created after the engine came back, never run, and removed at once:
+        # the engine no longer knows it when asked, so only the event stream
+        # can have named it
         qid = docker("create", "--name", quick, "alpine", "true")
-        assert _wait_until(lambda: qid in resolver._details)
-        assert resolver._details[qid].name == quick
+        docker("rm", quick)
+        assert _wait_until(lambda: resolver.attribute_process(
+            f"docker/{qid}", 0, 1).name == quick)
         assert streams() == 2
         cap.finish()
     finally:

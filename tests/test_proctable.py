@@ -59,14 +59,80 @@ def test_shim_double_fork_reparents_to_the_reaper():
 
 # -- start-up: the processes that already exist, from /proc ----------------------
 
-def test_status_fields():
-    from tracer.state.proctable import _status_field
+def _read_process_seeing(pid: int, status: str, tmp_path) -> tuple[int, int]:
+    """(uid, vpid) that read_process(pid) gives when /proc/PID/status reads
+    `status`: bound over it in a mount namespace of its own."""
+    import subprocess
+    import sys
 
-    status = b"Name:\tbash\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t4242\t7\n"
-    assert _status_field(status, b"\nUid:", 0, -1) == 1000
-    assert _status_field(status, b"\nNSpid:", -1, -1) == 7
-    assert _status_field(status, b"\nGid:", 0, -1) == -1          # absent
-    assert _status_field(b"Name:\tx\nUid:\n", b"\nUid:", 0, -1) == -1  # empty
+    fake = tmp_path / "status"
+    fake.write_text(status)
+    code = ("from tracer.state.proctable import read_process; "
+            f"p = read_process({pid}); print(p.uid, p.vpid)")
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                        f'mount --bind "$1" /proc/{pid}/status && exec "$0" -c "$2"',
+                        sys.executable, str(fake), code],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    uid, vpid = r.stdout.split()
+    return int(uid), int(vpid)
+
+
+@pytest.mark.root
+def test_status_fields(tmp_path):
+    """read_process takes the real uid (Uid's first value) and the innermost
+    pid (NSpid's last), and falls back (uid 0, the pid) when a line is absent
+    or empty."""
+    import subprocess
+    import time
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        time.sleep(0.05)
+        pid = child.pid
+        assert _read_process_seeing(
+            pid, "Name:\tbash\nUid:\t1000\t1001\t1002\t1003\nNSpid:\t4242\t7\n",
+            tmp_path) == (1000, 7)
+        assert _read_process_seeing(pid, "Name:\tx\nUid:\n", tmp_path) == (0, pid)
+        assert _read_process_seeing(pid, "Name:\tx\nGid:\t5\n", tmp_path) == (0, pid)
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.root
+def test_a_process_in_a_pid_namespace_under_another_uid():
+    """The real values: uid 1234, pid 1 inside (the kernel's own status)."""
+    import os
+    import subprocess
+    import time
+
+    from tracer.state.proctable import read_process
+
+    outer = subprocess.Popen(["unshare", "--pid", "--fork", "setpriv",
+                              "--reuid=1234", "--regid=1234", "--clear-groups", "sleep", "30"])
+    inner = None
+    try:
+        for _ in range(200):
+            for p in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+                try:
+                    with open(f"/proc/{p}/stat") as f:
+                        stat = f.read()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == outer.pid and "(sleep)" in stat:
+                    inner = p
+            if inner:
+                break
+            time.sleep(0.01)
+        assert inner
+        proc = read_process(inner)
+        assert (proc.uid, proc.vpid, proc.ppid) == (1234, 1, outer.pid)
+    finally:
+        if inner:
+            os.kill(inner, 9)  # the pid namespace's init: only SIGKILL reaches it from here
+        outer.kill()
+        outer.wait()
 
 
 @pytest.mark.root
