@@ -35,7 +35,7 @@ def speculative(args: list[str]) -> bool:
     if os.geteuid() != 0 or os.environ.get(_COMPLETE_VAR):
         return False
     head = args[:args.index("--")] if "--" in args else args
-    return not any(a in _NO_TRACE or a.startswith(_LOAD_OPTIONS) for a in head)
+    return not any(arg in _NO_TRACE or arg.startswith(_LOAD_OPTIONS) for arg in head)
 
 
 def _preload(args: list[str]):  # -> Optional[ProgramLoader]

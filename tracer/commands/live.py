@@ -193,7 +193,7 @@ def stdout_failed(app: App, e: OSError) -> CtrtraceError:
     return CtrtraceError(f"cannot write standard output: {e.strerror or e}", ExitStatus.ERROR)
 
 
-def run(app: App, a: LiveOptions) -> None:
+def run(app: App, options: LiveOptions) -> None:
     """Trace until Ctrl-C, the duration or the command's end; exits with the
     command's status when there is one.
 
@@ -206,34 +206,36 @@ def run(app: App, a: LiveOptions) -> None:
     recorder = None
     failure = None
     try:
-        if a.as_json and (a.tree or a.ns_table):
+        if options.as_json and (options.tree or options.ns_table):
             raise CtrtraceError("--tree and --ns print text: record with -w and replay with "
                                 "--tree instead of --json", ExitStatus.USAGE)
-        if a.command:
+        if options.command:
             import shutil
 
-            if shutil.which(a.command[0]) is None:
-                raise CtrtraceError(f"cannot run {a.command[0]}: command not found",
+            if shutil.which(options.command[0]) is None:
+                raise CtrtraceError(f"cannot run {options.command[0]}: command not found",
                                     ExitStatus.USAGE)
-        views = a.views
-        opts = a.trace_options(sys.argv)
-        loader = app.loader_for(opts.load)  # loads on its own thread
+        views = options.views
+        trace_options = options.trace_options(sys.argv)
+        loader = app.loader_for(trace_options.load)  # loads on its own thread
         try:
             from ..output.text import JsonSink
             from .session import OutputError, trace
 
-            spec = a.filter_spec()
+            spec = options.filter_spec()
             from ..output.jsonlines import EventLines
 
             lines = EventLines()  # one renderer for the JSON view and the recording
-            if a.write:
+            if options.write:
                 from ..output.recording import Recorder
 
-                recorder = Recorder(a.write, lines)
-            view = JsonSink(app.out, lines) if a.as_json else _LazyTextSink(app, a.color)
+                recorder = Recorder(options.write, lines)
+            view = (JsonSink(app.out, lines) if options.as_json
+                    else _LazyTextSink(app, options.color))
             try:
-                result = trace(opts, view, spec=spec, recorder=recorder, duration=a.duration,
-                               command=a.command, linger=a.linger,
+                result = trace(trace_options, view, spec=spec, recorder=recorder,
+                               duration=options.duration, command=options.command,
+                               linger=options.linger,
                                command_stdout=app.command_stdout(), on_ready=app.ready,
                                loader=loader, out_fd=_out_fd(app))
             except OutputError as e:
@@ -241,12 +243,12 @@ def run(app: App, a: LiveOptions) -> None:
         finally:
             loader.close()  # a no-op once the session has the programs
         if views and failure is None:
-            from ..output import views as v
+            from ..output.views import render, selection
 
-            shown = v.selection(result.table, result.filter, result.shown)
+            shown = selection(result.table, result.filter, result.shown)
             try:
-                app.lines(v.render(a.tree, a.ns_table, result.table, result.header.host_ns,
-                                   shown))
+                app.lines(render(options.tree, options.ns_table, result.table,
+                                 result.header.host_ns, shown))
             except BrokenPipeError:
                 raise
             except OSError as e:
@@ -271,12 +273,12 @@ def run(app: App, a: LiveOptions) -> None:
             app.message(TextRenderer.summary(result.summary))
             app.fail(err)
         _silence(app.out)
-        if a.command and (status is None or result.command_stopped):
+        if options.command and (status is None or result.command_stopped):
             import signal
 
             status = 128 + signal.SIGPIPE  # as if '| head' had ended ctrtrace and the command
-    if a.write:
-        app.message(f"recorded to {a.write}")
+    if options.write:
+        app.message(f"recorded to {options.write}")
     if status is not None:
         sys.exit(status if status >= 0 else 128 - status)
 

@@ -16,8 +16,7 @@ same bytes, record by record, for recorded traces and a live one.
 
 from __future__ import annotations
 
-from ..kernel import decode as D
-from ..kernel import layout as L
+from ..kernel import decode, layout
 from ..output.jsonlines import (
     BOOL_JSON,
     COMMAND_LINES_MAX,
@@ -38,9 +37,9 @@ from ..state.containers import ContainerResolver, shim_container
 def _index(name: str) -> int:
     """Where a field is in the tuple the Structs unpack (the header's and the
     task's numbers are at the same place in each)."""
-    at = D.field_index(L.CtForkEvent, name)
+    at = decode.field_index(layout.CtForkEvent, name)
     if name.startswith(("hdr.", "task.")) and any(
-            D.field_index(m, name) != at for m in (L.CtExitEvent, L.CtExecHead)):
+            decode.field_index(m, name) != at for m in (layout.CtExitEvent, layout.CtExecHead)):
         raise ImportError(f"recordlines.py expects {name} at the same place in every record")
     return at
 
@@ -51,27 +50,28 @@ _UID, _GID, _CGROUP_ID = _index("task.uid"), _index("task.gid"), _index("task.cg
 _START, _PARENT_START = _index("task.start_ns"), _index("task.parent_start_ns")
 _PARENT_PID, _PARENT_TID = _index("parent_pid"), _index("parent_tid")
 _CLONE_FLAGS = _index("clone_flags")
-_STATUS = D.field_index(L.CtExitEvent, "status")  # the wait(2) status word
-_REAPER = D.field_index(L.CtExitEvent, "reaper")
-_OLD_PID = D.field_index(L.CtExecHead, "old_pid")  # then ret, filename_len, args_len
+_STATUS = decode.field_index(layout.CtExitEvent, "status")  # the wait(2) status word
+_REAPER = decode.field_index(layout.CtExitEvent, "reaper")
+_OLD_PID = decode.field_index(layout.CtExecHead, "old_pid")  # then ret, filename_len, args_len
 # an exec's strings with their lengths: the key to their decoded form
-_EXEC_STRINGS_AT = L.CtExecHead.filename_len.offset
+_EXEC_STRINGS_AT = layout.CtExecHead.filename_len.offset
 
 # hdr.flags -> the JSON of ns_change and of the optional fields
-_TASK_MASK = L.CT_F_NS_CHANGE | L.CT_F_CGROUP_V1 | L.CT_F_NO_NSPROXY
+_TASK_MASK = layout.CT_F_NS_CHANGE | layout.CT_F_CGROUP_V1 | layout.CT_F_NO_NSPROXY
 _TASK_JSON = tuple(
-    (BOOL_JSON[bool(f & L.CT_F_NS_CHANGE)],
-     OPTIONAL_JSON[bool(f & L.CT_F_CGROUP_V1)][bool(f & L.CT_F_NO_NSPROXY)])
-    for f in range(_TASK_MASK + 1))
+    (BOOL_JSON[bool(flags & layout.CT_F_NS_CHANGE)],
+     OPTIONAL_JSON[bool(flags & layout.CT_F_CGROUP_V1)][bool(flags & layout.CT_F_NO_NSPROXY)])
+    for flags in range(_TASK_MASK + 1))
 
 # what the loop reads, as module globals (one lookup each, not two)
-_EXEC, _FORK, _EXIT = D.EXEC, D.FORK, D.EXIT
-_EXEC_SIZE, _FORK_SIZE, _EXIT_SIZE = D.EXEC.size, D.FORK.size, D.EXIT.size
-_IDENT, _TYPE_LO, _TYPE_HI = D.IDENT, D.TYPE_LO, D.TYPE_HI
-_EXEC_TYPE, _FORK_TYPE, _EXIT_TYPE = L.CT_EVENT_EXEC, L.CT_EVENT_FORK, L.CT_EVENT_EXIT
+_EXEC, _FORK, _EXIT = decode.EXEC, decode.FORK, decode.EXIT
+_EXEC_SIZE, _FORK_SIZE, _EXIT_SIZE = decode.EXEC.size, decode.FORK.size, decode.EXIT.size
+_IDENT, _TYPE_LO, _TYPE_HI = decode.IDENT, decode.TYPE_LO, decode.TYPE_HI
+_EXEC_TYPE, _FORK_TYPE, _EXIT_TYPE = (
+    layout.CT_EVENT_EXEC, layout.CT_EVENT_FORK, layout.CT_EVENT_EXIT)
 _THREAD, _CLONE_FLAGS_KNOWN, _HAD_CHILDREN = (
-    L.CT_F_THREAD, L.CT_F_CLONE_FLAGS_KNOWN, L.CT_F_HAD_CHILDREN)
-_ARGS_TRUNCATED, _FILENAME_TRUNCATED = L.CT_F_ARGS_TRUNCATED, L.CT_F_FILENAME_TRUNCATED
+    layout.CT_F_THREAD, layout.CT_F_CLONE_FLAGS_KNOWN, layout.CT_F_HAD_CHILDREN)
+_ARGS_TRUNCATED, _FILENAME_TRUNCATED = layout.CT_F_ARGS_TRUNCATED, layout.CT_F_FILENAME_TRUNCATED
 
 _Ident = tuple[bytes, bytes, bytes, str, int]  # comm, ns, cgroup as JSON; cgroup, mount ns
 # filename, argv as JSON; the shim's (namespace, id) if the command is one
@@ -81,7 +81,7 @@ _ExecStrings = tuple[bytes, bytes, tuple[str, str] | None]
 class RecordLines:
     """Records -> JSON lines, keeping the session's counts and container state."""
 
-    def __init__(self, decoder: D.Decoder, resolver: ContainerResolver, lines: EventLines,
+    def __init__(self, decoder: decode.Decoder, resolver: ContainerResolver, lines: EventLines,
                  counts: dict[str, int]) -> None:
         self._decoder = decoder
         self._resolver = resolver
@@ -98,7 +98,7 @@ class RecordLines:
 
     def _exec_strings(self, key: bytes, filename_len: int, args_len: int) -> _ExecStrings:
         at = _EXEC_SIZE - _EXEC_STRINGS_AT
-        filename, argv = D.exec_strings(key[at:], filename_len, args_len)
+        filename, argv = decode.exec_strings(key[at:], filename_len, args_len)
         return keep(self._execs, key, (self._lines.text("filename", filename),
                                        self._lines.argv(argv),
                                        shim_container(argv)), limit=COMMAND_LINES_MAX)
@@ -108,7 +108,8 @@ class RecordLines:
         makes of it, attributed by the resolver: in order."""
         out: list[bytes] = []
         append = out.append
-        decode, attribute, line = self._decoder.decode, self._resolver.attribute, self._lines.line
+        decode_record = self._decoder.decode
+        attribute, line = self._resolver.attribute, self._lines.line
         attribute_process = self._resolver.attribute_process
         on_shim_exec, on_fork, on_exit = (
             self._resolver.on_shim_exec, self._resolver.on_fork, self._resolver.on_exit)
@@ -121,47 +122,49 @@ class RecordLines:
         for rec in records:
             kind = rec[_TYPE_LO] | rec[_TYPE_HI] << 8
             if kind == _FORK_TYPE and len(rec) == _FORK_SIZE:
-                f = _FORK.unpack_from(rec)
+                values = _FORK.unpack_from(rec)
             elif kind == _EXIT_TYPE and len(rec) == _EXIT_SIZE:
-                f = _EXIT.unpack_from(rec)
+                values = _EXIT.unpack_from(rec)
             elif kind == _EXEC_TYPE and len(rec) >= _EXEC_SIZE:
-                f = _EXEC.unpack_from(rec)
+                values = _EXEC.unpack_from(rec)
             else:  # the general path
-                ev = decode(rec)
+                ev = decode_record(rec)
                 ev.container = attribute(ev)
                 counts[ev.type] += 1
                 append(line(ev))
                 continue
             raw = rec[_IDENT]
             comm, ns, cgroup, cgroup_name, mnt = idents.get(raw) or ident(raw)
-            flags, pid = f[_FLAGS], f[_PID]
+            flags, pid = values[_FLAGS], values[_PID]
             # the order of ContainerResolver.attribute: lineage, decision, exit
             if kind == _FORK_TYPE:
                 if not flags & _THREAD:
-                    on_fork(pid, f[_PARENT_PID], f[_PPID], f[_START], f[_PARENT_START])
+                    on_fork(pid, values[_PARENT_PID], values[_PPID], values[_START],
+                            values[_PARENT_START])
             elif kind == _EXEC_TYPE:
-                old_pid, ret, filename_len, args_len = f[_OLD_PID:_OLD_PID + 4]
+                old_pid, ret, filename_len, args_len = values[_OLD_PID:_OLD_PID + 4]
                 key = rec[_EXEC_STRINGS_AT:_EXEC_SIZE + filename_len + args_len]
                 filename, argv, shim = execs.get(key) or exec_strings(key, filename_len, args_len)
                 if shim is not None and ret == 0:
-                    on_shim_exec(pid, shim, f[_START])
-            found = attribute_process(cgroup_name, mnt, pid, f[_START])
-            ktime = f[_KTIME]
+                    on_shim_exec(pid, shim, values[_START])
+            found = attribute_process(cgroup_name, mnt, pid, values[_START])
+            ktime = values[_KTIME]
             sec, frac = divmod(ktime + offset, 1_000_000_000)
             ns_change, optional = _TASK_JSON[flags & _TASK_MASK]
-            common = (seconds.get(sec) or second(sec), frac, ktime, f[_CPU], pid, f[_TID],
-                      f[_PPID], f[_VPID], comm, f[_UID], f[_GID], f[_START], f[_PARENT_START],
-                      ns, f[_CGROUP_ID], cgroup, ns_change,
+            common = (seconds.get(sec) or second(sec), frac, ktime, values[_CPU], pid,
+                      values[_TID], values[_PPID], values[_VPID], comm, values[_UID],
+                      values[_GID], values[_START], values[_PARENT_START],
+                      ns, values[_CGROUP_ID], cgroup, ns_change,
                       NULL_JSON if found is None else container(found), optional)
             if kind == _FORK_TYPE:
                 append(FORK_LINE % (common + (
-                    f[_PARENT_PID], f[_PARENT_TID],
-                    b"%d" % f[_CLONE_FLAGS] if flags & _CLONE_FLAGS_KNOWN else NULL_JSON,
+                    values[_PARENT_PID], values[_PARENT_TID],
+                    b"%d" % values[_CLONE_FLAGS] if flags & _CLONE_FLAGS_KNOWN else NULL_JSON,
                     THREAD_JSON[(flags & _THREAD) != 0])))
                 n_fork += 1
             elif kind == _EXIT_TYPE:
-                on_exit(pid, f[_VPID], mnt, found, f[_START])
-                status, reaper = f[_STATUS], f[_REAPER]
+                on_exit(pid, values[_VPID], mnt, found, values[_START])
+                status, reaper = values[_STATUS], values[_REAPER]
                 append(EXIT_LINE % (common + (
                     (status >> 8) & 0xFF, status & 0x7F, status,
                     b"%d" % reaper if flags & _HAD_CHILDREN else NULL_JSON,
@@ -171,7 +174,7 @@ class RecordLines:
                 append(EXEC_LINE % (common + (
                     filename, argv, BOOL_JSON[(flags & _ARGS_TRUNCATED) != 0], ret,
                     FILENAME_TRUNCATED_JSON[(flags & _FILENAME_TRUNCATED) != 0],
-                    b"" if old_pid == f[_TID] else b',"old_pid":%d' % old_pid)))
+                    b"" if old_pid == values[_TID] else b',"old_pid":%d' % old_pid)))
                 n_exec += 1
         counts["exec"] += n_exec
         counts["fork"] += n_fork

@@ -228,7 +228,7 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     reader = TraceReader(path, skip_bad=skip_bad, stdin=app.stdin)
     header = reader.header
     out = app.out
-    flt = EventFilter(spec, header) if spec.active else None
+    event_filter = EventFilter(spec, header) if spec.active else None
     views = tree or ns_table
     table: ProcessTable | None = None
     if views:
@@ -238,7 +238,7 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     counts = event_counts()
     renderer = TextRenderer(header.host_ns, header.start_ktime_ns, color=color)
     if as_json and not views:
-        return _replay_json(reader, flt, app, counts)
+        return _replay_json(reader, event_filter, app, counts)
     if not views:
         out.write(renderer.columns() + "\n")
     try:
@@ -250,7 +250,7 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
                 continue
             if table is not None:
                 table.apply(ev)
-            if flt is not None and not flt.wants(d):
+            if event_filter is not None and not event_filter.wants(d):
                 continue
             counts[d["type"]] += 1
             if views:
@@ -260,15 +260,15 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     finally:
         reader.close()
 
-    summary = shown_summary(reader, counts, flt.dropped if flt else 0)
+    summary = shown_summary(reader, counts, event_filter.dropped if event_filter else 0)
     if reader.summary is None:
         app.message(f"{reader.name}: no summary line: the recording did not end cleanly")
     if views:
-        from ..output import views as v
+        from ..output.views import render, selection
 
         assert table is not None
-        app.lines(v.render(tree, ns_table, table, header.host_ns,
-                           v.selection(table, flt, shown)))
+        app.lines(render(tree, ns_table, table, header.host_ns,
+                         selection(table, event_filter, shown)))
     out.flush()
     text = TextRenderer.summary(summary)
     if reader.bad:
@@ -288,7 +288,7 @@ def _shown_json(line: bytes, d: Any) -> bytes:
     return json_bytes(d) + b"\n"
 
 
-def _replay_json(reader: TraceReader, flt, app, counts: dict[str, int]) -> Summary:
+def _replay_json(reader: TraceReader, event_filter, app, counts: dict[str, int]) -> Summary:
     """JSON Lines out: the header and each kept event exactly as recorded."""
     from ..model.contract import json_bytes
 
@@ -303,15 +303,15 @@ def _replay_json(reader: TraceReader, flt, app, counts: dict[str, int]) -> Summa
     try:
         write(_shown_json(reader.header_line, reader.header_dict))
         for _, line, d in reader:
-            if flt is None or flt.wants(d):
+            if event_filter is None or event_filter.wants(d):
                 write(line if line.isascii() else _shown_json(line, d))
                 counts[d["type"]] += 1
     finally:
         reader.close()
-    summary = shown_summary(reader, counts, flt.dropped if flt else 0)
+    summary = shown_summary(reader, counts, event_filter.dropped if event_filter else 0)
     if reader.summary is None:
         app.message(f"{reader.name}: no summary line: the recording did not end cleanly")
-    if reader.summary is not None and flt is None and not reader.bad:
+    if reader.summary is not None and event_filter is None and not reader.bad:
         write(_shown_json(reader.summary_line, reader.summary))  # replay reproduces the file
     else:
         obj = summary.to_json()

@@ -29,7 +29,7 @@ from typing import (
     Protocol,
 )
 
-from ..kernel import layout as L
+from ..kernel import layout
 from ..kernel.decode import Decoder
 from ..kernel.libbpf import BpfObject
 from ..kernel.loader import DEFAULT_RINGBUF_BYTES, ProgramLoader, default_object_path
@@ -74,9 +74,13 @@ def _release_freed_memory() -> None:
         pass
 
 
-def _skip(ev: ProcessEvent) -> None:
-    """A step with nothing to do for this trace: no view reads the process
-    table (TraceOptions.process_table), or no recorder takes the events."""
+def _no_table_update(ev: ProcessEvent) -> None:
+    """The process table's step when no view reads the table
+    (TraceOptions.process_table): nothing to do."""
+
+
+def _no_recording(ev: ProcessEvent) -> None:
+    """The recorder's step when no recorder takes the events: nothing to do."""
 
 
 class Sink(Protocol):
@@ -169,7 +173,7 @@ class Session:
         assert self._decoder is not None and self.resolver is not None
         out = []
         decode, counts = self._decoder.decode, self.counts
-        apply = self.table.apply if self.options.process_table else _skip
+        apply = self.table.apply if self.options.process_table else _no_table_update
         attribute = self.resolver.attribute
         for rec in records:
             ev = decode(rec)
@@ -217,9 +221,9 @@ class Session:
         assert self._obj is not None
         return Summary(
             counts=dict(self.counts),
-            lost=self._obj.percpu_sum("counters", L.CT_CNT_LOST),
-            threads=self._obj.percpu_sum("counters", L.CT_CNT_THREADS),
-            filtered_in_kernel=self._obj.percpu_sum("counters", L.CT_CNT_FILTERED),
+            lost=self._obj.percpu_sum("counters", layout.CT_CNT_LOST),
+            threads=self._obj.percpu_sum("counters", layout.CT_CNT_THREADS),
+            filtered_in_kernel=self._obj.percpu_sum("counters", layout.CT_CNT_FILTERED),
             duration_s=time.monotonic() - self._start_mono,
             end_wall_ns=time.time_ns(),
         )
@@ -252,12 +256,13 @@ def _stop_on_signals() -> Iterator[list[int]]:
     def handler(signum: int, _frame: object) -> None:
         received.append(signum)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, handler)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield received
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        for signum, previous_handler in previous.items():
+            signal.signal(signum, previous_handler)
 
 
 @dataclass
@@ -336,7 +341,7 @@ def _job(child: int, pgid: int, own: set[int]) -> tuple[list[int], list[int]]:
     for pid, ppid, pgrp in _processes():
         if pgrp == pgid:
             children[ppid].append(pid)
-    orphans = [p for p in children.get(os.getpid(), []) if p != child and p not in own]
+    orphans = [pid for pid in children.get(os.getpid(), []) if pid != child and pid not in own]
     job, todo = [child, *orphans], [child, *orphans]
     while todo:
         kids = children.get(todo.pop(), [])
@@ -379,14 +384,14 @@ def _end_command(child: subprocess.Popen, signals: list[int]) -> bool:
         deadline = time.monotonic() + TERM_GRACE_S
         while True:
             job, orphans = _job(child.pid, pgid, own)
-            for p in job:
-                if p not in signalled:
+            for pid in job:
+                if pid not in signalled:
                     with contextlib.suppress(OSError):
-                        os.kill(p, sig)
-                    signalled.add(p)
-            for p in orphans:
+                        os.kill(pid, sig)
+                    signalled.add(pid)
+            for pid in orphans:
                 with contextlib.suppress(OSError):
-                    os.waitpid(p, os.WNOHANG)
+                    os.waitpid(pid, os.WNOHANG)
             try:
                 child.wait(timeout=0.02)
             except subprocess.TimeoutExpired:
@@ -439,7 +444,7 @@ def trace(
             giving_way(session.options.reader_slice_ns):
         header = session.header
         assert header is not None
-        flt = EventFilter(spec, header) if spec.active else None
+        event_filter = EventFilter(spec, header) if spec.active else None
         shown_procs: set[tuple[int, int]] = set()
         shown = collections.Counter({t: 0 for t in EVENT_TYPES})
         # the first output that failed, and whether it was the recording
@@ -472,7 +477,8 @@ def trace(
         # (LineSink) takes its lines straight from the records (recordlines.py);
         # others, events.
         renderer: EventLines | None = getattr(view, "renderer", None)
-        by_lines = (flt is None and renderer is not None and not session.options.process_table
+        by_lines = (event_filter is None and renderer is not None
+                    and not session.options.process_table
                     and (recorder is None or hasattr(recorder, "add_lines")))
 
         def deliver_lines(records: list[bytes]) -> None:
@@ -483,12 +489,12 @@ def trace(
             view.add_lines(lines)  # type: ignore[attr-defined]
             flush()
 
-        def deliver(events: list[ProcessEvent]) -> None:
+        def deliver_events(events: list[ProcessEvent]) -> None:
             # Per event, live: the loops are kept to what each case needs.  The
             # recorder and the view see each event in turn, so that where both
             # write JSON they can share its line (jsonlines.EventLines).
-            record = recorder.event if recorder is not None else _skip
-            if flt is None:  # everything is shown: the session's counts are the view's
+            record = recorder.event if recorder is not None else _no_recording
+            if event_filter is None:  # everything is shown: the session's counts are the view's
                 show = view.event
                 if recorder is None:
                     for ev in events:
@@ -501,7 +507,7 @@ def trace(
             else:
                 for ev in events:
                     record(ev)
-                    if flt.wants_event(ev):
+                    if event_filter.wants_event(ev):
                         view.event(ev)
                         shown[ev.type] += 1
                         shown_procs.add((ev.pid, ev.start_ns))
@@ -536,10 +542,11 @@ def trace(
                     raise CtrtraceError(f"cannot run {command[0]}: {e.strerror}",
                                         ExitStatus.USAGE) from None
             if by_lines:
-                poll, drain, take = session.poll_records, session.drain_records, deliver_lines
+                poll, drain, deliver = session.poll_records, session.drain_records, deliver_lines
             else:
-                poll, drain, take = session.poll, session.drain, deliver  # type: ignore[assignment]
-            take(drain())  # what came while the session was set up, at once
+                poll, drain, deliver = (
+                    session.poll, session.drain, deliver_events)  # type: ignore[assignment]
+            deliver(drain())  # what came while the session was set up, at once
             deadline = t0 + duration if duration is not None else None
             child_done_at: float | None = None
             while not signals and not failed:
@@ -556,16 +563,17 @@ def trace(
                 timeout = poll_ms
                 if deadline is not None:
                     timeout = max(0, min(timeout, int((deadline - now) * 1000)))
-                take(poll(timeout))
-            take(drain())  # to the outputs that still work
+                deliver(poll(timeout))
+            deliver(drain())  # to the outputs that still work
             full = session.summary()
             if recorder is not None:
                 try:
                     recorder.summary(full)
                 except (OSError, CtrtraceError) as e:
                     recorder_failed(e)
-            summary = dataclasses.replace(full, counts=dict(shown) if flt else dict(full.counts),
-                                          filtered_in_userspace=flt.dropped if flt else 0)
+            summary = dataclasses.replace(
+                full, counts=dict(shown) if event_filter else dict(full.counts),
+                filtered_in_userspace=event_filter.dropped if event_filter else 0)
             try:
                 view.summary(summary)
             except OSError as e:
@@ -573,7 +581,7 @@ def trace(
         finally:  # whatever ended the trace, the command does not outlive it
             if child is not None:
                 stopped = _end_command(child, signals)
-        result = RunResult(summary, header, session.table, shown_procs, flt,
+        result = RunResult(summary, header, session.table, shown_procs, event_filter,
                            child.returncode if child is not None else None,
                            signals[0] if signals else None, stopped)
         if failed:

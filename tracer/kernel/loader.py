@@ -24,8 +24,7 @@ import time
 from typing import NamedTuple
 
 from ..model.errors import CtrtraceError, ExitStatus
-from . import corebtf
-from . import layout as L
+from . import corebtf, layout
 from .libbpf import BpfObject
 
 DEFAULT_RINGBUF_BYTES = 4 << 20  # ~12,000 events of slack; it counts in the RSS once used
@@ -195,9 +194,9 @@ def ensure_tracefs() -> str:
 
 # -- loading --------------------------------------------------------------------
 
-def config_for(options: LoadConfig, rb_size: int) -> L.CtConfig:
+def config_for(options: LoadConfig, rb_size: int) -> layout.CtConfig:
     """The rodata tunables: fixed at load, so the verifier prunes what is off."""
-    cfg = L.CtConfig()
+    cfg = layout.CtConfig()
     cfg.wakeup_bytes = rb_size // WAKEUP_FRACTION
     cfg.ignore_tgid = os.getpid()
     cfg.filter_pid = options.filters.pid is not None
@@ -205,9 +204,9 @@ def config_for(options: LoadConfig, rb_size: int) -> L.CtConfig:
     cfg.emit_threads = options.threads
     if options.filters.comm:
         comm = options.filters.comm.encode()
-        if len(comm) >= L.CT_COMM_LEN:
+        if len(comm) >= layout.CT_COMM_LEN:
             # the kernel keeps 15 bytes of a command name
-            comm = comm[:L.CT_COMM_LEN - 1]
+            comm = comm[:layout.CT_COMM_LEN - 1]
         cfg.filter_comm = 1
         cfg.comm = comm
     return cfg

@@ -50,8 +50,8 @@ class Namespaces:
         """Names whose inode differs from other's (both known)."""
         out = []
         for name in NS_NAMES:
-            a, b = getattr(self, name), getattr(other, name)
-            if a and b and a != b:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine and theirs and mine != theirs:
                 out.append(name)
         return out
 

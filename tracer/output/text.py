@@ -50,12 +50,12 @@ def ns_marks(ns: Namespaces, host: Namespaces) -> list[str]:
     """'+name' for each namespace that is not the host's (PID 1's)."""
     marks = []
     for name in NS_NAMES:
-        v = getattr(ns, name)
-        h = getattr(host, name)
-        if not v or not h or v == h:
+        inode = getattr(ns, name)
+        host_inode = getattr(host, name)
+        if not inode or not host_inode or inode == host_inode:
             continue
         own = _OWN.get(name)
-        if own and getattr(ns, own) == v:
+        if own and getattr(ns, own) == inode:
             continue  # same as the task's own, already marked
         marks.append("+" + SHORT[name])
     return marks

@@ -45,10 +45,10 @@ def tree_marks(p: Process, parent: Process | None, host: Namespaces) -> str:
     also not the parent's (the process was born into it, or moved there)."""
     marks = []
     for kind in NS_KINDS:
-        v = getattr(p.ns, kind)
-        if not v or v == getattr(host, kind):
+        inode = getattr(p.ns, kind)
+        if not inode or inode == getattr(host, kind):
             continue
-        new = parent is not None and getattr(parent.ns, kind) not in (0, v)
+        new = parent is not None and getattr(parent.ns, kind) not in (0, inode)
         marks.append("+" + (kind.upper() if new else kind))
     return " ".join(marks)
 

@@ -55,14 +55,14 @@ def shim_container(argv: list[str]) -> tuple[str, str] | None:
     """(containerd namespace, id) from a shim's command line."""
     if not argv or not _SHIM.search(argv[0]):
         return None
-    opts = {}
-    for i, a in enumerate(argv[:-1]):
-        if a.startswith("-"):
-            opts[a.lstrip("-")] = argv[i + 1]
-    cid = opts.get("id")
+    shim_options = {}
+    for i, arg in enumerate(argv[:-1]):
+        if arg.startswith("-"):
+            shim_options[arg.lstrip("-")] = argv[i + 1]
+    cid = shim_options.get("id")
     if not cid:
         return None
-    return opts.get("namespace", ""), cid
+    return shim_options.get("namespace", ""), cid
 
 
 def _info(cid: str, data: dict | None, runtime: str, source: str) -> Container:

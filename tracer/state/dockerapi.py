@@ -84,8 +84,8 @@ class _Response:
         for line in iter(self._f.readline, b"\r\n"):
             if not line:
                 raise OSError("connection closed in the headers")
-            k, _, v = line.decode("latin-1").partition(":")
-            self.headers[k.strip().lower()] = v.strip()
+            name, _, value = line.decode("latin-1").partition(":")
+            self.headers[name.strip().lower()] = value.strip()
         self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
 
     def _read(self, n: int) -> bytes:

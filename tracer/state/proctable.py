@@ -119,8 +119,9 @@ def _cgroup(text: bytes) -> str:
     paths = {line[1]: line[2] for line in lines if len(line) == 3}
     path = paths.get("", "/")
     if path == "/":
-        path = next((p for c, p in paths.items() if "memory" in c.split(",")), path)
-    parts = [x for x in path.split("/") if x]
+        path = next((memory_path for controllers, memory_path in paths.items()
+                     if "memory" in controllers.split(",")), path)
+    parts = [part for part in path.split("/") if part]
     return "/".join(parts[-2:]) if len(parts) > 1 else "/" + "".join(parts)
 
 
@@ -161,7 +162,7 @@ def read_process(pid: int) -> Process | None:
     args = cmdline[:ARGV_MAX].split(b"\0")
     if args[-1] == b"":
         args.pop()
-    argv = [a.decode(errors="surrogateescape") for a in args]
+    argv = [arg.decode(errors="surrogateescape") for arg in args]
     return Process(pid=pid, ppid=ppid, comm=comm, argv=argv, argv_truncated=truncated,
                    start_ns=start_ticks * 1_000_000_000 // _CLK_TCK, ns=read_ns(pid),
                    vpid=vpid, uid=uid, cgroup=_cgroup(cgroup), from_proc=True)
@@ -187,7 +188,7 @@ def snapshot(procs: Iterable[Process]) -> tuple[list[dict[str, Any]], int]:
     from ..model.contract import json_bytes
 
     procs = list(procs)
-    text = sum(len(p.comm) + len(p.cgroup) + sum(len(a) + 1 for a in p.argv) for p in procs)
+    text = sum(len(p.comm) + len(p.cgroup) + sum(len(arg) + 1 for arg in p.argv) for p in procs)
     entries = [p.to_json() for p in procs]
     if text + _ENTRY_MAX // 8 * len(procs) <= _SURELY_FITS:
         return entries, 0

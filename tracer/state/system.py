@@ -51,11 +51,11 @@ def wall_offset_ns() -> int:
     """Wall clock minus CLOCK_MONOTONIC (what bpf_ktime_get_ns reads): the boot time."""
     best = None
     for _ in range(3):  # take the tightest of a few samples
-        a = time.monotonic_ns()
-        w = time.time_ns()
-        b = time.monotonic_ns()
-        if best is None or b - a < best[0]:
-            best = (b - a, w - (a + b) // 2)
+        before = time.monotonic_ns()
+        wall = time.time_ns()
+        after = time.monotonic_ns()
+        if best is None or after - before < best[0]:
+            best = (after - before, wall - (before + after) // 2)
     assert best is not None
     return best[1]
 
