@@ -162,10 +162,11 @@ static __always_inline bool ct_has_children(struct task_struct *t)
 /*
  * The walks below go through bpf_loop (5.17+; the failed-exec argv read
  * needs it too): the verifier checks a callback once, where it would walk an
- * open loop's every iteration -- 64 threads and 16 ancestors made the exit
- * program three times as long to verify.  Inside a callback, fields of the
- * context are copied to locals before BPF_CORE_READ, which would take them
- * for kernel fields to relocate.
+ * open loop's every iteration -- the exit program's bounds (CT_THREADS_MAX
+ * threads, CT_REAPER_DEPTH ancestors) made it much longer to verify
+ * (bench/README.md).  Inside a callback, fields of the context are copied to
+ * locals before BPF_CORE_READ, which would take them for kernel fields to
+ * relocate.
  */
 struct ct_threads_walk {
 	struct list_head *head;

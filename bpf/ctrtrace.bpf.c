@@ -11,11 +11,12 @@
  * clone, fork or exec: those are the calls an exec storm makes.
  *
  * Raw rather than tp_btf: a tp_btf attach point makes libbpf parse the
- * kernel's whole BTF at every start (~8 ms here), which the cached CO-RE
- * subset (tracer/corebtf.py) otherwise avoids.  Fields are read with
- * BPF_CORE_READ: direct loads through tp_btf's typed pointers ran ~3 us per
- * exec faster, but took the 6.18 verifier ~280 ms to check instead of ~15;
- * through bpf_get_current_task_btf() in exec and exit only, ~1 us for ~40 ms.
+ * kernel's whole BTF at every start, which the cached CO-RE subset
+ * (tracer/kernel/corebtf.py) otherwise avoids.  Fields are read with
+ * BPF_CORE_READ: direct loads through tp_btf's typed pointers (or through
+ * bpf_get_current_task_btf() in exec and exit only) run faster per exec, but
+ * take the verifier far longer to check, and start-up waits for it
+ * (bench/README.md, "Where the code's choices come from").
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>

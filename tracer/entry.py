@@ -1,7 +1,8 @@
 """The ctrtrace command's entry point: it starts loading the BPF programs first.
 
-Loading takes ~20 ms of libbpf and verifier time on a thread (C code, the
-GIL released); importing click and the rest of ctrtrace takes longer.  So
+Loading is libbpf and verifier time on a thread (C code, the GIL
+released), and importing click and the rest of ctrtrace takes longer
+(bench/README.md, "Where the code's choices come from").  So
 when the command line might be a live trace with the default load settings
 -- `sudo ctrtrace`, `--json`, `-w FILE`, `--tree`, `-- CMD`, ... -- loading
 starts here, before anything else is imported, and click (tracer.cli, the
@@ -52,8 +53,9 @@ def _preload(args: list[str]):  # -> Optional[ProgramLoader]
 
 def main(argv: list[str] | None = None) -> None:
     # No cyclic garbage collection during start-up: imports make next to no
-    # garbage, and collecting costs ~8% of their time.  The command turns it
-    # back on (live.collect_garbage) once tracing has begun, or for replay.
+    # garbage, and collecting only slows them down (bench/README.md).  The
+    # command turns it back on (live.collect_garbage) once tracing has begun,
+    # or for replay.
     gc.disable()
     args = sys.argv[1:] if argv is None else argv
     loader = _preload(args)

@@ -3,15 +3,16 @@
 The general path makes an event object of each record (decode.py),
 attributes it to a container (containers.py) and renders its line
 (jsonlines.py).  A trace with no filter, no process table and only JSON
-sinks uses nothing of the event but its line; and under an exec storm two
-events in three are a fork or an exit, fixed-size records of numbers and
-the task's identity span.  Those go here from the unpacked record to the
-line in one step -- the same formats (jsonlines.FORK_LINE, EXIT_LINE), the
-same container steps (ContainerResolver.on_fork, on_exit), the decoder's
-identity cache -- at about half the cost.  Every other record (execs with
-their strings, setns, unshare, a record of an unexpected size) takes the
-general path.  tests/test_recordlines.py checks that both paths give the
-same bytes, record by record, for recorded traces and a live one.
+sinks uses nothing of the event but its line; and an exec storm is made of
+exec, fork and exit records.  Those go here from the unpacked record to the
+line in one step -- the same formats (jsonlines.EXEC_LINE, FORK_LINE,
+EXIT_LINE), the same container steps (ContainerResolver.on_shim_exec,
+on_fork, on_exit), the decoder's identity cache -- for less CPU per record
+than the event would cost (bench/README.md, "Where the code's choices come
+from").  Every other record (failed execs, setns, unshare, a record of an
+unexpected size) takes the general path.  tests/test_recordlines.py checks
+that both paths give the same bytes, record by record, for recorded traces
+and a live one.
 """
 
 from __future__ import annotations

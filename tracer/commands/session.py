@@ -60,9 +60,8 @@ POLL_MS = 25  # the longest wait for events: the loop checks signals, the deadli
 # BATCH_MS_PER_RECORD) the batches grow until drains are BATCH_MS apart,
 # instead of a wake-up per record.  Big batches are cheap batches: between
 # drains an exec storm evicts the reader's code and data from the CPU caches,
-# and each drain pays to bring them back (CPU per exec under bench/storm.c's
-# fork storm, one worker, medians of 4 alternated rounds: 61 us with drains
-# 10 ms apart, 55 us at 25 ms, 51 us at 50 ms).
+# and each drain pays to bring them back, so bigger batches cost less CPU per
+# event (bench/README.md, "Where the code's choices come from").
 BATCH_MS_PER_RECORD = 2
 BATCH_MS = 50
 
@@ -207,7 +206,7 @@ class Session:
 
     def lines(self, records: list[bytes], renderer: EventLines) -> list[bytes]:
         """The JSON lines of the events the records make, counted and attributed
-        as poll() does, at half the cost (recordlines.py); for sessions without
+        as poll() does, without making the events (recordlines.py); for sessions without
         the process table, which this does not keep."""
         if self.options.process_table:
             raise ValueError("Session.lines() does not keep the process table: use poll()")

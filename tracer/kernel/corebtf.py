@@ -1,9 +1,10 @@
 """The kernel's BTF cut down to the types the object's CO-RE relocations use.
 
 At every start libbpf relocates the object against the kernel's BTF: it
-parses /sys/kernel/btf/vmlinux (5 MB, ~100,000 types) and, for each type
-the programs read, scans every kernel type for candidates.  That scan was
-most of ctrtrace's start-up (~40 of ~80 ms to load here).  `bpftool gen
+parses /sys/kernel/btf/vmlinux (every type of the kernel) and, for each
+type the programs read, scans every kernel type for candidates.  That scan
+was most of ctrtrace's start-up (bench/README.md, "Where the code's choices
+come from").  `bpftool gen
 min_core_btf` writes the subset of the kernel's types that these
 relocations match -- the kernel's own type records, offsets included -- and
 libbpf takes it as btf_custom_path: the relocated instructions are the same

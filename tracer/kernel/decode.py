@@ -9,8 +9,9 @@ on the CPUs the traced workload needs, so it does as little as it can:
 - a task's command name, namespace set and cgroup names are contiguous in
   the record and repeat from event to event: the raw bytes of that span
   are the key to a cache of their decoded form;
-- events are filled in place (object.__new__ plus slot assignments): the
-  dataclass __init__ with keyword arguments cost three times as much.
+- events are filled in place (object.__new__ plus slot assignments), which
+  costs less than the dataclass __init__ with keyword arguments
+  (bench/README.md, "Where the code's choices come from").
   tests/test_decode.py checks that every field of every event is set.
 """
 

@@ -47,8 +47,8 @@ class _Lib:
         self.dll, name = self._open()
         # The same library, called with the GIL held: for calls that return at
         # once, so that a thread making several of them takes the GIL once
-        # rather than once per call (at up to 5 ms each while another thread
-        # runs Python).
+        # rather than once per call (at up to the interpreter's switch interval,
+        # sys.getswitchinterval(), each while another thread runs Python).
         self.held = ctypes.PyDLL(name, use_errno=True)
         self.libc = ctypes.CDLL(None, use_errno=True)
         self.log: collections.deque[str] = collections.deque(maxlen=400)
@@ -334,8 +334,8 @@ class BpfObject:
 
     def _destroy_links(self) -> None:
         """Detach every program, all at once: each detach from a tracepoint
-        waits for an RCU grace period (~40 ms here), one after another half a
-        second; waits that overlap share grace periods."""
+        waits for an RCU grace period, and one after another they add up
+        (bench/README.md); waits that overlap share grace periods."""
         links, self._links = self._links, []
         if len(links) < 2:
             for link in links:

@@ -27,7 +27,9 @@ from ..model.errors import CtrtraceError, ExitStatus
 from . import corebtf, layout
 from .libbpf import BpfObject
 
-DEFAULT_RINGBUF_BYTES = 4 << 20  # ~12,000 events of slack; it counts in the RSS once used
+# room for thousands of records while the reader is away (bench/README.md,
+# "Where the code's choices come from"); it counts in the RSS once used
+DEFAULT_RINGBUF_BYTES = 4 << 20
 # When the waiting data grows past this fraction of the ring buffer, the
 # kernel wakes the reader if it waits (rb_flags in the BPF program).  A
 # safety net: the reader comes back within session.BATCH_MS of each drain
@@ -249,7 +251,8 @@ class ProgramLoader:
         ensure_tracefs()
         # Everything but the load itself happens here: the thread then makes a
         # single long C call and needs the GIL (which the importing main thread
-        # holds, handing it over every 5 ms at best) only once, at its end.
+        # holds, handing it over once a switch interval at best,
+        # sys.getswitchinterval()) only once, at its end.
         self.core_btf = corebtf.for_object(self.path)
         self._obj: BpfObject | None = _open(self.path, options, self.core_btf)
         self._loaded = False

@@ -1,7 +1,8 @@
 """Reading the BPF ring buffer: its pages mapped into this process, no callback.
 
-libbpf's reader calls back into Python once per record through ctypes,
-~4 us a record, paid on the CPUs the traced workload needs. The ring
+libbpf's reader calls back into Python once per record through ctypes, a
+cost per record paid on the CPUs the traced workload needs (bench/README.md,
+"Where the code's choices come from"). The ring
 buffer's layout is kernel ABI (include/uapi/linux/bpf.h, kernel/bpf/ringbuf.c):
 
 - page 0, read-write: consumer_pos, which the reader advances;

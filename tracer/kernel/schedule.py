@@ -1,12 +1,13 @@
 """How the reader shares the CPU with the workload it traces.
 
 Under an exec storm the reader drains the ring buffer in batches (session.py,
-BATCH_MS), a millisecond or more of Python at a time.  The kernel's fair
-scheduler (EEVDF, Linux 6.6+) lets a task it has just picked run out its
-slice (1.4 ms on 2 CPUs) before a waking task of the same slice may take the
-CPU, so a fork or an exit of the traced workload that lands on the reader's
-CPU waits for the batch to end: the workload runs slower although the
-reader's CPU time is what it was (bench/README.md, "The reader gives way").
+BATCH_MS), long stretches of Python (bench/README.md, "Where the code's
+choices come from").  The kernel's fair scheduler (EEVDF, Linux 6.6+)
+lets a task it has just picked run out its slice before a waking task of
+the same slice may take the CPU, so a fork or an exit of the traced
+workload that lands on the reader's CPU waits for the batch to end: the
+workload runs slower although the reader's CPU time is what it was
+(bench/README.md, "The reader gives way").
 
 A long slice for the reader (sched_attr.sched_runtime, Linux 6.12+) turns
 that round: a waking task with a shorter slice preempts it at once, and of

@@ -2,17 +2,18 @@
 
 The live stream and recordings write one line per event, thousands a
 second under an exec storm, on the CPUs the traced workload needs.
-Building the to_json() dict and serialising it cost ~6 us an event; here a
-line is one %-format of numbers around pieces that repeat and are
-serialised once each -- the namespace set, command name, cgroup, container,
-argv, the second of the timestamp -- about a third of that.  to_json() stays
+Building the to_json() dict and serialising it for each event costs more
+than one %-format of numbers around pieces that repeat and are serialised
+once each -- the namespace set, command name, cgroup, container, argv, the
+second of the timestamp -- which is what a line is here (bench/README.md,
+"Where the code's choices come from").  to_json() stays
 the definition of the contract: tests/test_jsonlines.py checks that both give
 the same bytes for every event of the recorded traces and of a live one.
 recordlines.py fills the same formats (FORK_LINE, ...) straight from records.
 
 The standard library's C encoder serialises: with the caches it is as fast
-here as orjson, which would add ~5 ms (it imports uuid and platform) to the
-start of every trace.
+here as orjson, whose import (uuid and platform with it) would lengthen the
+start of every trace (bench/README.md).
 """
 
 from __future__ import annotations
@@ -76,9 +77,9 @@ class EventLines:
     def __init__(self) -> None:
         self._last: tuple[ProcessEvent | None, bytes] = (None, b"")
         # Namespace sets and containers are frozen dataclasses whose hash is
-        # Python code, ~0.5 us a lookup; the decoder shares one object per
-        # distinct value, so these caches are keyed by id() instead, each
-        # entry holding its object (alive, so its id is not reused).
+        # Python code, slow for a lookup (bench/README.md); the decoder shares
+        # one object per distinct value, so these caches are keyed by id()
+        # instead, each entry holding its object (alive, so its id is not reused).
         self._ns: dict[int, tuple[Namespaces, bytes]] = {}
         self._containers: dict[int, tuple[Container, bytes]] = {}
         # command, cgroup and file names; a text that is not UTF-8 is keyed by

@@ -4,8 +4,9 @@ stream of their creation, over the engine's unix socket.
 Plain HTTP/1.1 on the C-level _socket module.  The session asks the engine
 for its containers before the first line is written, so this module is on
 ctrtrace's start-up path: http.client costs more to import than the few
-lines it would save, and the socket module ~5 ms (it converts every constant
-of the platform to enums) for nothing used here.
+lines it would save, and the socket module converts every constant of the
+platform to enums as it is imported, for nothing used here (bench/README.md,
+"Where the code's choices come from").
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 
 
 def _quote(text: str) -> str:
-    """Percent-encoding for a query value (urllib.parse costs 5 ms to import)."""
+    """Percent-encoding for a query value (urllib.parse is slow to import: bench/README.md)."""
     return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in text.encode())
 
 

@@ -16,7 +16,8 @@ def read_ns(pid: int | str) -> Namespaces:
     """Namespace inodes of a live process from /proc (0 where unreadable).
 
     Each link reads "mnt:[4026531832]", the inode that stat() would give (and
-    lsns shows) at half the cost: the link is not followed into nsfs."""
+    lsns shows), for less (bench/README.md): the link is not followed into
+    nsfs."""
     values: dict[str, int] = dict.fromkeys(NS_NAMES, 0)
     try:
         fd = os.open(f"/proc/{pid}/ns", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
