@@ -17,7 +17,9 @@ everything as root, and a skipped kernel test proves nothing.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
@@ -140,3 +142,57 @@ def docker(*args: str, check: bool = True) -> str:
     if check and r.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} failed: {r.stderr.strip()}")
     return r.stdout.strip()
+
+
+class UnixServer:
+    """A server on a unix socket that can go away and come back (stop, start):
+    each connection goes to handle(conn) on the accepting thread; the
+    connections a subclass keeps in open_connections() are cut at stop."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._listener = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(self.path)
+        s.listen(64)
+        s.settimeout(0.05)
+        self._listener = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def stop(self) -> None:
+        """Gone: nobody listens, every connection kept is cut."""
+        s, self._listener = self._listener, None
+        if s is not None:
+            s.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        with self._lock:
+            conns = self.open_connections()
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def open_connections(self) -> list:
+        """The connections to cut at stop, taken out of the subclass's keeping."""
+        return []
+
+    def handle(self, conn) -> None:
+        raise NotImplementedError
+
+    def _accept(self, s) -> None:
+        while self._listener is s:
+            try:
+                conn, _ = s.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.handle(conn)

@@ -5,13 +5,12 @@ a unix socket; tests/test_docker.py has the real one)."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import UnixServer
 
 from tracer.model.events import Header, Namespaces, event_from_json
 from tracer.state.containers import ContainerResolver, container_from_cgroup, shim_container
@@ -104,7 +103,7 @@ def test_host_processes_are_not_attributed():
 # -- an engine that goes away and comes back ---------------------------------------
 
 
-class FakeEngine:
+class FakeEngine(UnixServer):
     """A Docker engine on a unix socket that can stop and start again: inspect,
     list, and the stream of creations (create() announces to every open stream).
 
@@ -114,54 +113,26 @@ class FakeEngine:
     engine answers everything but its event stream (404)."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
+        super().__init__(path)
         self.containers = {}
         self.requests = []           # the path of every request read
         self.mode = "up"
         self.streams = []
         self.events = True
-        self._lock = threading.Lock()
-        self._listener = None
         self._held = []              # "hung" connections, closed at stop
         self.start()
 
     def start(self, mode: str = "up") -> None:
         self.mode = mode
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(self.path)
-        s.listen(64)
-        s.settimeout(0.05)
-        self._listener = s
-        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+        super().start()
 
-    def stop(self) -> None:
-        """Gone: nobody listens, every stream is cut."""
-        s, self._listener = self._listener, None
-        if s is not None:
-            s.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        with self._lock:
-            conns, self.streams = self.streams + self._held, []
-            self._held = []
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            c.close()
+    def open_connections(self) -> list:
+        """Every event stream, and the "hung" connections."""
+        conns, self.streams, self._held = self.streams + self._held, [], []
+        return conns
 
-    def _accept(self, s) -> None:
-        while self._listener is s:
-            try:
-                conn, _ = s.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def handle(self, conn) -> None:
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn) -> None:
         req = b""

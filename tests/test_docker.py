@@ -6,7 +6,7 @@ import socket
 import threading
 
 import pytest
-from conftest import docker, proc_ns
+from conftest import UnixServer, docker, proc_ns
 
 from tracer.model.events import ExecEvent, ExitEvent, ForkEvent, SetnsEvent, UnshareEvent
 from tracer.model.flags import NS_FLAGS
@@ -281,60 +281,30 @@ def test_the_json_command_against_ground_truth(sleep_container, tmp_path):
     assert summary["lost"] == 0
 
 
-class EngineProxy:
+class EngineProxy(UnixServer):
     """The real engine's socket, relayed through one of ours that can go away
     and come back: to the resolver, dockerd stops and starts again, while the
     engine itself (which other tests use at the same time) runs on."""
 
     def __init__(self, path: str, target: str = "/var/run/docker.sock") -> None:
-        self.path, self.target = path, target
+        super().__init__(path)
+        self.target = target
         self.requests = []  # the request line of each connection
         self._conns = []
-        self._lock = threading.Lock()
-        self._listener = None
         self.start()
 
-    def start(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(self.path)
-        s.listen(64)
-        s.settimeout(0.05)
-        self._listener = s
-        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+    def open_connections(self) -> list:
+        conns, self._conns = self._conns, []
+        return conns
 
-    def stop(self) -> None:
-        import os
-
-        s, self._listener = self._listener, None
-        if s is not None:
-            s.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+    def handle(self, a) -> None:
+        b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        b.connect(self.target)
         with self._lock:
-            conns, self._conns = self._conns, []
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def _accept(self, s) -> None:
-        while self._listener is s:
-            try:
-                a, _ = s.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            b.connect(self.target)
-            with self._lock:
-                self._conns += [a, b]
-            for src, dst in ((a, b), (b, a)):
-                threading.Thread(target=self._pipe, args=(src, dst, src is a),
-                                 daemon=True).start()
+            self._conns += [a, b]
+        for src, dst in ((a, b), (b, a)):
+            threading.Thread(target=self._pipe, args=(src, dst, src is a),
+                             daemon=True).start()
 
     def _pipe(self, src, dst, request: bool) -> None:
         try:
