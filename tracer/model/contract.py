@@ -27,7 +27,7 @@ from json import JSONEncoder
 from json.encoder import encode_basestring as _json_str
 from typing import Any
 
-from .escape import FAST
+from .escape import escaping
 
 FORMAT_NAME = "ctrtrace"
 FORMAT_VERSION = 1
@@ -136,21 +136,11 @@ def _json_char(c: str) -> str:
     return f"\\u{code:04x}"
 
 
-def json_safe(encoded: str) -> str:
-    """Encoded JSON with every character that is not printable (C1 controls,
-    DEL, bidirectional overrides, ...) as a \\u escape: the same text to any
-    JSON reader, and nothing that acts on a terminal that shows the line.
-    The encoder has escaped C0 controls already; structure is printable."""
-    if encoded.isprintable():
-        return encoded
-    encoded = encoded.translate(_JSON_TABLE)
-    if encoded.isprintable():
-        return encoded
-    return "".join(c if c.isprintable() else _json_char(c) for c in encoded)
-
-
-# the characters escape.py translates at C speed, as JSON escapes
-_JSON_TABLE = {code: _json_char(chr(code)) for code in FAST if not chr(code).isprintable()}
+# Encoded JSON with every character that is not printable (C1 controls, DEL,
+# bidirectional overrides, ...) as a \u escape: the same text to any JSON
+# reader, and nothing that acts on a terminal that shows the line.  The
+# encoder has escaped C0 controls already; structure is printable.
+json_safe = escaping(_json_char)
 
 
 _encode = JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

@@ -21,6 +21,8 @@ on its way out.  JSON keeps the exact text (see contract.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 _SHORT = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
@@ -45,17 +47,27 @@ def _char(c: str) -> str:
 FAST = [*range(0x00, 0x20), *range(0x7F, 0xA1), 0xAD, 0x061C, 0x1680, 0x180E,
         *range(0x2000, 0x2010), *range(0x2028, 0x2030), *range(0x205F, 0x2070), 0x3000,
         0xFEFF, *range(0xFFF9, 0xFFFC), *range(0xDC80, 0xDD00)]
-_TABLE = {code: _char(chr(code)) for code in FAST if not chr(code).isprintable()}
 
 
-def escape(text: str) -> str:
-    """text with every character that is not printable as a visible escape."""
-    if text.isprintable():
-        return text
-    text = text.translate(_TABLE)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else _char(c) for c in text)
+def escaping(one: Callable[[str], str]) -> Callable[[str], str]:
+    """A function that replaces every character of a text that is not
+    printable by one(character): the same rule for the views (escape, below)
+    and for JSON (contract.json_safe), each with its own form of escape."""
+    table = {code: one(chr(code)) for code in FAST if not chr(code).isprintable()}
+
+    def apply(text: str) -> str:
+        if text.isprintable():
+            return text
+        text = text.translate(table)
+        if text.isprintable():
+            return text
+        return "".join(c if c.isprintable() else one(c) for c in text)
+
+    return apply
+
+
+escape = escaping(_char)
+"""text with every character that is not printable as a visible escape."""
 
 
 def escape_lines(text: str) -> str:
