@@ -3,11 +3,16 @@
 
     python3 bench/replay.py [--events 1000000] [--ctrtrace CMD]
 
+    python3 bench/replay.py --baseline "PYTHONPATH=/old python3 -m tracer" ...
+
 Builds a trace of N events from the real events of tests/data/docker-run.jsonl
-(pids and times shifted so every process is new), then times
-`ctrtrace replay --json`, `--json --container NAME` and the text view into
-/dev/null, each in its own process, and reports events per second and peak
-RSS. The same runs at N/10 events show whether memory stays flat.
+(pids and times shifted so every process is new), then times each mode of
+`ctrtrace replay` (--json, --json --container NAME, the text view, the text
+view with --container NAME, --tree, --ns) into /dev/null, each in its own
+process, and reports events per second and peak RSS. The same runs at N/10
+events show whether memory stays flat.  With --baseline, each run is made
+with the baseline command right after, in the same pass, and the ratio of
+the rates is printed.
 """
 
 from __future__ import annotations
@@ -61,23 +66,37 @@ def main() -> None:
     # the installed command, with its dependencies (a bare python3 may lack
     # orjson, and measure the fallback)
     ap.add_argument("--ctrtrace", default="ctrtrace")
+    ap.add_argument("--baseline", default=None, help="another ctrtrace command to compare")
+    ap.add_argument("--modes", default="json,json --container,text,text --container,tree,ns")
     args = ap.parse_args()
-    base = shlex.split(args.ctrtrace)
+    commands = [("", shlex.split(args.ctrtrace))]
+    if args.baseline:
+        commands.append(("baseline ", shlex.split(args.baseline)))
+    modes = {"json": ["--json"], "json --container": ["--json", "--container", "sleep-container"],
+             "text": [], "text --container": ["--container", "sleep-container"],
+             "tree": ["--tree"], "ns": ["--ns"]}
     with tempfile.TemporaryDirectory() as tmp:
         for n in (args.events // 10, args.events):
             path = os.path.join(tmp, f"synthetic-{n}.jsonl")
             synthesize(path, n)
             size = os.path.getsize(path) / 1e6
-            for label, extra in (("json", ["--json"]),
-                                 ("json --container", ["--json", "--container", "sleep-container"]),
-                                 ("text", [])):
-                # a fresh interpreter each time, so peak RSS is this run's
-                cmd = ["/usr/bin/env"] + base + ["replay", *extra, path]
-                r = subprocess.run(["/usr/bin/time", "-f", "%e %M"] + cmd,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                secs, kb = r.stderr.strip().splitlines()[-1].split()
-                print(f"{n:>9} events ({size:.0f} MB) replay {label:<17} "
-                      f"{n / float(secs):>10,.0f} events/s  peak RSS {int(kb) / 1024:.1f} MB")
+            for label in args.modes.split(","):
+                rates = []
+                for who, base in commands:
+                    # a fresh interpreter each time, so peak RSS is this run's
+                    cmd = ["/usr/bin/env"] + base + ["replay", *modes[label], path]
+                    r = subprocess.run(["/usr/bin/time", "-f", "%e %M"] + cmd,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                       text=True)
+                    secs, kb = r.stderr.strip().splitlines()[-1].split()
+                    rate = n / max(float(secs), 0.01)
+                    rates.append(rate)
+                    print(f"{n:>9} events ({size:.0f} MB) {who}replay {label:<17} "
+                          f"{rate:>10,.0f} events/s  peak RSS {int(kb) / 1024:.1f} MB",
+                          flush=True)
+                if len(rates) == 2:
+                    print(f"{'':>9} ratio {label}: {rates[0] / rates[1]:.2f}x the baseline's rate",
+                          flush=True)
 
 
 if __name__ == "__main__":

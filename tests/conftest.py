@@ -106,7 +106,7 @@ def capture():
 
 
 def execs_of(events: list[ProcessEvent], argv0: str) -> list[ExecEvent]:
-    return [e for e in events if isinstance(e, ExecEvent) and e.ret == 0 and e.argv[:1] == [argv0]]
+    return [e for e in events if isinstance(e, ExecEvent) and e.ret == 0 and e.argv[:1] == (argv0,)]
 
 
 def proc_ns(pid: int):

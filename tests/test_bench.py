@@ -121,8 +121,10 @@ def test_startup_burst_driver():
 
 
 def test_replay_driver():
-    out = _run(os.path.join(BENCH, "replay.py"), "--events", "20000", "--ctrtrace", CTRTRACE)
-    assert out.count("events/s") == 6
+    out = _run(os.path.join(BENCH, "replay.py"), "--events", "20000", "--ctrtrace", CTRTRACE,
+               "--baseline", CTRTRACE, "--modes", "json,text,tree")
+    assert out.count("events/s") == 12  # 3 modes at two sizes, each with the baseline
+    assert out.count("x the baseline's rate") == 6
 
 
 @pytest.mark.bpf

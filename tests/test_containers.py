@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import UnixServer
 
-from tracer.model.events import Header, Namespaces, event_from_json
+from tracer.model.codec import event_of
+from tracer.model.events import Header, Namespaces
 from tracer.state.containers import ContainerResolver, container_from_cgroup, shim_container
 from tracer.state.dockerapi import DockerClient, EventWatch
 
@@ -37,11 +38,11 @@ def test_container_from_cgroup(cgroup, want):
 def test_shim_command_line():
     argv = ["/usr/bin/containerd-shim-runc-v2", "-namespace", "moby", "-id", ID,
             "-address", "/run/containerd/containerd.sock"]
-    assert shim_container(argv) == ("moby", ID)
-    assert shim_container(["/usr/bin/containerd-shim-runc-v2", "-namespace", "k8s.io",
-                           "-address", "x", "-publish-binary", "y", "-id", "abc", "start"]) == ("k8s.io", "abc")
-    assert shim_container(["runc", "-id", ID]) is None
-    assert shim_container(["/usr/bin/containerd-shim-runc-v2", "-v"]) is None
+    assert shim_container(tuple(argv)) == ("moby", ID)
+    assert shim_container(("/usr/bin/containerd-shim-runc-v2", "-namespace", "k8s.io",
+                           "-address", "x", "-publish-binary", "y", "-id", "abc", "start")) == ("k8s.io", "abc")
+    assert shim_container(("runc", "-id", ID)) is None
+    assert shim_container(("/usr/bin/containerd-shim-runc-v2", "-v")) is None
 
 
 def _reattribute(*names: str):
@@ -53,10 +54,9 @@ def _reattribute(*names: str):
         if r is None:
             r = ContainerResolver(None, Header.from_json(lines[0]).host_ns)
         for d in lines[1:-1]:
-            ev = event_from_json(d)
+            ev = event_of(d)
             recorded = ev.container
-            ev.container = r.attribute(ev)
-            out.append((ev, recorded))
+            out.append((ev.replace(container=r.attribute(ev)), recorded))
     return out
 
 
@@ -78,8 +78,8 @@ def test_sources_in_docker_run():
         if ev.container:
             by_source.setdefault(ev.container.source, []).append(ev)
     # runc and the shims before the cgroup exists; the workload by its cgroup
-    assert any(e.type == "exec" and e.argv[:1] == ["runc"] for e in by_source["shim"])
-    assert any(e.type == "exec" and e.argv == ["sleep", "900"] for e in by_source["cgroup"])
+    assert any(e.type == "exec" and e.argv[:1] == ("runc",) for e in by_source["shim"])
+    assert any(e.type == "exec" and e.argv == ("sleep", "900") for e in by_source["cgroup"])
 
 
 def test_docker_exec_setns_is_attributed_before_the_cgroup():
@@ -349,7 +349,7 @@ def test_shim_lineage_is_a_process_not_a_pid():
 
     cid = "c" * 64
     r = ContainerResolver(None, Namespaces(mnt=1))
-    shim = ["/usr/bin/containerd-shim-runc-v2", "-namespace", "moby", "-id", cid]
+    shim = ("/usr/bin/containerd-shim-runc-v2", "-namespace", "moby", "-id", cid)
     r.on_exec(100, shim, start=1_000)
     r.on_fork(200, 100, 100, start=2_000, parent_start=1_000)        # runc, under the shim
     assert r.attribute_process("host/x", 5, 200, 2_000).source == "shim"

@@ -34,7 +34,7 @@ def test_docker_run_sleep_container(capture, sleep_container):
     cap = capture()
     cid = docker("run", "--rm", "-d", "--name", NAME, "alpine", "sleep", "900")
     sleep = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.ret == 0
-                         and e.argv == ["sleep", "900"])
+                         and e.argv == ("sleep", "900"))
     pid = int(docker("inspect", "--format", "{{.State.Pid}}", NAME))
     truth = proc_ns(pid)
     cap.finish()
@@ -89,7 +89,7 @@ def test_docker_run_sleep_container(capture, sleep_container):
     assert len(forks) == 1 and forks[0].vpid == 1 and forks[0].ns.pid == truth.pid
 
     # runc and its init ran before the cgroup was set: attributed through the shim
-    runc = [e for e in cap.events if isinstance(e, ExecEvent) and e.argv[:1] == ["runc"]
+    runc = [e for e in cap.events if isinstance(e, ExecEvent) and e.argv[:1] == ("runc",)
             and e.ret == 0 and "create" in e.argv]
     assert runc and all(e.container is not None and e.container.id == cid for e in runc)
 
@@ -103,7 +103,7 @@ def test_docker_exec_is_attributed_with_its_setns(capture, sleep_container):
     cap.finish()
 
     cats = [e for e in cap.events if isinstance(e, ExecEvent) and e.ret == 0
-            and e.argv == ["/bin/cat", "/proc/self/status"]]
+            and e.argv == ("/bin/cat", "/proc/self/status")]
     assert len(cats) == 1
     cat = cats[0]
     assert cat.container is not None and cat.container.id == cid and cat.container.name == NAME
@@ -131,7 +131,7 @@ def test_container_that_exits_at_once_is_fully_attributed(capture, tmp_path):
     assert docker("ps", "-aq", "--filter", f"id={cid}") == ""  # really gone
 
     ours = [e for e in cap.events if e.container is not None and e.container.id == cid]
-    true = [e for e in ours if isinstance(e, ExecEvent) and e.ret == 0 and e.argv == ["true"]]
+    true = [e for e in ours if isinstance(e, ExecEvent) and e.ret == 0 and e.argv == ("true",)]
     assert len(true) == 1 and true[0].vpid == 1
     exits = [e for e in ours if isinstance(e, ExitEvent) and e.pid == true[0].pid]
     assert len(exits) == 1 and exits[0].exit_code == 0
@@ -167,7 +167,7 @@ def test_parallel_containers_are_not_confused(capture):
         if c is None or c.id not in by_id:
             continue
         assert c.name == by_id[c.id]
-        if isinstance(e, ExecEvent) and e.ret == 0 and e.argv[:1] == ["env"]:
+        if isinstance(e, ExecEvent) and e.ret == 0 and e.argv[:1] == ("env",):
             assert e.argv[1] == f"TAG={c.name}"
             seen.add(c.name)
         if isinstance(e, ExecEvent) and e.ret == 0 and "-id" in e.argv:
@@ -188,7 +188,7 @@ def test_without_a_reachable_engine_ids_are_shown(capture, sleep_container, tmp_
     cap = capture(docker_socket=_dead_socket(tmp_path))
     assert not cap.session.header.docker_reachable
     cid = docker("run", "--rm", "-d", "--name", NAME, "alpine", "sleep", "900")
-    sleep = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.argv == ["sleep", "900"])
+    sleep = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.argv == ("sleep", "900"))
     cap.finish()
     assert sleep.container is not None
     assert sleep.container.id == cid and sleep.container.name is None
@@ -351,7 +351,7 @@ def test_names_come_back_with_the_engine(capture, sleep_container, tmp_path):
         assert streams() == 1
         proxy.stop()  # the engine is away: requests fail, the stream is cut
         cid = docker("run", "--rm", "-d", "--name", NAME, "alpine", "sleep", "900")
-        sleep = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.argv == ["sleep", "900"])
+        sleep = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.argv == ("sleep", "900"))
         assert sleep.container is not None and sleep.container.id == cid
         assert sleep.container.name is None  # unnamed for now
 
@@ -360,7 +360,7 @@ def test_names_come_back_with_the_engine(capture, sleep_container, tmp_path):
             sleep.cgroup, sleep.ns.mnt, sleep.pid).name == NAME)
         docker("exec", NAME, "/bin/true", "again")
         again = cap.wait_for(lambda e: isinstance(e, ExecEvent)
-                             and e.argv == ["/bin/true", "again"])
+                             and e.argv == ("/bin/true", "again"))
         assert (again.container.id, again.container.name) == (cid, NAME)
 
         # created after the engine came back, never run, and removed at once:

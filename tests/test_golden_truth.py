@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tracer.model.codec import event_of
 from tracer.model.events import (
     ExecEvent,
     ExitEvent,
@@ -24,7 +25,6 @@ from tracer.model.events import (
     Namespaces,
     SetnsEvent,
     UnshareEvent,
-    event_from_json,
 )
 from tracer.state.proctable import ProcessTable, same_start
 
@@ -42,7 +42,7 @@ SLACK_NS = 500_000
 def _trace(name: str):
     lines = (DATA / f"{name}.jsonl").read_text().splitlines()
     header = Header.from_json(json.loads(lines[0]))
-    return header, [event_from_json(json.loads(line)) for line in lines[1:-1]]
+    return header, [event_of(json.loads(line)) for line in lines[1:-1]]
 
 
 def _truth(name: str) -> dict:
@@ -137,7 +137,7 @@ def test_docker_run_starts_the_init_docker_inspect_names():
     # the workload's exec is the init's: pid, start, parent, pid inside, namespaces
     ex = _the(events, ExecEvent, lambda e: e.ret == 0 and e.pid == init["pid"])
     assert _is(truth, init, ex.pid, ex.start_ns)
-    assert ex.argv == init["argv"] and ex.vpid == init["nspid"][-1] == 1
+    assert list(ex.argv) == init["argv"] and ex.vpid == init["nspid"][-1] == 1
     assert ex.ppid == init["ppid"] == shim["pid"]
     assert ex.ns == init_ns
     # born in those namespaces, pid 1 inside
@@ -153,7 +153,7 @@ def test_docker_run_starts_the_init_docker_inspect_names():
     # the shim: its own exec, its birth from the shim that exited, whose
     # children went to the reaper /proc shows as the shim's parent
     sx = _the(events, ExecEvent, lambda e: e.ret == 0 and e.pid == shim["pid"])
-    assert sx.argv == shim["argv"] and _is(truth, shim, sx.pid, sx.start_ns)
+    assert list(sx.argv) == shim["argv"] and _is(truth, shim, sx.pid, sx.start_ns)
     born = _the(events, ForkEvent, lambda e: e.pid == shim["pid"])
     first = _the(events, ExitEvent, lambda e: e.pid == born.parent_pid)
     assert first.reaper == shim["ppid"]
@@ -176,7 +176,7 @@ def test_docker_exec_enters_the_inits_namespaces():
 
     # the command, in the init's namespaces, a process of the container's pid namespace
     command = truth["command"][truth["command"].index(truth["container"]["Name"][1:]) + 1:]
-    ex = _the(events, ExecEvent, lambda e: e.ret == 0 and e.argv == command)
+    ex = _the(events, ExecEvent, lambda e: e.ret == 0 and list(e.argv) == command)
     assert ex.ns == init_ns and ex.vpid not in (ex.pid, 1)
     # runc exec forked it (CLONE_PARENT: runc is its parent) and the shim ran
     # runc; when runc exits first, the shim (a subreaper) takes it

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from tracer.cli import main
 from tracer.commands.filters import EventFilter, FilterSpec
+from tracer.model.codec import EventLines
 from tracer.model.events import (
     ExecEvent,
     ExitEvent,
@@ -56,7 +57,7 @@ def fork(child, parent, comm, t, ns=HOST, flags=0x11):
 
 def exec_(key, parent, argv, t, ns=HOST):
     return ExecEvent(**_common(key, parent[0], parent[1], argv[0], ns, t), filename="/bin/" + argv[0],
-                     argv=list(argv), argv_truncated=False, filename_truncated=False,
+                     argv=tuple(argv), argv_truncated=False, filename_truncated=False,
                      old_pid=key[0], ret=0)
 
 
@@ -207,7 +208,7 @@ def test_pid_filter_follows_the_process_not_the_pid():
     """--pid 600: the second 500 is in its family, the first is not."""
     t = _table()
     flt = EventFilter(FilterSpec.of(pid=OTHER[0]), _header())
-    kept = [ev for ev in events() if flt.wants_event(ev)]
+    kept = [ev for ev in events() if flt.wants(ev)]
     assert {(ev.pid, ev.start_ns) for ev in kept} == {OTHER, B, B_CHILD}
     a, b = t.with_pid(500)
     assert flt.wants_process(b) and not flt.wants_process(a)
@@ -225,7 +226,7 @@ def test_pid_filter_of_the_first_stops_at_its_exit():
     header = _header()
     header.processes = snap
     flt = EventFilter(FilterSpec.of(pid=A[0]), header)
-    kept = [ev for ev in events()[3:] if flt.wants_event(ev)]  # from its child's fork on
+    kept = [ev for ev in events()[3:] if flt.wants(ev)]  # from its child's fork on
     assert {(ev.pid, ev.start_ns) for ev in kept} == {A, A_CHILD}
     t = ProcessTable()
     t.seed_from_snapshot(snap)
@@ -243,7 +244,7 @@ def test_replay_tree_of_a_recording_with_a_reused_pid(tmp_path):
                       lost=0, threads=0, filtered_in_kernel=0, duration_s=1.0,
                       end_wall_ns=BOOT + T0 + 1_000_000_000)
     f.write_text("\n".join(json.dumps(x) for x in (
-        [_header().to_json()] + [ev.to_json() for ev in events()] + [summary.to_json()])) + "\n")
+        [_header().to_json()] + [json.loads(EventLines().line(ev)) for ev in events()] + [summary.to_json()])) + "\n")
     r = CliRunner().invoke(main, ["replay", "--tree", str(f)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
@@ -264,7 +265,7 @@ def test_replay_filtered_tree_shows_the_followed_process_not_its_pid(tmp_path):
                       lost=0, threads=0, filtered_in_kernel=0, duration_s=1.0,
                       end_wall_ns=BOOT + T0 + 1_000_000_000)
     f.write_text("\n".join(json.dumps(x) for x in (
-        [_header().to_json()] + [ev.to_json() for ev in events()] + [summary.to_json()])) + "\n")
+        [_header().to_json()] + [json.loads(EventLines().line(ev)) for ev in events()] + [summary.to_json()])) + "\n")
     r = CliRunner().invoke(main, ["replay", "--tree", "--pid", "600", str(f)],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer.model.events import event_from_json
+from tracer.model.codec import event_of
 from tracer.state.proctable import ProcessTable
 
 DATA = Path(__file__).parent / "data"
@@ -16,7 +16,7 @@ DATA = Path(__file__).parent / "data"
 def _table(name: str) -> ProcessTable:
     t = ProcessTable()
     for line in (DATA / name).read_text().splitlines()[1:-1]:
-        t.apply(event_from_json(json.loads(line)))
+        t.apply(event_of(json.loads(line)))
     return t
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tracer.model.events import Header, Namespaces, Summary, event_from_json
+from tracer.model.codec import EventLines, event_of
+from tracer.model.events import Header, Namespaces, Summary
 from tracer.output.text import TextRenderer, ns_marks
 
 DATA = Path(__file__).parent / "data"
@@ -32,7 +33,7 @@ TRACES = ["session", "docker-run", "docker-exec"]
 def test_text_lines_exact(name):
     header, events, summary = _load(f"{name}.jsonl")
     r = TextRenderer(header.host_ns, header.start_ktime_ns)
-    got = [r.columns()] + [r.line(event_from_json(d)) for d in events]
+    got = [r.columns()] + [r.line(event_of(d)) for d in events]
     assert got == (DATA / f"{name}.txt").read_text().splitlines()
 
 
@@ -49,7 +50,7 @@ def test_json_round_trip_is_faithful(name):
     lines = (DATA / f"{name}.jsonl").read_text().splitlines()
     assert header.to_json() == json.loads(lines[0])
     for d in events:
-        assert event_from_json(d).to_json() == d
+        assert json.loads(EventLines().line(event_of(d))) == d
     assert summary.to_json() == json.loads(lines[-1])
 
 

@@ -31,7 +31,7 @@ def test_unshare_flags_before_after_and_vpid(capture):
     p = _spawn_unshared()
     try:
         sleep = cap.wait_for(lambda e: e.type == "exec" and e.ret == 0 and e.ppid == p.pid
-                             and e.argv[:1] == ["sleep"])
+                             and e.argv[:1] == ("sleep",))
         truth = proc_ns(sleep.pid)
         unshare_truth = proc_ns(p.pid)
     finally:
@@ -87,7 +87,7 @@ def test_nsenter_setns_then_exec_in_target_namespaces(capture):
         target.kill()
         target.wait()
 
-    nsenter = [e for e in cap.events if e.type == "exec" and e.ret == 0 and e.argv[:1] == ["nsenter"]]
+    nsenter = [e for e in cap.events if e.type == "exec" and e.ret == 0 and e.argv[:1] == ("nsenter",)]
     assert len(nsenter) == 1
     setns = [e for e in cap.events if isinstance(e, SetnsEvent) and e.pid == nsenter[0].pid]
     assert {e.nstype for e in setns} == {NEW["uts"], NEW["net"], NEW["pid"]}
@@ -100,7 +100,7 @@ def test_nsenter_setns_then_exec_in_target_namespaces(capture):
         assert len(moved) == 1  # each call enters exactly one namespace
 
     # nsenter forks (for the pid namespace) and the command runs inside
-    sleeps = [e for e in cap.events if e.type == "exec" and e.ret == 0 and e.argv == ["sleep", "0.2"]]
+    sleeps = [e for e in cap.events if e.type == "exec" and e.ret == 0 and e.argv == ("sleep", "0.2")]
     assert len(sleeps) == 1
     s = sleeps[0]
     assert (s.ns.uts, s.ns.net, s.ns.pid) == (truth.uts, truth.net, truth.pid)

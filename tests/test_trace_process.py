@@ -34,7 +34,7 @@ def test_known_child_matches_proc(capture):
     assert ex.ret == 0
     assert ex.ppid == os.getpid()
     assert ex.tid == child.pid and ex.vpid == child.pid
-    assert ex.argv == ["sleep", "0.5"] and not ex.argv_truncated
+    assert ex.argv == ("sleep", "0.5") and not ex.argv_truncated
     assert os.path.basename(ex.filename) == "sleep"
     assert ex.comm == "sleep"
     assert (ex.uid, ex.gid) == (os.getuid(), os.getgid())
@@ -84,7 +84,7 @@ def test_failed_exec_reports_errno_and_argv(capture):
     failed = [e for e in cap.events if e.type == "exec" and e.filename == "/nonexistent/prog"]
     assert len(failed) == 1
     assert failed[0].ret == -2  # ENOENT
-    assert failed[0].argv == ["/nonexistent/prog", "one", "two"]
+    assert failed[0].argv == ("/nonexistent/prog", "one", "two")
 
 
 PROGS = os.path.join(os.path.dirname(__file__), "progs")
@@ -113,7 +113,7 @@ def test_each_fork_syscall_gives_its_flags_and_failed_execs_their_argv(capture, 
     assert cap.of(calls[3]["pid"], "fork")[0].ns.ipc != runner.ns.ipc
     failed = [e for e in cap.of(runner.pid, "exec") if e.ret != 0]
     assert [(e.ret, e.filename, e.argv) for e in failed] == \
-        [(-2, "/nonexistent/forks-exec", ["/nonexistent/forks-exec", "one", "two"])] * 2
+        [(-2, "/nonexistent/forks-exec", ("/nonexistent/forks-exec", "one", "two"))] * 2
 
 
 def test_threads_carry_their_clone_flags(capture):
@@ -122,7 +122,7 @@ def test_threads_carry_their_clone_flags(capture):
     p = subprocess.run([sys.executable, "-c", code], check=True)
     assert p.returncode == 0
     cap.finish()
-    runner = next(e for e in cap.events if e.type == "exec" and e.ret == 0 and e.argv[1:] == ["-c", code])
+    runner = next(e for e in cap.events if e.type == "exec" and e.ret == 0 and e.argv[1:] == ("-c", code))
     made = [e for e in cap.of(runner.pid, "fork") if e.thread]
     assert len(made) == 1
     flags = made[0].clone_flags

@@ -1,8 +1,7 @@
 """Which events a view shows: one implementation for the live view and replay.
 
-Filters work on the JSON form of an event (a dict), so that replay can filter
-a recording without building typed events; live events are checked through
-the same fields.  The kernel can run the pid, comm and ns-changes filters
+Filters work on typed events: the live trace's and those replay reads from a
+recording are the same records (events.py).  The kernel can run the pid, comm and ns-changes filters
 itself (bpf/ctrtrace.bpf.c, same rules) when nothing is being recorded.
 """
 
@@ -14,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..kernel.loader import KernelFilters
-from ..model.contract import COMM_MAX
+from ..model.contract import COMM_MAX, parse_iso_ts
 from ..model.errors import CtrtraceError, ExitStatus
-from ..model.events import Header, ProcessEvent, parse_iso_ts
+from ..model.events import ExitEvent, ForkEvent, Header, ProcessEvent
 from ..state.proctable import ProcKey, same_start
 
 
@@ -96,21 +95,11 @@ class EventFilter:
             self._tracked = _family(pid, header.processes)
             self._family = {(pid, start) for pid, (start, _) in self._tracked.items()}
 
-    def wants(self, d: dict[str, Any]) -> bool:
-        ok = self._check(d)
+    def wants(self, ev: ProcessEvent) -> bool:
+        ok = self._check(ev)
         if not ok:
             self.dropped += 1
         return ok
-
-    def wants_event(self, ev: ProcessEvent) -> bool:
-        c = ev.container
-        return self.wants({
-            "type": ev.type, "pid": ev.pid, "ppid": ev.ppid, "comm": ev.comm,
-            "start_ns": ev.start_ns, "parent_start_ns": ev.parent_start_ns,
-            "ktime_ns": ev.ktime_ns, "ns_change": ev.ns_change,
-            "parent_pid": getattr(ev, "parent_pid", None), "thread": getattr(ev, "thread", False),
-            "container": {"id": c.id, "name": c.name} if c else None,
-        })
 
     def wants_process(self, proc) -> bool:
         """For the views: a process (seen at start-up or born during the trace)
@@ -131,16 +120,16 @@ class EventFilter:
             return False  # these select events, not processes
         return True
 
-    def _follows(self, pid: int | None, start: int) -> bool:
+    def _follows(self, pid: int, start: int) -> bool:
         """Is the process (pid, start) a live member of the family?  (start 0:
         unknown, the live member with that pid.)"""
         assert self._tracked is not None
-        member = self._tracked.get(pid) if pid is not None else None
+        member = self._tracked.get(pid)
         if member is None or not same_start(member[0], member[1], start):
             return False
         if not member[0] and start:  # known from now on
-            self._tracked[pid] = (start, False)  # type: ignore[index]
-            self._family.add((pid, start))  # type: ignore[arg-type]
+            self._tracked[pid] = (start, False)
+            self._family.add((pid, start))
         return True
 
     def _follow(self, pid: int, start: int) -> None:
@@ -153,37 +142,37 @@ class EventFilter:
         self._tracked[pid] = (start, False)
         self._family.add((pid, start))
 
-    def _check(self, d: dict[str, Any]) -> bool:
+    def _check(self, ev: ProcessEvent) -> bool:
         s = self.spec
-        t = d["ktime_ns"]
+        t = ev.ktime_ns
         if self._since is not None and t < self._since:
             return False
         if self._until is not None and t > self._until:
             return False
         if self._tracked is not None:
-            pid, start = d["pid"], d.get("start_ns") or 0
-            if d["type"] == "fork" and not d.get("thread"):
+            pid, start = ev.pid, ev.start_ns
+            if isinstance(ev, ForkEvent) and not ev.thread:
                 # as the kernel does: a child of a followed process is followed
                 # (the caller, parent_pid, is alive: its pid is enough)
-                if self._follows(d.get("parent_pid"), 0) or \
-                        self._follows(d["ppid"], d.get("parent_start_ns") or 0):
+                if self._follows(ev.parent_pid, 0) or \
+                        self._follows(ev.ppid, ev.parent_start_ns):
                     self._follow(pid, start)
             if not self._follows(pid, start):
                 return False
-            if d["type"] == "exit":
+            if isinstance(ev, ExitEvent):
                 del self._tracked[pid]
-        if self._comm is not None and d["comm"] != self._comm:
+        if self._comm is not None and ev.comm != self._comm:
             return False
-        if s.kernel.ns_changes and not d.get("ns_change"):
+        if s.kernel.ns_changes and not ev.ns_change:
             return False
-        c = d.get("container")
-        if s.containers_only and not c:
+        c = ev.container
+        if s.containers_only and c is None:
             return False
         if s.container is not None:
-            if not c:
+            if c is None:
                 return False
             want = s.container.lstrip("/")
-            if not (c["id"].startswith(want) or c.get("name") == want):
+            if not (c.id.startswith(want) or c.name == want):
                 return False
         return True
 

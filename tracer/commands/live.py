@@ -223,7 +223,7 @@ def run(app: App, options: LiveOptions) -> None:
             from .session import OutputError, trace
 
             spec = options.filter_spec()
-            from ..output.jsonlines import EventLines
+            from ..model.codec import EventLines
 
             lines = EventLines()  # one renderer for the JSON view and the recording
             if options.write:

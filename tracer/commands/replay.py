@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from ..model.codec import EventReader
 from ..model.contract import HEADER_LINE_MAX, LINE_MAX, Invalid, check_header, check_record
 from ..model.errors import CtrtraceError, ExitStatus
-from ..model.events import EVENT_TYPES, Header, Summary, event_from_json
+from ..model.events import EVENT_TYPES, Header, ProcessEvent, Summary
 
 try:  # much faster parsing where available; the json module is the fallback
     import orjson as _orjson
@@ -75,19 +76,18 @@ def _mib(n: int) -> str:
 
 @dataclass
 class TraceReader:
-    """Iterates over a recording's events as (line number, raw line, dict).
+    """Iterates over a recording's events as (line number, raw line, event).
 
     Every line is read with a bound (LINE_MAX; the header HEADER_LINE_MAX)
-    and checked against the contract (contract.py) once, whatever the mode:
-    what comes out is a dict of the right types and ranges, so the views,
-    the filters and --json see the same lines and agree on what is bad."""
+    and read into its typed event by the one reader (codec.EventReader),
+    which checks it against the contract, whatever the mode: the views, the
+    filters and --json see the same events and agree on what is bad."""
 
     path: str
     skip_bad: bool = False
     stdin: IO[bytes] | None = None
     header: Header = field(init=False)
     header_line: bytes = field(init=False, default=b"")
-    header_dict: dict[str, Any] = field(init=False, default_factory=dict)
     summary: dict[str, Any] | None = field(init=False, default=None)
     summary_line: bytes = field(init=False, default=b"")
     bad: int = field(init=False, default=0)
@@ -127,7 +127,6 @@ class TraceReader:
         try:
             check_header(d)
             self.header = Header.from_json(d)
-            self.header_dict = d
         except Invalid as e:
             raise self._error(1, str(e)) from None
         except (KeyError, TypeError, ValueError) as e:  # the contract should have caught it
@@ -161,7 +160,8 @@ class TraceReader:
             yield n, line
             n += 1
 
-    def __iter__(self) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+    def __iter__(self) -> Iterator[tuple[int, bytes, ProcessEvent]]:
+        read = EventReader().read
         for lineno, line in self._lines:
             if isinstance(line, _Bad):
                 reason = line.reason
@@ -174,15 +174,14 @@ class TraceReader:
                     reason = f"corrupt line ({e})"
                 else:
                     try:
-                        kind = check_record(d)
-                    except Invalid as e:
-                        reason = str(e)
-                    else:
-                        if kind == "summary":
+                        if type(d) is dict and d.get("type") == "summary":
+                            check_record(d)
                             self.summary, self.summary_line = d, line
                         else:
-                            yield lineno, line, d
+                            yield lineno, line, read(d)
                         continue
+                    except Invalid as e:
+                        reason = str(e)
             self.skip(lineno, reason)
 
     def skip(self, lineno: int, reason: str) -> None:
@@ -242,21 +241,20 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     if not views:
         out.write(renderer.columns() + "\n")
     try:
-        for lineno, _, d in reader:
-            try:
-                ev = event_from_json(d)
-            except (KeyError, TypeError, ValueError) as e:  # the contract should have caught it
-                reader.skip(lineno, f"damaged {d['type']} event ({e})")
-                continue
-            if table is not None:
-                table.apply(ev)
-            if event_filter is not None and not event_filter.wants(d):
-                continue
-            counts[d["type"]] += 1
-            if views:
-                shown.add((ev.pid, ev.start_ns))
-            else:
-                out.write(renderer.line(ev) + "\n")
+        if views:
+            assert table is not None
+            apply = table.apply
+            for _, _, ev in reader:
+                apply(ev)
+                if event_filter is None or event_filter.wants(ev):
+                    counts[ev.type] += 1
+                    shown.add((ev.pid, ev.start_ns))
+        else:
+            line, write = renderer.line, out.write
+            for _, _, ev in reader:
+                if event_filter is None or event_filter.wants(ev):
+                    counts[ev.type] += 1
+                    write(line(ev) + "\n")
     finally:
         reader.close()
 
@@ -277,7 +275,7 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     return summary
 
 
-def _shown_json(line: bytes, d: Any) -> bytes:
+def _shown_json(line: bytes) -> bytes:
     """A recorded line as it was, unless it holds a character that is not
     printable (ctrtrace writes those as \\u escapes; a made-up recording
     need not): then the same values, re-encoded with them escaped."""
@@ -285,7 +283,7 @@ def _shown_json(line: bytes, d: Any) -> bytes:
         return line
     from ..model.contract import json_bytes
 
-    return json_bytes(d) + b"\n"
+    return json_bytes(_loads(line)) + b"\n"
 
 
 def _replay_json(reader: TraceReader, event_filter, app, counts: dict[str, int]) -> Summary:
@@ -301,18 +299,18 @@ def _replay_json(reader: TraceReader, event_filter, app, counts: dict[str, int])
         def write(line: bytes) -> None:
             out.write(line.decode())
     try:
-        write(_shown_json(reader.header_line, reader.header_dict))
-        for _, line, d in reader:
-            if event_filter is None or event_filter.wants(d):
-                write(line if line.isascii() else _shown_json(line, d))
-                counts[d["type"]] += 1
+        write(_shown_json(reader.header_line))
+        for _, line, ev in reader:
+            if event_filter is None or event_filter.wants(ev):
+                write(line if line.isascii() else _shown_json(line))
+                counts[ev.type] += 1
     finally:
         reader.close()
     summary = shown_summary(reader, counts, event_filter.dropped if event_filter else 0)
     if reader.summary is None:
         app.message(f"{reader.name}: no summary line: the recording did not end cleanly")
     if reader.summary is not None and event_filter is None and not reader.bad:
-        write(_shown_json(reader.summary_line, reader.summary))  # replay reproduces the file
+        write(_shown_json(reader.summary_line))  # replay reproduces the file
     else:
         obj = summary.to_json()
         obj["bad_lines"] = reader.bad

@@ -36,15 +36,13 @@ from ..kernel.loader import DEFAULT_RINGBUF_BYTES, ProgramLoader, default_object
 from ..kernel.ringbuf import RecordReader, open_reader
 from ..kernel.schedule import giving_way
 from ..model.errors import CtrtraceError, ExitStatus
-from ..model.events import EVENT_TYPES, Header, ProcessEvent, Summary
-from ..output.jsonlines import EventLines
+from ..model.events import EVENT_TYPES, Header, ProcessEvent, Summary, with_container
 from ..state import system
 from ..state.containers import ContainerResolver
 from ..state.dockerapi import DockerClient
 from ..state.proctable import ProcessTable, snapshot
 from .filters import EventFilter, FilterSpec
 from .options import TraceOptions, kernel_filtered
-from .recordlines import RecordLines
 
 if TYPE_CHECKING:
     import subprocess
@@ -89,14 +87,6 @@ class Sink(Protocol):
     def summary(self, s: Summary) -> None: ...
 
 
-class LineSink(Sink, Protocol):
-    """A sink that writes JSON lines: given the renderer's lines, not events."""
-
-    renderer: EventLines
-
-    def add_lines(self, lines: list[bytes]) -> None: ...
-
-
 class Session:
     """One loaded set of BPF programs and the state that interprets their events."""
 
@@ -110,11 +100,10 @@ class Session:
         self._obj: BpfObject | None = None
         self._rb: RecordReader | None = None
         self.header: Header | None = None
-        self._decoder: Decoder | None = None
+        self.decoder: Decoder | None = None
         self._start_mono = 0.0
         self._next_poll = 0.0
         self.resolver: ContainerResolver | None = None
-        self._record_lines: tuple[EventLines, RecordLines] | None = None
 
     # -- set-up -------------------------------------------------------------
 
@@ -129,7 +118,7 @@ class Session:
         _release_freed_memory()  # libbpf parsed the kernel's BTF (megabytes) and freed it
         self._rb = open_reader(obj.map_fd("events"), obj.max_entries("events"))
         offset = system.wall_offset_ns()
-        self._decoder = Decoder(offset)
+        self.decoder = Decoder(offset)
         start_ktime = loader.start_ktime_ns  # the programs are attached: events wait for us
         self._start_mono = start_ktime / 1e9  # time.monotonic() reads the same clock
 
@@ -169,28 +158,26 @@ class Session:
     # -- events -------------------------------------------------------------
 
     def _decode(self, records: list[bytes]) -> list[ProcessEvent]:
-        assert self._decoder is not None and self.resolver is not None
-        out = []
-        decode, counts = self._decoder.decode, self.counts
+        """The one path of every record: decoded, attributed to its container,
+        applied to the process table (when a view reads it), counted."""
+        assert self.decoder is not None and self.resolver is not None
+        out: list[ProcessEvent] = []
+        append = out.append
+        decode, counts = self.decoder.decode, self.counts
         apply = self.table.apply if self.options.process_table else _no_table_update
         attribute = self.resolver.attribute
         for rec in records:
             ev = decode(rec)
-            ev.container = attribute(ev)
+            container = attribute(ev)
+            if container is not None:
+                ev = with_container(ev, container)
             apply(ev)
             counts[ev.type] += 1
-            out.append(ev)
+            append(ev)
         return out
 
     def poll(self, timeout_ms: int) -> list[ProcessEvent]:
         """The events that come within timeout_ms (after the batching pause)."""
-        return self._decode(self.poll_records(timeout_ms))
-
-    def drain(self) -> list[ProcessEvent]:
-        return self._decode(self.drain_records())
-
-    def poll_records(self, timeout_ms: int) -> list[bytes]:
-        """The records poll() would decode into events: for lines()."""
         assert self._rb is not None
         pause = self._next_poll - time.monotonic()
         if pause > 0:
@@ -198,23 +185,12 @@ class Session:
         records = self._rb.poll(timeout_ms)
         pause_ms = min(BATCH_MS, BATCH_MS_PER_RECORD * len(records))
         self._next_poll = time.monotonic() + pause_ms / 1000
-        return records
+        return self._decode(records)
 
-    def drain_records(self) -> list[bytes]:
+    def drain(self) -> list[ProcessEvent]:
+        """The events waiting now."""
         assert self._rb is not None
-        return self._rb.drain()
-
-    def lines(self, records: list[bytes], renderer: EventLines) -> list[bytes]:
-        """The JSON lines of the events the records make, counted and attributed
-        as poll() does, without making the events (recordlines.py); for sessions without
-        the process table, which this does not keep."""
-        if self.options.process_table:
-            raise ValueError("Session.lines() does not keep the process table: use poll()")
-        assert self._decoder is not None and self.resolver is not None
-        if self._record_lines is None or self._record_lines[0] is not renderer:
-            self._record_lines = (renderer, RecordLines(self._decoder, self.resolver, renderer,
-                                                        self.counts))
-        return self._record_lines[1].lines(records)
+        return self._decode(self._rb.drain())
 
     def summary(self) -> Summary:
         assert self._obj is not None
@@ -306,7 +282,6 @@ class _Discard:
 
     def header(self, h: Header) -> None: ...
     def event(self, ev: ProcessEvent) -> None: ...
-    def add_lines(self, lines: list[bytes]) -> None: ...
     def flush(self) -> None: ...
     def summary(self, s: Summary) -> None: ...
 
@@ -472,26 +447,10 @@ def trace(
             except OSError as e:
                 view_failed(e)
 
-        # A trace with no filter, no process table and only JSON sinks
-        # (LineSink) takes its lines straight from the records (recordlines.py);
-        # others, events.
-        renderer: EventLines | None = getattr(view, "renderer", None)
-        by_lines = (event_filter is None and renderer is not None
-                    and not session.options.process_table
-                    and (recorder is None or hasattr(recorder, "add_lines")))
-
-        def deliver_lines(records: list[bytes]) -> None:
-            assert renderer is not None
-            lines = session.lines(records, renderer)
-            if recorder is not None:
-                recorder.add_lines(lines)  # type: ignore[attr-defined]
-            view.add_lines(lines)  # type: ignore[attr-defined]
-            flush()
-
-        def deliver_events(events: list[ProcessEvent]) -> None:
+        def deliver(events: list[ProcessEvent]) -> None:
             # Per event, live: the loops are kept to what each case needs.  The
             # recorder and the view see each event in turn, so that where both
-            # write JSON they can share its line (jsonlines.EventLines).
+            # write JSON they share its line (codec.EventLines).
             record = recorder.event if recorder is not None else _no_recording
             if event_filter is None:  # everything is shown: the session's counts are the view's
                 show = view.event
@@ -504,9 +463,10 @@ def trace(
                         show(ev)
                 shown_procs.update([(ev.pid, ev.start_ns) for ev in events])
             else:
+                wants = event_filter.wants
                 for ev in events:
                     record(ev)
-                    if event_filter.wants_event(ev):
+                    if wants(ev):
                         view.event(ev)
                         shown[ev.type] += 1
                         shown_procs.add((ev.pid, ev.start_ns))
@@ -540,11 +500,7 @@ def trace(
                 except OSError as e:
                     raise CtrtraceError(f"cannot run {command[0]}: {e.strerror}",
                                         ExitStatus.USAGE) from None
-            if by_lines:
-                poll, drain, deliver = session.poll_records, session.drain_records, deliver_lines
-            else:
-                poll, drain, deliver = (
-                    session.poll, session.drain, deliver_events)  # type: ignore[assignment]
+            poll, drain = session.poll, session.drain
             deliver(drain())  # what came while the session was set up, at once
             deadline = t0 + duration if duration is not None else None
             child_done_at: float | None = None

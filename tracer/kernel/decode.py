@@ -9,20 +9,26 @@ on the CPUs the traced workload needs, so it does as little as it can:
 - a task's command name, namespace set and cgroup names are contiguous in
   the record and repeat from event to event: the raw bytes of that span
   are the key to a cache of their decoded form;
-- events are filled in place (object.__new__ plus slot assignments), which
-  costs less than the dataclass __init__ with keyword arguments
-  (bench/README.md, "Where the code's choices come from").
-  tests/test_decode.py checks that every field of every event is set.
+- an exec's filename and argv repeat too: the bytes of their lengths and
+  text are the key to their decoded form;
+- each event is made in one step (a tuple, events.py) by a function
+  generated from its class's fields: each field is the record's field of the
+  same name (the task's, or the type's own), or one of the few worked out
+  below (_WORKED_OUT).  tests/test_decode.py checks every field of every event.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 import sys
 from collections.abc import Callable
+from typing import Any
 
+from ..model.codec import COMMAND_LINES_MAX, keep
 from ..model.errors import CtrtraceError, ExitStatus
 from ..model.events import (
+    EVENT_CLASSES,
     ExecEvent,
     ExitEvent,
     ForkEvent,
@@ -30,6 +36,7 @@ from ..model.events import (
     ProcessEvent,
     SetnsEvent,
     UnshareEvent,
+    record_of,
 )
 from . import layout
 
@@ -76,15 +83,6 @@ for _mirror in (layout.CtExecHead, layout.CtForkEvent, layout.CtExitEvent,
     if tuple(layout.struct_fields(_mirror, skip=_IDENT)[:len(_NUMBERS)]) != _NUMBERS:
         raise ImportError(f"decode.py expects {_NUMBERS} first in {_mirror.__name__}")
 
-_EXEC_AT = field_index(layout.CtExecHead, "old_pid")
-_FORK_AT = field_index(layout.CtForkEvent, "parent_pid")
-_EXIT_AT = field_index(layout.CtExitEvent, "status")
-_SETNS_BEFORE = field_index(layout.CtSetnsEvent, "ns_before.mnt")
-_SETNS_AT = field_index(layout.CtSetnsEvent, "fd")
-_UNSHARE_BEFORE = field_index(layout.CtUnshareEvent, "ns_before.mnt")
-_UNSHARE_AT = field_index(layout.CtUnshareEvent, "flags")
-
-_new = object.__new__
 # hdr.flags' bits for every event -> (no_nsproxy, cgroup_v1, ns_change), by lookup
 _TASK_MASK = layout.CT_F_NO_NSPROXY | layout.CT_F_CGROUP_V1 | layout.CT_F_NS_CHANGE
 _TASK_FLAGS = tuple((bool(flags & layout.CT_F_NO_NSPROXY), bool(flags & layout.CT_F_CGROUP_V1),
@@ -97,13 +95,81 @@ def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="surrogateescape")
 
 
-def exec_strings(data: bytes, filename_len: int, args_len: int) -> tuple[str, list[str]]:
+def exec_strings(data: bytes, filename_len: int, args_len: int) -> tuple[str, tuple[str, ...]]:
     """An exec record's filename and argv, from the bytes after its fixed part."""
     # argv is NUL-separated; a truncated copy may end mid-string
     args = data[filename_len:filename_len + args_len].split(b"\0")
     if args and args[-1] == b"":
         args.pop()
-    return _cstr(data[:filename_len]), [arg.decode(errors="surrogateescape") for arg in args]
+    return _cstr(data[:filename_len]), tuple([arg.decode(errors="surrogateescape")
+                                              for arg in args])
+
+
+# record type -> (its Struct, the event class it makes)
+_RECORDS = {
+    layout.CT_EVENT_EXEC: (EXEC, "exec", layout.CtExecHead),
+    layout.CT_EVENT_EXEC_FAILED: (EXEC, "exec", layout.CtExecHead),
+    layout.CT_EVENT_FORK: (FORK, "fork", layout.CtForkEvent),
+    layout.CT_EVENT_EXIT: (EXIT, "exit", layout.CtExitEvent),
+    layout.CT_EVENT_SETNS: (_SETNS, "setns", layout.CtSetnsEvent),
+    layout.CT_EVENT_UNSHARE: (_UNSHARE, "unshare", layout.CtUnshareEvent),
+}
+# The event fields that are not a record field of the same name: from the
+# header's flags, the identity span, an exec's text, or the clock.
+_WORKED_OUT = {
+    "ktime_ns": "v[{hdr.ktime_ns}]",
+    "wall_ns": "v[{hdr.ktime_ns}] + _offset",
+    "cpu": "v[{hdr.cpu}]",
+    "comm": "comm", "ns": "ns", "cgroup": "cgroup",
+    "no_nsproxy": "no_nsproxy", "cgroup_v1": "cgroup_v1", "ns_change": "ns_change",
+    "container": "None",   # decided by the session (containers.py)
+    "filename": "filename", "argv": "argv",
+    "argv_truncated": "flags & _ARGS_TRUNCATED != 0",
+    "filename_truncated": "flags & _FILENAME_TRUNCATED != 0",
+    "clone_flags": "v[{clone_flags}] if flags & _CLONE_FLAGS_KNOWN else None",
+    "thread": "flags & _THREAD != 0",
+    "reaper": "v[{reaper}] if flags & _HAD_CHILDREN else None",
+    "ns_before": "_ns_of(v[{ns_before.mnt}:{ns_before.mnt} + _NS])",
+}
+
+
+def _decoder_source(rtype: int) -> str:
+    """The function that makes the event of one record type."""
+    s, kind, mirror = _RECORDS[rtype]
+    names = layout.struct_fields(mirror, skip=_IDENT)
+
+    def at(match: re.Match) -> str:
+        return str(names.index(match.group(1)))
+
+    values = []
+    for name in EVENT_CLASSES[kind].FIELDS:
+        if name in _WORKED_OUT:
+            expr = _WORKED_OUT[name]
+        elif f"task.{name}" in names:
+            expr = f"v[{{task.{name}}}]"
+        elif name in names:
+            expr = f"v[{{{name}}}]"
+        else:
+            raise ImportError(f"decode.py: no record field for {kind}.{name}")
+        values.append(re.sub(r"\{([a-z_.]+)\}", at, expr))
+    lines = [f"def decode_{rtype}(rec):",
+             f"    v = _S{rtype}.unpack_from(rec) if len(rec) >= {s.size}"
+             f" else _padded(_S{rtype}, rec)",
+             "    raw = rec[_IDENT]",
+             "    comm, ns, cgroup = _idents.get(raw) or _ident(raw)",
+             f"    flags = v[{names.index('hdr.flags')}]",
+             "    no_nsproxy, cgroup_v1, ns_change = _TASK_FLAGS[flags & _TASK_MASK]"]
+    if kind == "exec":
+        lens = names.index("filename_len")
+        lines += [f"    key = rec[{_EXEC_STRINGS_AT}:{s.size} + v[{lens}] + v[{lens + 1}]]",
+                  f"    filename, argv = (_execs.get(key)"
+                  f" or _exec_strings(key, v[{lens}], v[{lens + 1}]))"]
+    lines.append(f"    return _new(_cls{rtype}, ({', '.join(values)},))")
+    return "\n".join(lines) + "\n"
+
+
+# an exec's lengths and strings: the key to their decoded form
+_EXEC_STRINGS_AT = layout.CtExecHead.filename_len.offset
 
 
 class Decoder:
@@ -113,14 +179,22 @@ class Decoder:
         self.wall_offset_ns = wall_offset_ns
         self._idents: dict[bytes, tuple[str, Namespaces, str]] = {}
         self._nss: dict[tuple, Namespaces] = {}
-        self._by_type: dict[int, Callable[[bytes], ProcessEvent]] = {
-            layout.CT_EVENT_EXEC: self._exec,
-            layout.CT_EVENT_EXEC_FAILED: self._exec,
-            layout.CT_EVENT_FORK: self._fork,
-            layout.CT_EVENT_EXIT: self._exit,
-            layout.CT_EVENT_SETNS: self._setns,
-            layout.CT_EVENT_UNSHARE: self._unshare,
-        }
+        self._execs: dict[bytes, tuple[str, tuple[str, ...]]] = {}
+        env: dict[str, Any] = {
+            "_offset": wall_offset_ns, "_IDENT": IDENT, "_idents": self._idents,
+            "_ident": self.ident, "_execs": self._execs, "_exec_strings": self._exec_strings,
+            "_padded": self._padded, "_ns_of": self._ns, "_NS": _NS, "_new": record_of,
+            "_TASK_FLAGS": _TASK_FLAGS, "_TASK_MASK": _TASK_MASK,
+            "_ARGS_TRUNCATED": layout.CT_F_ARGS_TRUNCATED,
+            "_FILENAME_TRUNCATED": layout.CT_F_FILENAME_TRUNCATED,
+            "_CLONE_FLAGS_KNOWN": layout.CT_F_CLONE_FLAGS_KNOWN, "_THREAD": layout.CT_F_THREAD,
+            "_HAD_CHILDREN": layout.CT_F_HAD_CHILDREN}
+        for rtype, (s, kind, _) in _RECORDS.items():
+            env[f"_S{rtype}"], env[f"_cls{rtype}"] = s, EVENT_CLASSES[kind]
+        self._by_type: dict[int, Callable[[bytes], ProcessEvent]] = {}
+        for rtype in _RECORDS:
+            exec(_SOURCES[rtype], env)  # noqa: S102 - made above, from the event classes
+            self._by_type[rtype] = env[f"decode_{rtype}"]
 
     def decode(self, rec: bytes) -> ProcessEvent:
         if len(rec) < _HDR.size:
@@ -131,83 +205,93 @@ class Decoder:
             raise CtrtraceError(f"unknown event type {rtype} from the kernel", ExitStatus.BPF)
         return decode_type(rec)
 
+    def cached(self) -> dict[str, int]:
+        """How many entries each cache holds (each is bounded)."""
+        return {"idents": len(self._idents), "namespaces": len(self._nss),
+                "command_lines": len(self._execs)}
+
     @staticmethod
-    def _fields(s: struct.Struct, rec: bytes) -> tuple:
-        if len(rec) < s.size:
-            rec = rec + bytes(s.size - len(rec))
-        return s.unpack_from(rec)
+    def _padded(s: struct.Struct, rec: bytes) -> tuple:
+        """A record shorter than its type (an older object): zeros for the rest."""
+        return s.unpack_from(rec + bytes(s.size - len(rec)))
 
     def _ns(self, values: tuple) -> Namespaces:
         ns = self._nss.get(values)
         if ns is None:
-            if len(self._nss) >= _IDENT_CACHE_MAX:
-                self._nss.clear()
-            ns = self._nss[values] = Namespaces(*values)
+            ns = keep(self._nss, values, Namespaces(*values), _IDENT_CACHE_MAX)
         return ns
 
     def ident(self, raw: bytes) -> tuple[str, Namespaces, str]:
         """comm, namespaces and cgroup from their span of the record."""
         found = self._idents.get(raw)
         if found is None:
-            if len(self._idents) >= _IDENT_CACHE_MAX:
-                self._idents.clear()
             parent, leaf = _cstr(raw[_CGP_AT:_CGL_AT]), _cstr(raw[_CGL_AT:])
             cgroup = f"{parent}/{leaf}" if parent and parent != "/" else "/" + leaf.lstrip("/")
-            found = self._idents[raw] = (
-                _cstr(raw[:_COMM_LEN]), self._ns(_NS_FMT.unpack_from(raw, _NS_AT)), cgroup)
+            found = keep(self._idents, raw, (
+                _cstr(raw[:_COMM_LEN]), self._ns(_NS_FMT.unpack_from(raw, _NS_AT)), cgroup),
+                _IDENT_CACHE_MAX)
         return found
 
-    def _task(self, ev: ProcessEvent, values: tuple, rec: bytes) -> int:
-        """Fills what every event has; returns the header's flags."""
-        (_, _, flags, ev.cpu, ktime, ev.pid, ev.tid, ev.ppid, ev.vpid, ev.uid, ev.gid,
-         ev.start_ns, ev.parent_start_ns, ev.cgroup_id) = values[:14]
-        ev.ktime_ns = ktime
-        ev.wall_ns = ktime + self.wall_offset_ns
-        ev.comm, ev.ns, ev.cgroup = self.ident(rec[IDENT])
-        ev.no_nsproxy, ev.cgroup_v1, ev.ns_change = _TASK_FLAGS[flags & _TASK_MASK]
-        ev.container = None
-        return flags
+    def _exec_strings(self, key: bytes, filename_len: int,
+                      args_len: int) -> tuple[str, tuple[str, ...]]:
+        found = exec_strings(key[EXEC.size - _EXEC_STRINGS_AT:], filename_len, args_len)
+        return keep(self._execs, key, found, COMMAND_LINES_MAX)
 
-    def _exec(self, rec: bytes) -> ExecEvent:
-        values = EXEC.unpack_from(rec)
-        ev = _new(ExecEvent)
-        flags = self._task(ev, values, rec)
-        ev.old_pid, ev.ret, filename_len, args_len = values[_EXEC_AT:_EXEC_AT + 4]
-        ev.filename, ev.argv = exec_strings(rec[EXEC.size:], filename_len, args_len)
-        ev.argv_truncated = bool(flags & layout.CT_F_ARGS_TRUNCATED)
-        ev.filename_truncated = bool(flags & layout.CT_F_FILENAME_TRUNCATED)
-        return ev
 
-    def _fork(self, rec: bytes) -> ForkEvent:
-        values = FORK.unpack_from(rec) if len(rec) >= FORK.size else self._fields(FORK, rec)
-        ev = _new(ForkEvent)
-        flags = self._task(ev, values, rec)
-        ev.parent_pid, ev.parent_tid, clone_flags = values[_FORK_AT:_FORK_AT + 3]
-        ev.clone_flags = clone_flags if flags & layout.CT_F_CLONE_FLAGS_KNOWN else None
-        ev.thread = bool(flags & layout.CT_F_THREAD)
-        return ev
+_SOURCES = {rtype: _decoder_source(rtype) for rtype in _RECORDS}
 
-    def _exit(self, rec: bytes) -> ExitEvent:
-        values = EXIT.unpack_from(rec) if len(rec) >= EXIT.size else self._fields(EXIT, rec)
-        ev = _new(ExitEvent)
-        flags = self._task(ev, values, rec)
-        ev.status, reaper = values[_EXIT_AT:_EXIT_AT + 2]
-        ev.reaper = reaper if flags & layout.CT_F_HAD_CHILDREN else None
-        return ev
 
-    def _setns(self, rec: bytes) -> SetnsEvent:
-        values = _SETNS.unpack_from(rec) if len(rec) >= _SETNS.size else self._fields(_SETNS, rec)
-        ev = _new(SetnsEvent)
-        self._task(ev, values, rec)
-        ev.ns_before = self._ns(values[_SETNS_BEFORE:_SETNS_BEFORE + _NS])
-        ev.fd, ev.nstype, ev.ret = values[_SETNS_AT:_SETNS_AT + 3]
-        return ev
+def encode(ev: ProcessEvent, wall_offset_ns: int) -> bytes:
+    """The record the kernel would send for ev: decode's inverse, through the
+    ctypes mirror (tests and benchmarks make records of recorded events)."""
+    import ctypes
 
-    def _unshare(self, rec: bytes) -> UnshareEvent:
-        values = (_UNSHARE.unpack_from(rec) if len(rec) >= _UNSHARE.size
-                  else self._fields(_UNSHARE, rec))
-        ev = _new(UnshareEvent)
-        self._task(ev, values, rec)
-        ev.ns_before = self._ns(values[_UNSHARE_BEFORE:_UNSHARE_BEFORE + _NS])
-        ev.flags, ev.ret = values[_UNSHARE_AT:_UNSHARE_AT + 2]
-        return ev
+    kind = ev.type
+    mirror = {"exec": layout.CtExecEvent, "fork": layout.CtForkEvent,
+              "exit": layout.CtExitEvent, "setns": layout.CtSetnsEvent,
+              "unshare": layout.CtUnshareEvent}[kind]
+    rtype = next(t for t, (_, k, _) in _RECORDS.items() if k == kind)
+    e: Any = mirror()
+    flags = ((layout.CT_F_NS_CHANGE if ev.ns_change else 0)
+             | (layout.CT_F_CGROUP_V1 if ev.cgroup_v1 else 0)
+             | (layout.CT_F_NO_NSPROXY if ev.no_nsproxy else 0))
+    t = e.task
+    for name, *_ in layout.CtTask._fields_:
+        if name not in ("comm", "ns", "cgroup_parent", "cgroup_leaf"):
+            setattr(t, name, getattr(ev, name))
+    t.comm = ev.comm.encode(errors="surrogateescape")[:layout.CT_COMM_LEN - 1]
+    t.ns = layout.CtNs(*ev.ns)
+    parent, _, leaf = ev.cgroup.rpartition("/")
+    t.cgroup_parent = parent.encode(errors="surrogateescape")
+    t.cgroup_leaf = leaf.encode(errors="surrogateescape")
+    size = ctypes.sizeof(e)
+    if isinstance(ev, ExecEvent):
+        path = ev.filename.encode(errors="surrogateescape") + b"\0"
+        args = b"".join(a.encode(errors="surrogateescape") + b"\0" for a in ev.argv)
+        e.old_pid, e.ret, e.filename_len, e.args_len = ev.old_pid, ev.ret, len(path), len(args)
+        ctypes.memmove(ctypes.addressof(e) + layout.EXEC_DATA_OFFSET, path + args,
+                       len(path + args))
+        size = layout.EXEC_DATA_OFFSET + len(path + args)
+        flags |= ((layout.CT_F_ARGS_TRUNCATED if ev.argv_truncated else 0)
+                  | (layout.CT_F_FILENAME_TRUNCATED if ev.filename_truncated else 0))
+        if ev.ret:
+            rtype = layout.CT_EVENT_EXEC_FAILED
+    elif isinstance(ev, ForkEvent):
+        e.parent_pid, e.parent_tid = ev.parent_pid, ev.parent_tid
+        e.clone_flags = ev.clone_flags or 0
+        flags |= ((layout.CT_F_CLONE_FLAGS_KNOWN if ev.clone_flags is not None else 0)
+                  | (layout.CT_F_THREAD if ev.thread else 0))
+    elif isinstance(ev, ExitEvent):
+        e.status, e.reaper = ev.status, ev.reaper or 0
+        flags |= layout.CT_F_HAD_CHILDREN if ev.reaper is not None else 0
+    elif isinstance(ev, SetnsEvent):
+        e.ns_before = layout.CtNs(*ev.ns_before)
+        e.fd, e.nstype, e.ret = ev.fd, ev.nstype, ev.ret
+    elif isinstance(ev, UnshareEvent):
+        e.ns_before = layout.CtNs(*ev.ns_before)
+        e.flags, e.ret = ev.flags, ev.ret
+    h = e.hdr
+    h.type, h.size, h.flags, h.cpu, h.ktime_ns = rtype, size, flags, ev.cpu, ev.ktime_ns
+    if ev.wall_ns - ev.ktime_ns != wall_offset_ns:
+        raise ValueError("the event's wall clock is not ktime_ns + wall_offset_ns")
+    return bytes(e)[:size]

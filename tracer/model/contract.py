@@ -383,10 +383,27 @@ class CountMap(Kind):
 
 @dataclass(frozen=True)
 class Field:
+    """One field of a record.  For events, also how the typed event holds it
+    (events.py), which the one writer and the one reader are made from
+    (codec.py): the attribute it is written from and read into (attr, the
+    field's own name unless said; None: not held), what is written (value:
+    an expression over the attributes, for a field worked out from others),
+    when it is written (when: an expression; empty: always), and what a
+    reader takes when it is absent (default: an expression over the fields
+    read before it, by their JSON names)."""
+
     name: str
     kind: Kind
     required: bool = True
     doc: str = ""
+    attr: str | None = ""
+    value: str = ""
+    when: str = ""
+    default: str = ""
+
+    @property
+    def held_as(self) -> str | None:
+        return self.name if self.attr == "" else self.attr
 
 
 class Obj(Kind):
@@ -461,8 +478,10 @@ class Obj(Kind):
 def _raw(name: str, kind: Kind, required: bool = True, doc: str = "") -> tuple[Field, Field]:
     """A text field a process controls, and its NAME_base64 sibling."""
     sibling: Kind = ListOf(Base64(), kind.max_items) if isinstance(kind, ListOf) else Base64()
-    return (Field(name, kind, required, doc),
-            Field(name + RAW_SUFFIX, sibling, False, f"the exact bytes of {name}, when not UTF-8"))
+    empty = "()" if isinstance(kind, ListOf) else '""'
+    return (Field(name, kind, required, doc, default="" if required else empty),
+            Field(name + RAW_SUFFIX, sibling, False, f"the exact bytes of {name}, when not UTF-8",
+                  attr=None))
 
 
 COUNT = Int(0, _U64, doc="count")
@@ -482,10 +501,10 @@ ARGV = ListOf(Str(), 1 << 16, doc="list of strings")
 EVENT_TYPES = ("exec", "fork", "exit", "setns", "unshare")
 
 COMMON = (
-    Field("type", Str(one_of=EVENT_TYPES + ("header", "summary")), doc="the event"),
-    Field("ts", Timestamp(), doc="wall clock of the event"),
+    Field("type", Str(one_of=EVENT_TYPES + ("header", "summary")), doc="the event", attr=None),
+    Field("ts", Timestamp(), doc="wall clock of the event", attr="wall_ns"),
     Field("ktime_ns", Int(0, _U64), doc="CLOCK_MONOTONIC of the event (ns)"),
-    Field("cpu", Int(0, _U32), False, "the CPU it happened on"),
+    Field("cpu", Int(0, _U32), False, "the CPU it happened on", default="0"),
     Field("pid", PID, doc="the process (thread group)"),
     Field("tid", PID, doc="the thread"),
     Field("ppid", PID, doc="the parent at the event"),
@@ -493,16 +512,21 @@ COMMON = (
     *_raw("comm", Str(), doc="the task's command name (15 bytes at most)"),
     Field("uid", Int(0, _U32), doc="real uid"),
     Field("gid", Int(0, _U32), doc="real gid"),
-    Field("start_ns", Int(0, _U64), False, "start time since boot: with pid, the identity"),
-    Field("parent_start_ns", Int(0, _U64), False, "the parent's start time"),
+    Field("start_ns", Int(0, _U64), False, "start time since boot: with pid, the identity",
+          default="0"),
+    Field("parent_start_ns", Int(0, _U64), False, "the parent's start time", default="0"),
     Field("ns", NS, doc="the ten namespace inodes, as /proc/PID/ns shows them (0: unknown)"),
-    Field("no_nsproxy", Bool(), False, "true: the task had no namespaces left (exiting)"),
-    Field("cgroup_id", Int(0, _U64), False, "the cgroup's id (its inode)"),
+    Field("no_nsproxy", Bool(), False, "true: the task had no namespaces left (exiting)",
+          when="no_nsproxy", default="False"),
+    Field("cgroup_id", Int(0, _U64), False, "the cgroup's id (its inode)", default="0"),
     *_raw("cgroup", Str(), False, "the cgroup's directory and its parent's"),
-    Field("cgroup_v1", Bool(), False, "true: from a v1 hierarchy (no v2 placement)"),
+    Field("cgroup_v1", Bool(), False, "true: from a v1 hierarchy (no v2 placement)",
+          when="cgroup_v1", default="False"),
     Field("ns_change", Bool(), False,
-          "created or entered a namespace, or differs from the parent's (--ns-changes)"),
-    Field("container", CONTAINER, False, "the container it belongs to, or null (the host)"),
+          "created or entered a namespace, or differs from the parent's (--ns-changes)",
+          default="False"),
+    Field("container", CONTAINER, False, "the container it belongs to, or null (the host)",
+          default="None"),
 )
 
 EVENTS: dict[str, Obj] = {
@@ -510,24 +534,31 @@ EVENTS: dict[str, Obj] = {
         *_raw("filename", Str(), doc="the path given to execve/execveat"),
         *_raw("argv", ARGV, doc="the arguments (2 KiB at most)"),
         Field("argv_truncated", Bool(), doc="true: argv was longer"),
-        Field("filename_truncated", Bool(), False, "true: the path was longer"),
-        Field("old_pid", PID, False, "the thread that called exec, when not the leader"),
-        Field("ret", Int(*_S32), False, "0, or -errno for a failed exec"),
+        Field("filename_truncated", Bool(), False, "true: the path was longer",
+              when="filename_truncated", default="False"),
+        Field("old_pid", PID, False, "the thread that called exec, when not the leader",
+              when="old_pid != tid", default="tid"),
+        Field("ret", Int(*_S32), False, "0, or -errno for a failed exec", default="0"),
     ), doc="a program replaced the process's image"),
     "fork": Obj(COMMON + (
         Field("parent_pid", PID, doc="the caller (differs from ppid under CLONE_PARENT)"),
-        Field("parent_tid", PID, False, "the calling thread"),
+        Field("parent_tid", PID, False, "the calling thread", default="parent_pid"),
         Field("clone_flags", Int(0, _U64, nullable=True), False,
-              "the clone flags (null: a kernel thread)"),
-        Field("thread", Bool(), False, "true: a thread (with --threads)"),
+              "the clone flags (null: a kernel thread)", default="None"),
+        Field("thread", Bool(), False, "true: a thread (with --threads)", when="thread",
+              default="False"),
     ), doc="a process (or thread) was created"),
     "exit": Obj(COMMON + (
-        Field("exit_code", Int(0, 255), doc="the exit status"),
-        Field("signal", Int(0, 127), doc="the signal that ended it, or 0"),
-        Field("status", Int(0, 0xFFFF), False, "the wait(2) status"),
-        Field("core_dumped", Bool(), False, "true: it dumped core"),
+        Field("exit_code", Int(0, 255), doc="the exit status", attr=None,
+              value="status >> 8 & 0xFF"),
+        Field("signal", Int(0, 127), doc="the signal that ended it, or 0", attr=None,
+              value="status & 0x7F"),
+        Field("status", Int(0, 0xFFFF), False, "the wait(2) status",
+              default="exit_code << 8 | signal"),
+        Field("core_dumped", Bool(), False, "true: it dumped core", attr=None,
+              value="status & 0x80 != 0", when="status & 0x80"),
         Field("reaper", Int(0, PID_MAX, nullable=True), False,
-              "who adopts its children (null: it had none; 0: unknown)"),
+              "who adopts its children (null: it had none; 0: unknown)", default="None"),
     ), doc="a process ended"),
     "setns": Obj(COMMON + (
         Field("fd", Int(*_S32), doc="setns(2)'s file descriptor"),
@@ -616,10 +647,6 @@ def reference() -> str:
             + ", ".join(f"`{n}`" for n in NS_NAMES) + f" ({INODE.doc}, 0: unknown); "
             "`container` (null for the host):", "", *table(CONTAINER.fields)]
     return "\n".join(out) + "\n"
-
-
-# the raw-text fields of each record, for the writers
-EVENT_TEXT_FIELDS = ("comm", "cgroup", "filename", "argv")
 
 
 class Invalid(ValueError):

@@ -1,30 +1,36 @@
-"""Typed events: what the kernel reported, decoded, with its JSON form.
+"""Typed events: what the kernel reported at each event, as light records.
 
-The JSON form is a public contract (one object per line): fields may be
-added, the ones here are never renamed.
+An event is a tuple of its fields, in the order its class declares them
+(ProcessEvent's, then its type's): made in one step by the decoder and by
+the recording reader, read by name (ev.pid) at the cost of an index.  The
+JSON form is generated from the contract (codec.py); a test keeps each
+class's fields and the contract's in step.
 """
 
 from __future__ import annotations
 
-import functools
+import operator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from .contract import (
-    EVENT_TEXT_FIELDS,
     FORMAT_NAME,
     FORMAT_VERSION,
     NS_NAMES,
     iso_ts,
     parse_iso_ts,
-    text_of,
     texts_of,
     with_raw_text,
 )
 
+try:  # the C descriptor namedtuple's fields are read through
+    from _collections import _tuplegetter
+except ImportError:  # pragma: no cover - other Pythons
+    def _tuplegetter(index: int, doc: str | None) -> Any:
+        return property(operator.itemgetter(index), doc=doc)
 
-@dataclass(frozen=True, slots=True)
-class Namespaces:
+
+class Namespaces(NamedTuple):
     """Namespace inode numbers, as /proc/PID/ns/* shows them (0 = unknown)."""
 
     mnt: int = 0
@@ -39,30 +45,19 @@ class Namespaces:
     time_for_children: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        """Shared between calls (the same few sets repeat on every event): do not mutate."""
-        return _ns_dict(self)
+        return dict(zip(NS_NAMES, self, strict=True))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Namespaces:
-        return cls(**{name: int(d.get(name, 0)) for name in NS_NAMES})
+        return cls(*(int(d.get(name, 0)) for name in NS_NAMES))
 
     def changed(self, other: Namespaces) -> list[str]:
         """Names whose inode differs from other's (both known)."""
-        out = []
-        for name in NS_NAMES:
-            mine, theirs = getattr(self, name), getattr(other, name)
-            if mine and theirs and mine != theirs:
-                out.append(name)
-        return out
+        return [name for name, mine, theirs in zip(NS_NAMES, self, other, strict=True)
+                if mine and theirs and mine != theirs]
 
 
-@functools.lru_cache(maxsize=4096)
-def _ns_dict(ns: Namespaces) -> dict[str, int]:
-    return {name: getattr(ns, name) for name in NS_NAMES}
-
-
-@dataclass(frozen=True, slots=True)
-class Container:
+class Container(NamedTuple):
     """The container a process belongs to, and how that was decided."""
 
     id: str
@@ -72,8 +67,7 @@ class Container:
     source: str = "cgroup"         # cgroup | namespace | shim: what tied the process to it
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "image": self.image,
-                "runtime": self.runtime, "source": self.source}
+        return self._asdict()
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> Container | None:
@@ -87,16 +81,73 @@ class Container:
         return self.name or self.id[:12]
 
 
-# Only the subclasses are made, and each generates __init__, __repr__ and
-# __eq__ over all the fields: the base's own would be compiled for nothing.
-@dataclass(slots=True, kw_only=True, init=False, repr=False, eq=False)
-class ProcessEvent:
+_new = tuple.__new__
+
+
+class Record(tuple):
+    """A tuple whose fields are its class's annotations, base classes' first.
+
+    Each field is read by name through namedtuple's C getter; a class is
+    made with keywords (defaults from the annotations' values), or by the
+    decoder and the reader in one step: record_of(cls, values)."""
+
+    __slots__ = ()
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        names, defaults = list(cls.FIELDS), dict(cls.DEFAULTS)
+        for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+            if str(annotation).startswith("ClassVar"):
+                continue
+            if name in names:
+                raise TypeError(f"{cls.__name__}.{name} is declared twice")
+            names.append(name)
+            if name in cls.__dict__:
+                defaults[name] = cls.__dict__[name]
+        cls.FIELDS, cls.DEFAULTS = tuple(names), defaults
+        for i, name in enumerate(names):
+            setattr(cls, name, _tuplegetter(i, name))
+        params = ", ".join(f"{n}=_defaults[{n!r}]" if n in defaults else n for n in names)
+        env: dict[str, Any] = {"_new": _new, "_defaults": defaults}
+        source = (f"def __new__(_cls, *, {params}):\n"
+                  f"    return _new(_cls, ({', '.join(names)},))\n")
+        exec(source, env)  # noqa: S102 - the source is made here, from the annotations
+        cls.__new__ = env["__new__"]  # type: ignore[method-assign]
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={v!r}" for n, v in zip(self.FIELDS, self, strict=True))
+        return f"{type(self).__name__}({inner})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = tuple.__hash__
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with some fields changed (tests, and the rare rewrite)."""
+        values = dict(zip(self.FIELDS, self, strict=True))
+        values.update(changes)
+        return type(self)(**values)
+
+
+def record_of(cls: type, values: tuple) -> Any:
+    """An instance of a Record class from its fields' values, in order."""
+    return _new(cls, values)
+
+
+class ProcessEvent(Record):
     """Fields every process event has, read from the task at the event."""
 
+    __slots__ = ()
     type: ClassVar[str] = ""
 
-    ktime_ns: int
-    wall_ns: int
+    wall_ns: int       # wall clock of the event (ktime_ns + the boot time)
+    ktime_ns: int      # CLOCK_MONOTONIC
     cpu: int
     pid: int
     tid: int
@@ -108,145 +159,52 @@ class ProcessEvent:
     start_ns: int
     parent_start_ns: int
     ns: Namespaces
-    no_nsproxy: bool
+    no_nsproxy: bool = False     # the task had no namespaces left (exiting)
     cgroup_id: int = 0
     cgroup: str = ""             # "parent/leaf" directory names of the task's cgroup
     cgroup_v1: bool = False
     ns_change: bool = False      # created/entered a namespace, or differs from the parent's
     container: Container | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "type": self.type,
-            "ts": iso_ts(self.wall_ns),
-            "ktime_ns": self.ktime_ns,
-            "cpu": self.cpu,
-            "pid": self.pid,
-            "tid": self.tid,
-            "ppid": self.ppid,
-            "vpid": self.vpid,
-            "comm": self.comm,
-            "uid": self.uid,
-            "gid": self.gid,
-            "start_ns": self.start_ns,
-            "parent_start_ns": self.parent_start_ns,
-            "ns": self.ns.to_dict(),
-            "cgroup_id": self.cgroup_id,
-            "cgroup": self.cgroup,
-            "ns_change": self.ns_change,
-            "container": self.container.to_json() if self.container else None,
-        }
-        if self.cgroup_v1:
-            d["cgroup_v1"] = True
-        if self.no_nsproxy:
-            d["no_nsproxy"] = True
-        d.update(self._extra_json())
-        return with_raw_text(d, EVENT_TEXT_FIELDS)
 
-    def _extra_json(self) -> dict[str, Any]:
-        return {}
-
-    @staticmethod
-    def _common_from_json(d: dict[str, Any]) -> dict[str, Any]:
-        return dict(
-            ktime_ns=int(d["ktime_ns"]),
-            wall_ns=parse_iso_ts(d["ts"]),
-            cpu=int(d.get("cpu", 0)),
-            pid=int(d["pid"]),
-            tid=int(d["tid"]),
-            ppid=int(d["ppid"]),
-            vpid=int(d["vpid"]),
-            comm=text_of(d, "comm"),
-            uid=int(d["uid"]),
-            gid=int(d["gid"]),
-            start_ns=int(d.get("start_ns", 0)),
-            parent_start_ns=int(d.get("parent_start_ns", 0)),
-            ns=Namespaces.from_dict(d["ns"]),
-            no_nsproxy=bool(d.get("no_nsproxy", False)),
-            cgroup_id=int(d.get("cgroup_id", 0)),
-            cgroup=text_of(d, "cgroup"),
-            cgroup_v1=bool(d.get("cgroup_v1", False)),
-            ns_change=bool(d.get("ns_change", False)),
-            container=Container.from_json(d.get("container")),
-        )
+CONTAINER_AT = ProcessEvent.FIELDS.index("container")
 
 
-@dataclass(slots=True, kw_only=True)
+def with_container(ev: ProcessEvent, container: Container | None) -> Any:
+    """ev attributed to container (what the kernel reported, and what was concluded)."""
+    return _new(type(ev), (*ev[:CONTAINER_AT], container, *ev[CONTAINER_AT + 1:]))
+
+
 class ExecEvent(ProcessEvent):
     """A program replaced the task's image (execve/execveat; failed ones too, with ret)."""
 
+    __slots__ = ()
     type: ClassVar[str] = "exec"
 
     filename: str
-    argv: list[str]
-    argv_truncated: bool
-    filename_truncated: bool
-    old_pid: int
-    ret: int  # 0, or -errno when the exec failed
-
-    def _extra_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "filename": self.filename,
-            "argv": self.argv,
-            "argv_truncated": self.argv_truncated,
-            "ret": self.ret,
-        }
-        if self.filename_truncated:
-            d["filename_truncated"] = True
-        if self.old_pid != self.tid:
-            d["old_pid"] = self.old_pid
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> ExecEvent:
-        return cls(
-            **cls._common_from_json(d),
-            filename=text_of(d, "filename"),
-            argv=texts_of(d, "argv"),
-            argv_truncated=bool(d["argv_truncated"]),
-            filename_truncated=bool(d.get("filename_truncated", False)),
-            old_pid=int(d.get("old_pid", d["tid"])),
-            ret=int(d.get("ret", 0)),
-        )
+    argv: tuple[str, ...]
+    argv_truncated: bool = False
+    filename_truncated: bool = False
+    old_pid: int       # the thread that called exec (its tid, unless not the leader)
+    ret: int = 0       # 0, or -errno when the exec failed
 
 
-@dataclass(slots=True, kw_only=True)
 class ForkEvent(ProcessEvent):
     """A task was created (fork, vfork, clone, clone3; threads only with --threads)."""
 
+    __slots__ = ()
     type: ClassVar[str] = "fork"
 
     parent_pid: int
     parent_tid: int
     clone_flags: int | None  # None: not created by a syscall we saw (kernel thread)
-    thread: bool
-
-    def _extra_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "parent_pid": self.parent_pid,
-            "parent_tid": self.parent_tid,
-            "clone_flags": self.clone_flags,
-        }
-        if self.thread:
-            d["thread"] = True
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> ForkEvent:
-        flags = d.get("clone_flags")
-        return cls(
-            **cls._common_from_json(d),
-            parent_pid=int(d["parent_pid"]),
-            parent_tid=int(d.get("parent_tid", d["parent_pid"])),
-            clone_flags=None if flags is None else int(flags),
-            thread=bool(d.get("thread", False)),
-        )
+    thread: bool = False
 
 
-@dataclass(slots=True, kw_only=True)
 class ExitEvent(ProcessEvent):
     """A process ended (its last thread exited)."""
 
+    __slots__ = ()
     type: ClassVar[str] = "exit"
 
     status: int  # the wait(2) status word
@@ -264,27 +222,11 @@ class ExitEvent(ProcessEvent):
     def core_dumped(self) -> bool:
         return bool(self.status & 0x80)
 
-    def _extra_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"exit_code": self.exit_code, "signal": self.signal,
-                             "status": self.status, "reaper": self.reaper}
-        if self.core_dumped:
-            d["core_dumped"] = True
-        return d
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> ExitEvent:
-        status = d.get("status")
-        if status is None:
-            status = (int(d["exit_code"]) << 8) | int(d["signal"])
-        reaper = d.get("reaper")
-        return cls(**cls._common_from_json(d), status=int(status),
-                   reaper=None if reaper is None else int(reaper))
-
-
-@dataclass(slots=True, kw_only=True)
 class SetnsEvent(ProcessEvent):
     """setns(2): the task entered another namespace (ns_before: where it was)."""
 
+    __slots__ = ()
     type: ClassVar[str] = "setns"
 
     fd: int
@@ -292,36 +234,20 @@ class SetnsEvent(ProcessEvent):
     ret: int
     ns_before: Namespaces
 
-    def _extra_json(self) -> dict[str, Any]:
-        return {"fd": self.fd, "nstype": self.nstype, "ret": self.ret,
-                "ns_before": self.ns_before.to_dict()}
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> SetnsEvent:
-        return cls(**cls._common_from_json(d), fd=int(d["fd"]), nstype=int(d["nstype"]),
-                   ret=int(d["ret"]), ns_before=Namespaces.from_dict(d["ns_before"]))
-
-
-@dataclass(slots=True, kw_only=True)
 class UnshareEvent(ProcessEvent):
     """unshare(2): the task moved into new namespaces (ns_before: where it was)."""
 
+    __slots__ = ()
     type: ClassVar[str] = "unshare"
 
     flags: int
     ret: int
     ns_before: Namespaces
 
-    def _extra_json(self) -> dict[str, Any]:
-        return {"flags": self.flags, "ret": self.ret, "ns_before": self.ns_before.to_dict()}
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> UnshareEvent:
-        return cls(**cls._common_from_json(d), flags=int(d["flags"]), ret=int(d["ret"]),
-                   ns_before=Namespaces.from_dict(d["ns_before"]))
-
-
-EVENT_CLASSES = {c.type: c for c in (ExecEvent, ForkEvent, ExitEvent, SetnsEvent, UnshareEvent)}
+EVENT_CLASSES: dict[str, type[ProcessEvent]] = {
+    c.type: c for c in (ExecEvent, ForkEvent, ExitEvent, SetnsEvent, UnshareEvent)}
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_CLASSES)
 
 
@@ -436,6 +362,3 @@ class Summary:
         )
 
 
-def event_from_json(d: dict[str, Any]) -> ProcessEvent:
-    cls = EVENT_CLASSES[d["type"]]
-    return cls.from_json(d)

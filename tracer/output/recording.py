@@ -27,10 +27,10 @@ import os
 import stat
 import zlib
 
+from ..model.codec import EventLines
 from ..model.contract import json_bytes
 from ..model.errors import CtrtraceError, ExitStatus
 from ..model.events import Header, ProcessEvent, Summary
-from .jsonlines import EventLines
 
 GZIP_LEVEL = 6
 
@@ -161,10 +161,6 @@ class Recorder:
 
     def event(self, ev: ProcessEvent) -> None:
         self._batch.append(self.renderer.line(ev))
-
-    def add_lines(self, lines: list[bytes]) -> None:
-        """Lines the renderer made (Session.lines)."""
-        self._batch.extend(lines)
 
     def flush(self) -> None:
         """The batch, written whole or not at all (CtrtraceError, the file cut

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
+from ..model.codec import EventLines, keep
 from ..model.contract import NS_NAMES, json_bytes
 from ..model.escape import escape
 from ..model.events import (
@@ -31,7 +33,6 @@ from ..model.flags import (
     signal_name,
     unshare_flag_names,
 )
-from .jsonlines import EventLines
 
 # Short names in the marks column; the *_for_children ones get a trailing '>'
 # ("for the children"), shown only where they differ from the task's own.
@@ -102,35 +103,53 @@ def _who(ev: ProcessEvent) -> str:
     return ev.comm if ev.tid == ev.pid else f"{ev.comm} (thread {ev.tid})"
 
 
+def _exec_detail(ev: ExecEvent) -> str:
+    return _exec_text(ev.argv, ev.filename, ev.argv_truncated, ev.ret)
+
+
+def _fork_detail(ev: ForkEvent) -> str:
+    flags = "(no syscall: kernel)" if ev.clone_flags is None else _clone_text(ev.clone_flags)
+    parent = f" by {ev.parent_pid}" if ev.parent_pid != ev.ppid else ""
+    kind = "thread " if ev.thread else ""
+    return f"{ev.comm} {kind}{flags}{parent}"
+
+
+def _exit_detail(ev: ExitEvent) -> str:
+    status = ev.status
+    if status & 0x7F:
+        what = f"killed by {signal_name(ev.signal) or ev.signal}"
+        if ev.core_dumped:
+            what += " (core dumped)"
+    else:
+        what = f"exit {ev.exit_code}"
+    if ev.reaper is not None:
+        # its children are reparented right after: say to whom
+        what += f", children to {ev.reaper or '?'}"
+    return f"{ev.comm} {what}"
+
+
+def _setns_detail(ev: SetnsEvent) -> str:
+    moved = ns_transitions(ev.ns_before, ev.ns)
+    text = f"{_who(ev)} setns(fd {ev.fd}, {nstype_name(ev.nstype)}) = {_ret_text(ev.ret)}"
+    return f"{text}  {moved}" if moved else text
+
+
+def _unshare_detail(ev: UnshareEvent) -> str:
+    moved = ns_transitions(ev.ns_before, ev.ns)
+    flags = "|".join(unshare_flag_names(ev.flags)) or "0"
+    text = f"{_who(ev)} unshare({flags}) = {_ret_text(ev.ret)}"
+    return f"{text}  {moved}" if moved else text
+
+
+_DETAIL: dict[type, Callable[[Any], str]] = {
+    ExecEvent: _exec_detail, ForkEvent: _fork_detail, ExitEvent: _exit_detail,
+    SetnsEvent: _setns_detail, UnshareEvent: _unshare_detail}
+
+
 def detail(ev: ProcessEvent) -> str:
-    if isinstance(ev, ExecEvent):
-        return _exec_text(tuple(ev.argv), ev.filename, ev.argv_truncated, ev.ret)
-    if isinstance(ev, ForkEvent):
-        flags = "(no syscall: kernel)" if ev.clone_flags is None else _clone_text(ev.clone_flags)
-        parent = f" by {ev.parent_pid}" if ev.parent_pid != ev.ppid else ""
-        kind = "thread " if ev.thread else ""
-        return f"{ev.comm} {kind}{flags}{parent}"
-    if isinstance(ev, ExitEvent):
-        if ev.signal:
-            what = f"killed by {signal_name(ev.signal) or ev.signal}"
-            if ev.core_dumped:
-                what += " (core dumped)"
-        else:
-            what = f"exit {ev.exit_code}"
-        if ev.reaper is not None:
-            # its children are reparented right after: say to whom
-            what += f", children to {ev.reaper or '?'}"
-        return f"{ev.comm} {what}"
-    if isinstance(ev, SetnsEvent):
-        moved = ns_transitions(ev.ns_before, ev.ns)
-        text = f"{_who(ev)} setns(fd {ev.fd}, {nstype_name(ev.nstype)}) = {_ret_text(ev.ret)}"
-        return f"{text}  {moved}" if moved else text
-    if isinstance(ev, UnshareEvent):
-        moved = ns_transitions(ev.ns_before, ev.ns)
-        flags = "|".join(unshare_flag_names(ev.flags)) or "0"
-        text = f"{_who(ev)} unshare({flags}) = {_ret_text(ev.ret)}"
-        return f"{text}  {moved}" if moved else text
-    return ev.comm
+    """What an event says beyond its columns: the command line, the clone
+    flags, the exit status, the namespaces moved between."""
+    return _DETAIL[type(ev)](ev)
 
 
 # Colour in the text view: ctrtrace's own SGR sequences, put around its own
@@ -162,6 +181,19 @@ def _alert(ev: ProcessEvent, text: str) -> tuple[int, int, str] | None:
     return None
 
 
+class _Marks(dict):
+    """"  [+mnt ...]" by namespace set, made on first use (a trace has a few
+    hundred sets; emptied past CACHE_MAX)."""
+
+    def __init__(self, host_ns: Namespaces) -> None:
+        super().__init__()
+        self.host_ns = host_ns
+
+    def __missing__(self, ns: Namespaces) -> str:
+        marks = ns_marks(ns, self.host_ns)
+        return keep(self, ns, "  [" + " ".join(marks) + "]" if marks else "")
+
+
 @dataclass
 class TextRenderer:
     """One aligned line per event; times are seconds since the trace began.
@@ -172,34 +204,23 @@ class TextRenderer:
     host_ns: Namespaces
     start_ktime_ns: int
     color: bool = False
-    # "  [+mnt ...]" by namespace set: the decoder shares one object per
-    # distinct set, so id() is the key (the entry keeps the object alive)
-    _marks: dict[int, tuple[Namespaces, str]] = field(
-        default_factory=dict, init=False, repr=False, compare=False)
+    _marks: _Marks = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._marks = _Marks(self.host_ns)
 
     def columns(self) -> str:
         return COLUMNS
 
-    def _marks_text(self, ns: Namespaces) -> str:
-        hit = self._marks.get(id(ns))
-        if hit is not None and hit[0] is ns:
-            return hit[1]
-        marks = ns_marks(ns, self.host_ns)
-        text = "  [" + " ".join(marks) + "]" if marks else ""
-        if len(self._marks) >= 4096:
-            self._marks.clear()
-        self._marks[id(ns)] = (ns, text)
-        return text
-
     def line(self, ev: ProcessEvent) -> str:
         if self.color:
             return self._colored_line(ev)
-        t = (ev.ktime_ns - self.start_ktime_ns) / 1e9
-        text = (f"{t:>10.6f} {ev.type:<7} {ev.pid:>7} {ev.ppid:>7} {ev.vpid:>5}  "
-                f"{detail(ev)}{self._marks_text(ev.ns)}")
-        if ev.container is not None:
-            text += f"  @{ev.container.label}"
-        return escape(text)
+        container = ev.container
+        text = (f"{(ev.ktime_ns - self.start_ktime_ns) / 1e9:>10.6f} {ev.type:<7} {ev.pid:>7} "
+                f"{ev.ppid:>7} {ev.vpid:>5}  {_DETAIL[type(ev)](ev)}"
+                f"{self._marks[ev.ns]}"
+                f"{'' if container is None else '  @' + container.label}")
+        return text if text.isprintable() else escape(text)
 
     def _colored_line(self, ev: ProcessEvent) -> str:
         """line(ev) with colour: each part escaped, then ctrtrace's own words
@@ -214,7 +235,7 @@ class TextRenderer:
             start, end, code = at
             body = (escape(text[:start]) + _sgr(code, escape(text[start:end]))
                     + escape(text[end:]))
-        marks = self._marks_text(ev.ns)
+        marks = self._marks[ev.ns]
         if marks:
             body += "  " + _sgr(SGR_NEW_NS, marks[2:])
         if ev.container is not None:
@@ -273,7 +294,7 @@ class TextSink:
 class JsonSink:
     """JSON Lines on the output: header, events, summary.
 
-    Lines are bytes (jsonlines.py), collected per batch and written to the
+    Lines are bytes (codec.py), collected per batch and written to the
     stream's binary buffer at each flush: no str round trip per event."""
 
     def __init__(self, out: IO[str], lines: EventLines | None = None) -> None:
@@ -288,10 +309,6 @@ class JsonSink:
 
     def event(self, ev: ProcessEvent) -> None:
         self._batch.append(self.renderer.line(ev))
-
-    def add_lines(self, lines: list[bytes]) -> None:
-        """Lines the renderer made (Session.lines)."""
-        self._batch.extend(lines)
 
     def flush(self) -> None:
         if self._batch:

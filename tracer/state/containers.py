@@ -19,6 +19,7 @@ once every RETRY_INTERVAL seconds and all at once when its event stream
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -51,8 +52,10 @@ def container_from_cgroup(cgroup: str) -> tuple[str, str] | None:
     return None
 
 
-def shim_container(argv: list[str]) -> tuple[str, str] | None:
-    """(containerd namespace, id) from a shim's command line."""
+@functools.lru_cache(maxsize=512)
+def shim_container(argv: tuple[str, ...]) -> tuple[str, str] | None:
+    """(containerd namespace, id) from a shim's command line (a trace runs the
+    same command lines again and again: each is looked at once)."""
     if not argv or not _SHIM.search(argv[0]):
         return None
     shim_options = {}
@@ -107,7 +110,7 @@ class ContainerResolver:
         """What existed before the trace: shims (from /proc's command lines), and
         the running containers' names, images and mount namespaces (from Docker)."""
         for proc in table:
-            shim = shim_container(proc.argv)
+            shim = shim_container(tuple(proc.argv))
             if shim is not None:
                 self._by_pid[proc.pid] = (proc.start_ns, True, self._shim_key(*shim))
         if self.client is None:
@@ -269,20 +272,17 @@ class ContainerResolver:
                     return
 
     def attribute(self, ev: ProcessEvent) -> Container | None:
+        """The container of an event's process (None: the host)."""
         # lineage first: it must follow every fork and shim exec, attributed or not
-        if isinstance(ev, ForkEvent):
+        if type(ev) is ForkEvent:
             if not ev.thread:
                 self.on_fork(ev.pid, ev.parent_pid, ev.ppid, ev.start_ns, ev.parent_start_ns)
-        elif isinstance(ev, ExecEvent):
-            if ev.ret == 0:
-                self.on_exec(ev.pid, ev.argv, ev.start_ns)
+        elif type(ev) is ExecEvent and not ev.ret:
+            self.on_exec(ev.pid, ev.argv, ev.start_ns)
         found = self.attribute_process(ev.cgroup, ev.ns.mnt, ev.pid, ev.start_ns)
-        if isinstance(ev, ExitEvent):
+        if type(ev) is ExitEvent:
             self.on_exit(ev.pid, ev.vpid, ev.ns.mnt, found, ev.start_ns)
         return found
-
-    # The steps of attribute(), by the numbers they need: recordlines.RecordLines
-    # takes them straight from records.
 
     def on_fork(self, pid: int, parent_pid: int, ppid: int, start: int = 0,
                 parent_start: int = 0) -> None:
@@ -297,14 +297,11 @@ class ContainerResolver:
         elif pid in self._by_pid:
             del self._by_pid[pid]  # an earlier process of this pid, whose exit was lost
 
-    def on_exec(self, pid: int, argv: list[str], start: int = 0) -> None:
+    def on_exec(self, pid: int, argv: tuple[str, ...], start: int = 0) -> None:
+        """A process ran a program: a shim's names its container."""
         shim = shim_container(argv)
         if shim is not None:
-            self.on_shim_exec(pid, shim, start)
-
-    def on_shim_exec(self, pid: int, shim: tuple[str, str], start: int = 0) -> None:
-        """on_exec() of a shim: shim_container(argv), decided once per command line."""
-        self._by_pid[pid] = (start, False, self._shim_key(*shim))
+            self._by_pid[pid] = (start, False, self._shim_key(*shim))
 
     def on_exit(self, pid: int, vpid: int, mnt: int, found: Container | None,
                 start: int = 0) -> None:

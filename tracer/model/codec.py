@@ -1,0 +1,378 @@
+"""Events as JSON Lines, both ways: the one writer and the one reader.
+
+Both are made from the contract (contract.EVENTS): for each event type, a
+function generated from its fields -- the writer's one %-format of the
+line, with each field's encoding and the condition of the optional ones;
+the reader's checks of each field's type and range, fused with building
+the typed event (events.py), the defaults of absent fields and the exact
+bytes of NAME_base64 siblings.  Nothing here is written by hand per field:
+a field added to the contract (and to its event class, which the import
+checks) is written and read.
+
+The writer caches what repeats from event to event -- a command name, a
+cgroup, a command line, a namespace set, a container, the second of a
+timestamp -- as the JSON bytes it is written as; the reader, what a line's
+namespace sets, containers and seconds were read into.  Both caches are
+bounded (CACHE_MAX entries each, emptied when full).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+import functools
+import types
+from collections.abc import Callable
+from typing import Any
+
+from .contract import (
+    CONTAINER,
+    EVENTS,
+    NS,
+    NS_NAMES,
+    RAW_SUFFIX,
+    Bool,
+    Field,
+    Int,
+    Invalid,
+    ListOf,
+    Str,
+    Timestamp,
+    check_record,
+    iso_second,
+    json_bytes,
+    list_json,
+    parse_iso_ts,
+    text_json,
+)
+from .events import EVENT_CLASSES, Container, Namespaces, ProcessEvent, record_of
+
+CACHE_MAX = 4096  # entries per cache: a trace repeats a few hundred at most
+# command lines are up to a few KB each: fewer of them (a storm repeats a few;
+# a build that runs thousands of different ones misses either way)
+COMMAND_LINES_MAX = 512
+_NANO = 1_000_000_000
+
+
+def keep(cache: dict[Any, Any], key: Any, value: Any, limit: int = CACHE_MAX) -> Any:
+    """cache[key] = value, emptying the cache first when it holds limit entries."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _fields(kind: str) -> tuple[Field, ...]:
+    """The fields of an event type that are written or read on their own: all
+    but the type (the line's first) and the NAME_base64 siblings (with NAME)."""
+    names = {f.name for f in EVENTS[kind].fields}
+    return tuple(f for f in EVENTS[kind].fields if f.name != "type"
+                 and not (f.name.endswith(RAW_SUFFIX) and f.name[:-len(RAW_SUFFIX)] in names))
+
+
+def _has_raw(kind: str, f: Field) -> bool:
+    return any(g.name == f.name + RAW_SUFFIX for g in EVENTS[kind].fields)
+
+
+def _check_classes() -> None:
+    """Each event class holds its contract's fields, in order."""
+    for kind, cls in EVENT_CLASSES.items():
+        held = tuple(f.held_as for f in EVENTS[kind].fields if f.held_as is not None)
+        if held != cls.FIELDS:
+            raise ImportError(f"{cls.__name__} holds {cls.FIELDS}, the contract {held}")
+
+
+_check_classes()
+
+
+# -- the writer ----------------------------------------------------------------
+
+def _piece(kind: str, f: Field) -> tuple[str, str]:
+    """(format, argument expression) of one field's ',"name":value'."""
+    x = f.value or f.held_as
+    assert x
+    key = f',"{f.name}":'
+    k = f.kind
+    if f.when:
+        if isinstance(k, Bool):
+            return "%s", f"(b'{key}true' if {f.when} else b'')"
+        if isinstance(k, Int) and not k.nullable:
+            return "%s", f"(b'{key}%d' % ({x}) if {f.when} else b'')"
+        raise TypeError(f"{kind}.{f.name}: no optional form for {type(k).__name__}")
+    if isinstance(k, Timestamp):
+        return key + '"%s%09dZ"', f"_seconds.get({x} // {_NANO}) or _second({x}), {x} % {_NANO}"
+    if isinstance(k, Int):
+        if k.nullable:
+            return key + "%s", f"(b'null' if {x} is None else b'%d' % {x})"
+        return key + "%d", x
+    if isinstance(k, Bool):
+        return key + "%s", f"_BOOL[{x}]"
+    if isinstance(k, (Str, ListOf)) and _has_raw(kind, f):
+        return key + "%s", f"(_text_{f.name}.get({x}) or _fill_{f.name}({x}))"
+    if k is NS:
+        return key + "%s", f"(_ns.get({x}) or _fill_ns({x}))"
+    if k is CONTAINER:
+        return key + "%s", (f"(b'null' if {x} is None else "
+                            f"_containers.get({x}) or _fill_container({x}))")
+    raise TypeError(f"{kind}.{f.name}: no JSON form for {type(k).__name__}")
+
+
+@functools.cache
+def _writer_code(kind: str) -> types.CodeType:
+    cls = EVENT_CLASSES[kind]
+    fmt, args = [f'{{"type":"{kind}"'], []
+    for f in _fields(kind):
+        piece, arg = _piece(kind, f)
+        fmt.append(piece)
+        args.append(arg)
+    template = ("".join(fmt) + "}\n").encode()
+    source = (f"def line_{kind}(ev):\n"
+              f"    {', '.join(cls.FIELDS)}, = ev\n"
+              f"    return {template!r} % ({', '.join(args)},)\n")
+    module = compile(source, f"<{kind} writer>", "exec")
+    return next(c for c in module.co_consts if isinstance(c, types.CodeType))
+
+
+_BOOL = (b"false", b"true")
+
+
+class EventLines:
+    """The one JSON writer: an event -> its line (bytes, with its newline).
+
+    One writer can serve two sinks (a recording and a JSON view): it keeps
+    the last event's line, and the sinks are given each event in turn."""
+
+    def __init__(self) -> None:
+        self._last: tuple[ProcessEvent | None, bytes] = (None, b"")
+        env: dict[str, Any] = {"__builtins__": builtins, "_BOOL": _BOOL}
+        self._seconds: dict[int, bytes] = {}
+        env["_seconds"], env["_second"] = self._seconds, self._second
+        for name, fill, encode in (("_ns", "_fill_ns", self._ns_json),
+                                   ("_containers", "_fill_container", self._container_json)):
+            env[name] = {}
+            env[fill] = functools.partial(self._fill, env[name], CACHE_MAX, encode)
+        for kind in EVENT_CLASSES:
+            for f in _fields(kind):
+                if ("_text_" + f.name) in env or not _has_raw(kind, f):
+                    continue
+                cache: dict[Any, bytes] = {}
+                if isinstance(f.kind, ListOf):
+                    limit, encode = COMMAND_LINES_MAX, functools.partial(list_json, f.name)
+                else:
+                    limit, encode = CACHE_MAX, functools.partial(text_json, f.name)
+                env["_text_" + f.name] = cache
+                env["_fill_" + f.name] = functools.partial(self._fill, cache, limit, encode)
+        self._by_class: dict[type, Callable[[Any], bytes]] = {
+            cls: types.FunctionType(_writer_code(kind), env)
+            for kind, cls in EVENT_CLASSES.items()}
+
+    @staticmethod
+    def _fill(cache: dict[Any, bytes], limit: int, encode: Callable[[Any], bytes],
+              value: Any) -> bytes:
+        return keep(cache, value, encode(value), limit)
+
+    @staticmethod
+    def _ns_json(ns: Namespaces) -> bytes:
+        return json_bytes(ns.to_dict())
+
+    @staticmethod
+    def _container_json(c: Container) -> bytes:
+        return json_bytes(c.to_json())
+
+    def _second(self, wall_ns: int) -> bytes:
+        sec = wall_ns // _NANO
+        return keep(self._seconds, sec, iso_second(sec).encode())
+
+    def cached(self) -> dict[str, int]:
+        """How many entries each cache holds (each is bounded)."""
+        env = next(iter(self._by_class.values())).__globals__
+        return {name[1:]: len(cache) for name, cache in env.items()
+                if name.startswith(("_text_", "_ns", "_containers", "_seconds"))}
+
+    def line(self, ev: ProcessEvent) -> bytes:
+        last = self._last
+        if last[0] is ev:
+            return last[1]
+        line = self._by_class[type(ev)](ev)
+        self._last = (ev, line)
+        return line
+
+    def lines(self, events: list[ProcessEvent]) -> list[bytes]:
+        by_class = self._by_class
+        return [by_class[type(ev)](ev) for ev in events]
+
+
+# -- the reader ----------------------------------------------------------------
+
+_MISSING = object()
+
+
+def _read_text(raw: Any) -> str | None:
+    """The exact text of a NAME_base64 sibling; None if it is not base64."""
+    if type(raw) is not str:
+        return None
+    try:
+        return base64.b64decode(raw, validate=True).decode("utf-8", "surrogateescape")
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _read_texts(raw: Any, n: int) -> tuple[str, ...] | None:
+    if type(raw) is not list or len(raw) != n:
+        return None
+    texts = tuple(_read_text(r) for r in raw)
+    return None if None in texts else texts  # type: ignore[return-value]
+
+
+class _Reading:
+    """The reader's caches: what repeated values were read into."""
+
+    def __init__(self) -> None:
+        self.ns: dict[tuple, Namespaces] = {}
+        self.containers: dict[tuple, Container] = {}
+        self.seconds: dict[str, int] = {}
+
+    def namespaces(self, x: Any) -> Namespaces | None:
+        if type(x) is not dict:
+            return None
+        try:
+            key = tuple(x.items())
+            hit = self.ns.get(key)
+        except TypeError:  # a value that is not hashable: not an inode
+            return None
+        if hit is not None:
+            return hit
+        if NS.check(x) is not None:
+            return None
+        return keep(self.ns, key, Namespaces(*[x[name] for name in NS_NAMES]))
+
+    def container(self, x: Any) -> Any:
+        """The Container (None for null); _MISSING when x is not one."""
+        if x is None:
+            return None
+        if type(x) is not dict:
+            return _MISSING
+        try:
+            key = tuple(x.items())
+            hit = self.containers.get(key)
+        except TypeError:
+            return _MISSING
+        if hit is not None:
+            return hit
+        if CONTAINER.check(x) is not None:
+            return _MISSING
+        return keep(self.containers, key, Container.from_json(x))
+
+    def wall_ns(self, x: Any) -> int | None:
+        """A timestamp's nanoseconds; None when x is not one."""
+        if type(x) is str and len(x) == 30:
+            sec = self.seconds.get(x[:20])
+            frac = x[20:29]
+            if sec is not None and x[29] == "Z" and frac.isascii() and frac.isdigit():
+                return sec + int(frac)
+        if Timestamp().check(x) is not None:
+            return None
+        wall = parse_iso_ts(x)
+        if len(x) == 30:
+            keep(self.seconds, x[:20], wall - wall % _NANO)
+        return wall
+
+
+def _reader_source(kind: str) -> tuple[str, dict[str, Any]]:
+    """The source of the reader of one event type, and the names it uses:
+    every field read (an absent one: its default, or None for the line), then
+    one test of them all, then the exact text of NAME_base64 siblings."""
+    cls = EVENT_CLASSES[kind]
+    env: dict[str, Any] = {}
+    reads, tests, after = [], [], []
+    local = {}
+    for f in _fields(kind):
+        x = f.name
+        local[f.held_as] = x
+        if f.default:
+            got = f"get({f.name!r}, {f.default})"
+        elif f.required:
+            got = f"d[{f.name!r}]"
+        elif f.held_as is None:  # shown only when set (core_dumped): its kind's false
+            got = f"get({f.name!r}, False)"
+        else:
+            raise TypeError(f"{kind}.{f.name}: held, may be absent, and no default")
+        if isinstance(f.kind, Timestamp):
+            reads.append(f"{x} = _reading.wall_ns({got})")
+            tests.append(f"{x} is not None")
+        elif f.kind is NS:
+            reads.append(f"{x} = _reading.namespaces({got})")
+            tests.append(f"{x} is not None")
+        elif f.kind is CONTAINER:
+            reads.append(f"{x} = _reading.container({got})")
+            tests.append(f"{x} is not _MISSING")
+        else:
+            reads.append(f"{x} = {got}")
+            tests.append(f.kind.inline(x, env))
+        if _has_raw(kind, f):
+            many = isinstance(f.kind, ListOf)
+            after += [f"raw = get({f.name + RAW_SUFFIX!r})",
+                      "if raw is not None:",
+                      f"    {x} = _read_texts(raw, len({x}))" if many else
+                      f"    {x} = _read_text(raw)",
+                      f"    if {x} is None:",
+                      "        return None"]
+            if many:
+                after += ["else:", f"    {x} = tuple({x})"]
+    values = ", ".join(local[name] for name in cls.FIELDS)
+    body = [f"def read_{kind}(d):", "    get = d.get", "    try:"]
+    body += [f"        {line}" for line in reads]
+    body += ["    except (KeyError, TypeError):  # absent; a default made of a bad value",
+             "        return None",
+             "    if not (" + "\n            and ".join(tests) + "):", "        return None"]
+    body += [f"    {line}" for line in after]
+    body.append(f"    return _new(_cls, ({values},))")
+    return "\n".join(body) + "\n", env
+
+
+class EventReader:
+    """The one reader: a checked line's dict -> its typed event.
+
+    read(d) raises contract.Invalid, saying what is wrong, for a dict that
+    is not an event of the contract (a summary is not an event either)."""
+
+    def __init__(self) -> None:
+        self._reading = _Reading()
+        self._by_type: dict[str, Callable[[dict], ProcessEvent | None]] = {}
+        for kind, cls in EVENT_CLASSES.items():
+            source, env = _reader_source(kind)
+            env.update({"_MISSING": _MISSING, "_reading": self._reading, "_new": record_of,
+                        "_cls": cls, "_read_text": _read_text, "_read_texts": _read_texts})
+            exec(source, env)  # noqa: S102 - the source is made here, from the contract
+            self._by_type[kind] = env[f"read_{kind}"]
+
+    def read(self, d: Any) -> ProcessEvent:
+        kind = d.get("type") if type(d) is dict else None
+        read = self._by_type.get(kind) if type(kind) is str else None
+        ev = read(d) if read is not None else None
+        if ev is None:
+            check_record(d)  # raises, saying why
+            raise Invalid(f"damaged {d['type']} event" if type(d) is dict and
+                          d.get("type") in EVENTS else "not an event")
+        return ev
+
+    def reads(self, kind: Any) -> bool:
+        return kind in self._by_type
+
+
+def event_of(d: dict[str, Any]) -> ProcessEvent:
+    """One event from a checked line's dict (tests; replay keeps an EventReader)."""
+    return EventReader().read(d)
+
+
+def event_json(ev: ProcessEvent) -> dict[str, Any]:
+    """The JSON object of an event, as the writer writes it."""
+    import json
+
+    result: dict[str, Any] = json.loads(EventLines().line(ev))
+    return result
+
+
+__all__ = ["CACHE_MAX", "COMMAND_LINES_MAX", "EventLines", "EventReader", "event_json",
+           "event_of", "keep"]
