@@ -7,7 +7,7 @@
  * fork and exit, and the syscall tracepoints for what only the syscall
  * boundary knows (failed execs, setns/unshare arguments and results).  A
  * fork's clone flags and a failed exec's arguments are read from the
- * caller's registers (compat.bpf.h), so no program runs at the entry of
+ * caller's registers (arch.bpf.h), so no program runs at the entry of
  * clone, fork or exec: those are the calls an exec storm makes.
  *
  * Raw rather than tp_btf: a tp_btf attach point makes libbpf parse the
@@ -24,6 +24,8 @@
 #include <bpf/bpf_core_read.h>
 #include "ctrtrace.h"
 #include "compat.bpf.h"
+#include "arch.bpf.h"
+#include "tasks.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -404,6 +406,28 @@ static __always_inline void fill_header(struct ct_header *h, __u16 type, __u16 s
 
 /* ---- exec ---------------------------------------------------------------- */
 
+/*
+ * An exec record's path, once read into the start of its data (n: what the
+ * string read returned; the read is the caller's, from kernel or user
+ * memory).  A path that could not be read is an empty string; one that
+ * filled the buffer may have been cut short; the bound on n is what lets
+ * the verifier accept the argv copied after it.  Returns the path's length
+ * with its NUL: where argv starts.
+ */
+static __always_inline long finish_filename(struct ct_exec_event *e, long n)
+{
+	if (n <= 0) {
+		e->data[0] = 0;
+		n = 1;
+	}
+	if (n >= CT_FILENAME_MAX)
+		e->hdr.flags |= CT_F_FILENAME_TRUNCATED;
+	if (n > CT_FILENAME_MAX)
+		n = CT_FILENAME_MAX;
+	e->filename_len = n;
+	return n;
+}
+
 SEC("raw_tp/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -435,15 +459,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	e->ret = 0;
 
 	n = bpf_probe_read_kernel_str(e->data, CT_FILENAME_MAX, BPF_CORE_READ(bprm, filename));
-	if (n <= 0) {
-		e->data[0] = 0;
-		n = 1;
-	}
-	if (n >= CT_FILENAME_MAX)
-		e->hdr.flags |= CT_F_FILENAME_TRUNCATED;
-	if (n > CT_FILENAME_MAX)
-		n = CT_FILENAME_MAX;
-	e->filename_len = n;
+	n = finish_filename(e, n);
 
 	/* argv as the new program sees it: the kernel just copied it to the new stack */
 	mm = BPF_CORE_READ(p, mm);
@@ -537,15 +553,7 @@ static __always_inline int exec_failed(long ret, __u64 filename, __u64 argv)
 	e->ret = ret;
 
 	n = bpf_probe_read_user_str(e->data, CT_FILENAME_MAX, (void *)filename);
-	if (n <= 0) {
-		e->data[0] = 0;
-		n = 1;
-	}
-	if (n >= CT_FILENAME_MAX)
-		e->hdr.flags |= CT_F_FILENAME_TRUNCATED;
-	if (n > CT_FILENAME_MAX)
-		n = CT_FILENAME_MAX;
-	e->filename_len = n;
+	n = finish_filename(e, n);
 
 	actx.e = e;
 	actx.argv = (const char *const *)argv;

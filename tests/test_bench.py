@@ -245,7 +245,7 @@ def _records(obj) -> list:
     """(type, length) of each record written while a child forks, execs, unshares
     its UTS namespace, execs again and exits (other processes' records too)."""
     from tracer.kernel import layout as L
-    from tracer.kernel.libbpf import RingBuffer
+    from tracer.kernel.ringbuf import RingBuffer
 
     rb = RingBuffer(obj.map_fd("events"))
     try:

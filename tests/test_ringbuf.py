@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from tracer.kernel import layout as L
-from tracer.kernel import libbpf, ringbuf
+from tracer.kernel import ringbuf
 from tracer.kernel.ringbuf import BUSY_BIT, DISCARD_BIT, HDR_SIZE, RingPages
 
 PAGE = mmap.PAGESIZE
@@ -125,7 +125,7 @@ def _readers_made(monkeypatch, module, name: str) -> list:
 def test_libbpf_reader_where_not_direct(capture, monkeypatch):
     """Other machines read through libbpf: the same events arrive."""
     monkeypatch.setattr(ringbuf, "DIRECT_MACHINES", ())
-    libbpf_readers = _readers_made(monkeypatch, libbpf, "RingBuffer")
+    libbpf_readers = _readers_made(monkeypatch, ringbuf, "RingBuffer")
     direct_readers = _readers_made(monkeypatch, ringbuf, "MappedRingBuffer")
     cap = capture()
     assert len(libbpf_readers) == 1 and not direct_readers
@@ -133,7 +133,7 @@ def test_libbpf_reader_where_not_direct(capture, monkeypatch):
 
 
 def test_direct_reader_live(capture, monkeypatch):
-    libbpf_readers = _readers_made(monkeypatch, libbpf, "RingBuffer")
+    libbpf_readers = _readers_made(monkeypatch, ringbuf, "RingBuffer")
     direct_readers = _readers_made(monkeypatch, ringbuf, "MappedRingBuffer")
     cap = capture()
     assert len(direct_readers) == 1 and not libbpf_readers

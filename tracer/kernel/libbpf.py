@@ -144,50 +144,9 @@ def lib() -> _Lib:
     return _lib
 
 
-def _errno_text(err: int) -> str:
+def errno_text(err: int) -> str:
+    """A failed call's errno, as ctrtrace's messages give it."""
     return f"{os.strerror(err)} (errno {err})"
-
-
-class RingBuffer:
-    """A BPF ring buffer whose records are handed out as bytes, in batches."""
-
-    def __init__(self, map_fd: int) -> None:
-        self._lib = lib()
-        self._batch: list[bytes] = []
-        self._cb = SAMPLE_FN(self._on_sample)
-        self._rb = self._lib.dll.ring_buffer__new(map_fd, self._cb, None, None)
-        if not self._rb:
-            raise CtrtraceError(
-                "cannot create the ring buffer reader: " + _errno_text(ctypes.get_errno()),
-                ExitStatus.BPF,
-            )
-
-    def _on_sample(self, _ctx: int, data: int, size: int) -> int:
-        self._batch.append(ctypes.string_at(data, size))
-        return 0
-
-    def poll(self, timeout_ms: int) -> list[bytes]:
-        """Wait up to timeout_ms for a wake-up, then take everything waiting.
-
-        The BPF side wakes the reader only when much is waiting, so a timeout
-        is the usual way out of the wait: the records are there all the same."""
-        n = self._lib.dll.ring_buffer__poll(self._rb, timeout_ms)
-        if n < 0 and -n != 4:  # EINTR: a signal arrived, the caller decides
-            raise CtrtraceError("ring buffer poll failed: " + _errno_text(-n), ExitStatus.BPF)
-        self._lib.dll.ring_buffer__consume(self._rb)
-        batch, self._batch = self._batch, []
-        return batch
-
-    def drain(self) -> list[bytes]:
-        """Everything still in the buffer, without waiting."""
-        self._lib.dll.ring_buffer__consume(self._rb)
-        batch, self._batch = self._batch, []
-        return batch
-
-    def close(self) -> None:
-        if self._rb:
-            self._lib.dll.ring_buffer__free(self._rb)
-            self._rb = None
 
 
 class BpfObject:
@@ -205,7 +164,7 @@ class BpfObject:
         if not self._obj:
             err = ctypes.get_errno()
             raise CtrtraceError(
-                f"cannot open BPF object {path}: {_errno_text(err)}", ExitStatus.BPF
+                f"cannot open BPF object {path}: {errno_text(err)}", ExitStatus.BPF
             )
 
     # -- before load ---------------------------------------------------------
@@ -235,7 +194,7 @@ class BpfObject:
     def set_max_entries(self, name: str, n: int) -> None:
         err = self._lib.dll.bpf_map__set_max_entries(self.map(name), n)
         if err:
-            raise CtrtraceError(f"cannot size map {name}: {_errno_text(-err)}", ExitStatus.BPF)
+            raise CtrtraceError(f"cannot size map {name}: {errno_text(-err)}", ExitStatus.BPF)
 
     # -- load and attach -----------------------------------------------------
 
@@ -256,7 +215,7 @@ class BpfObject:
             tail = [line for line in self._lib.log if line.strip()][-12:]
             detail = ("\n" + "\n".join("  " + line for line in tail)) if tail else ""
             raise CtrtraceError(
-                f"the kernel refused the BPF programs: {_errno_text(-err)}{detail}",
+                f"the kernel refused the BPF programs: {errno_text(-err)}{detail}",
                 ExitStatus.BPF,
             )
         return True
@@ -312,7 +271,7 @@ class BpfObject:
         )
         if err:
             raise CtrtraceError(
-                f"cannot update map {name}: {_errno_text(ctypes.get_errno())}", ExitStatus.BPF
+                f"cannot update map {name}: {errno_text(ctypes.get_errno())}", ExitStatus.BPF
             )
 
     def percpu_sum(self, name: str, index: int) -> int:
@@ -322,7 +281,7 @@ class BpfObject:
         key = ctypes.c_uint32(index)
         if self._lib.dll.bpf_map_lookup_elem(self.map_fd(name), ctypes.byref(key), values):
             raise CtrtraceError(
-                f"cannot read map {name}: {_errno_text(ctypes.get_errno())}", ExitStatus.BPF
+                f"cannot read map {name}: {errno_text(ctypes.get_errno())}", ExitStatus.BPF
             )
         return sum(values)
 
@@ -355,4 +314,4 @@ class BpfObject:
             t.join()
 
 
-__all__ = ["BpfObject", "RingBuffer", "lib", "LIBBPF_WARN"]
+__all__ = ["BpfObject", "SAMPLE_FN", "errno_text", "lib", "LIBBPF_WARN"]

@@ -1,4 +1,5 @@
-"""Reading the BPF ring buffer: its pages mapped into this process, no callback.
+"""Reading the BPF ring buffer: its pages mapped into this process, no callback
+(MappedRingBuffer), or through libbpf's reader (RingBuffer).
 
 libbpf's reader calls back into Python once per record through ctypes, a
 cost per record paid on the CPUs the traced workload needs (bench/README.md,
@@ -30,6 +31,7 @@ import struct
 from typing import Protocol
 
 from ..model.errors import CtrtraceError, ExitStatus
+from .libbpf import SAMPLE_FN, errno_text, lib
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
@@ -133,10 +135,52 @@ class MappedRingBuffer(RingPages):
         super().close()
 
 
+class RingBuffer:
+    """libbpf's reader of a BPF ring buffer, one callback per record: for
+    machines where the direct reader's plain loads and stores are not
+    ordered enough.  Records are handed out as bytes, in batches."""
+
+    def __init__(self, map_fd: int) -> None:
+        self._lib = lib()
+        self._batch: list[bytes] = []
+        self._cb = SAMPLE_FN(self._on_sample)
+        self._rb = self._lib.dll.ring_buffer__new(map_fd, self._cb, None, None)
+        if not self._rb:
+            raise CtrtraceError(
+                "cannot create the ring buffer reader: " + errno_text(ctypes.get_errno()),
+                ExitStatus.BPF,
+            )
+
+    def _on_sample(self, _ctx: int, data: int, size: int) -> int:
+        self._batch.append(ctypes.string_at(data, size))
+        return 0
+
+    def poll(self, timeout_ms: int) -> list[bytes]:
+        """Wait up to timeout_ms for a wake-up, then take everything waiting.
+
+        The BPF side wakes the reader only when much is waiting, so a timeout
+        is the usual way out of the wait: the records are there all the same."""
+        n = self._lib.dll.ring_buffer__poll(self._rb, timeout_ms)
+        if n < 0 and -n != 4:  # EINTR: a signal arrived, the caller decides
+            raise CtrtraceError("ring buffer poll failed: " + errno_text(-n), ExitStatus.BPF)
+        self._lib.dll.ring_buffer__consume(self._rb)
+        batch, self._batch = self._batch, []
+        return batch
+
+    def drain(self) -> list[bytes]:
+        """Everything still in the buffer, without waiting."""
+        self._lib.dll.ring_buffer__consume(self._rb)
+        batch, self._batch = self._batch, []
+        return batch
+
+    def close(self) -> None:
+        if self._rb:
+            self._lib.dll.ring_buffer__free(self._rb)
+            self._rb = None
+
+
 def open_reader(map_fd: int, data_size: int) -> RecordReader:
     """The direct reader where the machine allows it, else libbpf's."""
     if os.uname().machine in DIRECT_MACHINES:
         return MappedRingBuffer(map_fd, data_size)
-    from .libbpf import RingBuffer
-
     return RingBuffer(map_fd)
