@@ -2,7 +2,7 @@
 """ctrtrace against the tools people would use instead, side by side, in one run.
 
     sudo python3 bench/compare.py [--execs 10000] [--rounds 5] [--workers 1,2]
-                                  [--tracers noop,ctrtrace,execsnoop,bcc-execsnoop,bpftrace]
+                                  [--tracers noop,ctrtrace,ctrtrace-text,execsnoop,bcc-execsnoop,bpftrace]
                                   [--static]
 
 Each round, for each tracer: the exec storm (bench/storm.c: fork+exec of a
@@ -24,7 +24,8 @@ its capacity if it had a CPU to itself); and the run time of its BPF
 programs per exec, with how many runs that took (BPF/exec: time spent in the
 storm's own syscalls and scheduler events, which CPU/exec does not count;
 kernel.bpf_stats_enabled is on during the run). `noop` is a control
-"tracer" that does nothing: its ratio shows the noise. vs-execsnoop is the
+"tracer" that does nothing: its ratio shows the noise; `ctrtrace` writes
+JSON (--json), `ctrtrace-text` the text view a person reads. vs-execsnoop is the
 median over rounds of (ratio - execsnoop's ratio in the same round): a
 paired comparison, less noisy than the difference of the two medians; vs-noop
 the same against the control. Each comes with its 95 % confidence interval
@@ -146,7 +147,7 @@ class Tracer:
             if self.name == "noop":
                 return launched[-1], time.monotonic() - self.t0
             out = self.output()
-            if self.kind == "ctrtrace":  # the header lists what ran at start-up: not a report
+            if self.kind in ("ctrtrace", "ctrtrace-text"):  # the header lists what ran at start-up: not a report
                 out = out.partition(b"\n")[2]
             if PROBE_PREFIX in out:
                 ready = time.monotonic() - self.t0
@@ -166,7 +167,7 @@ class Tracer:
     def events(self) -> int:
         """Lines (events) the tracer wrote, header and summary aside for ctrtrace."""
         n = self.output().count(b"\n")
-        return n - 2 if self.kind == "ctrtrace" else n
+        return n - {"ctrtrace": 2, "ctrtrace-text": 1}.get(self.kind, 0)
 
     def bpf_time(self):
         """(run time in ns, runs) summed over the BPF programs the tracer's
@@ -200,6 +201,10 @@ class Tracer:
             key = b'"filename":' + json.dumps(storm_bin).encode()
             return sum(1 for line in data if b'"type":"exec"' in line and key in line)
         path = storm_bin.encode()
+        if self.kind == "ctrtrace-text":
+            # TIME EVENT PID PPID VPID COMMAND: the command starts with the path
+            return sum(1 for line in data if line.split()[1:2] == [b"exec"]
+                       and line.split()[5:6] == [path])
         if self.kind in ("execsnoop", "bcc-execsnoop"):
             # PCOMM PID PPID RET ARGS: ARGS starts with the path
             return sum(1 for line in data if line.split()[3:5] == [b"0", path])
@@ -209,7 +214,8 @@ class Tracer:
         if self.kind == "ctrtrace":
             last = self.output().splitlines()[-1]
             return str(json.loads(last)["lost"])
-        said = {"execsnoop": r"Lost (\d+) events", "bcc-execsnoop": r"Possibly lost (\d+) samples"}
+        said = {"execsnoop": r"Lost (\d+) events", "bcc-execsnoop": r"Possibly lost (\d+) samples",
+                "ctrtrace-text": r"; lost (\d+)"}
         if self.kind not in said:
             return "-"
         return str(sum(int(n) for n in re.findall(said[self.kind], self.errors())))
@@ -320,6 +326,9 @@ def make_tracers(names, ctrtrace_cmd, workdir, skip_missing, baseline_cmd=None):
     known = {
         "noop": lambda: Tracer("noop", ["sleep", "3600"]),
         "ctrtrace": lambda: Tracer("ctrtrace", shlex.split(ctrtrace_cmd) + ["--json"]),
+        # the text view, as a person runs it (into a file here)
+        "ctrtrace-text": lambda: Tracer("ctrtrace-text", shlex.split(ctrtrace_cmd),
+                                        env={**os.environ, "NO_COLOR": "1"}),
         "execsnoop": need("/usr/sbin/execsnoop", "execsnoop", "libbpf-tools"),
         "bcc-execsnoop": bcc_tracer,
         "bpftrace": need("bpftrace", "bpftrace", "bpftrace"),

@@ -36,15 +36,6 @@ _NOT_JSON = (ValueError, RecursionError)
 _DAMAGED = (EOFError, zlib.error, gzip.BadGzipFile)
 
 
-class _Bad:
-    """A line that could not be read whole: the reason, in place of its bytes."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
 def _open(path: str, stdin: IO[bytes] | None) -> IO[bytes]:
     if path == "-":
         raw = stdin if stdin is not None else sys.stdin.buffer
@@ -100,7 +91,6 @@ class TraceReader:
         except BaseException:
             self.close()
             raise
-        self._lines = self._raw_lines(2)
 
     def _read_header(self) -> None:
         try:
@@ -136,53 +126,56 @@ class TraceReader:
     def _error(self, lineno: int, reason: str) -> CtrtraceError:
         return CtrtraceError(f"{self.name}:{lineno}: {reason}", ExitStatus.BAD_INPUT)
 
-    def _raw_lines(self, n: int) -> Iterator[tuple[int, bytes | _Bad]]:
-        """Line n on: each at most LINE_MAX bytes; a longer one is skipped to
-        its end without being kept, a damaged compressed stream ends it."""
-        readline = self._f.readline
+    def __iter__(self) -> Iterator[tuple[int, bytes, ProcessEvent]]:
+        """Line 2 on: each at most LINE_MAX bytes (a longer one is skipped to
+        its end without being kept; a damaged compressed stream ends it),
+        read into its event by the one reader; a summary is kept aside."""
+        events = EventReader()
+        readers, loads, readline = events.readers, _loads, self._f.readline
+        lineno = 1
         while True:
+            lineno += 1
             try:
                 line = readline(LINE_MAX + 1)
-                if len(line) > LINE_MAX and not line.endswith(b"\n"):
-                    yield n, _Bad(f"line longer than {_mib(LINE_MAX)}: not a ctrtrace event")
-                    while line and not line.endswith(b"\n"):  # --skip-bad: past it
-                        line = readline(LINE_MAX)
-                    n += 1
-                    continue
             except _DAMAGED as e:
-                yield n, _Bad(_damage(e))
+                self.skip(lineno, _damage(e))
                 return
             except OSError as e:
-                yield n, _Bad(e.strerror or str(e))
+                self.skip(lineno, e.strerror or str(e))
                 return
-            if not line:
-                return
-            yield n, line
-            n += 1
-
-    def __iter__(self) -> Iterator[tuple[int, bytes, ProcessEvent]]:
-        read = EventReader().read
-        for lineno, line in self._lines:
-            if isinstance(line, _Bad):
-                reason = line.reason
-            elif not line.endswith(b"\n"):
-                reason = "truncated line: the recording was cut off"
-            else:
+            if line[-1:] == b"\n":
                 try:
-                    d = _loads(line)
+                    d = loads(line)
                 except _NOT_JSON as e:
-                    reason = f"corrupt line ({e})"
-                else:
-                    try:
-                        if type(d) is dict and d.get("type") == "summary":
-                            check_record(d)
-                            self.summary, self.summary_line = d, line
-                        else:
-                            yield lineno, line, read(d)
-                        continue
-                    except Invalid as e:
-                        reason = str(e)
-            self.skip(lineno, reason)
+                    self.skip(lineno, f"corrupt line ({e})")
+                    continue
+                try:
+                    ev = readers[d["type"]](d)
+                except (KeyError, TypeError, IndexError):  # no type, an unknown one, no object
+                    ev = None
+                if ev is not None:
+                    yield lineno, line, ev
+                    continue
+                try:
+                    if type(d) is dict and d.get("type") == "summary":
+                        check_record(d)
+                        self.summary, self.summary_line = d, line
+                    else:
+                        events.read(d)  # raises, saying what is wrong
+                    continue
+                except Invalid as e:
+                    self.skip(lineno, str(e))
+            elif not line:
+                return
+            elif len(line) > LINE_MAX:
+                self.skip(lineno, f"line longer than {_mib(LINE_MAX)}: not a ctrtrace event")
+                try:
+                    while line and not line.endswith(b"\n"):  # --skip-bad: past it
+                        line = readline(LINE_MAX)
+                except (*_DAMAGED, OSError):
+                    pass  # the next read says so
+            else:
+                self.skip(lineno, "truncated line: the recording was cut off")
 
     def skip(self, lineno: int, reason: str) -> None:
         """A bad line: counted with --skip-bad, else the end of the replay."""

@@ -298,14 +298,24 @@ def _reader_source(kind: str) -> tuple[str, dict[str, Any]]:
             got = f"get({f.name!r}, False)"
         else:
             raise TypeError(f"{kind}.{f.name}: held, may be absent, and no default")
+        # The values that repeat are looked up first by what they hold (a
+        # value that is no key raises, and the line is checked field by
+        # field); the _Reading methods check and keep a new one.
         if isinstance(f.kind, Timestamp):
-            reads.append(f"{x} = _reading.wall_ns({got})")
+            reads += [f"{x} = {got}",
+                      f"sec, frac = _seconds.get({x}[:20]), {x}[20:29]",
+                      f"{x} = (sec + int(frac) if sec is not None and len({x}) == 30"
+                      f" and {x}[29] == 'Z' and frac.isascii() and frac.isdigit()"
+                      f" else _reading.wall_ns({x}))"]
             tests.append(f"{x} is not None")
         elif f.kind is NS:
-            reads.append(f"{x} = _reading.namespaces({got})")
+            reads += [f"{x} = {got}",
+                      f"{x} = _ns.get(tuple({x}.items())) or _reading.namespaces({x})"]
             tests.append(f"{x} is not None")
         elif f.kind is CONTAINER:
-            reads.append(f"{x} = _reading.container({got})")
+            reads += [f"{x} = {got}",
+                      f"{x} = None if {x} is None else"
+                      f" _containers.get(tuple({x}.items())) or _reading.container({x})"]
             tests.append(f"{x} is not _MISSING")
         else:
             reads.append(f"{x} = {got}")
@@ -323,7 +333,7 @@ def _reader_source(kind: str) -> tuple[str, dict[str, Any]]:
     values = ", ".join(local[name] for name in cls.FIELDS)
     body = [f"def read_{kind}(d):", "    get = d.get", "    try:"]
     body += [f"        {line}" for line in reads]
-    body += ["    except (KeyError, TypeError):  # absent; a default made of a bad value",
+    body += ["    except (KeyError, TypeError, AttributeError, ValueError):",
              "        return None",
              "    if not (" + "\n            and ".join(tests) + "):", "        return None"]
     body += [f"    {line}" for line in after]
@@ -339,26 +349,28 @@ class EventReader:
 
     def __init__(self) -> None:
         self._reading = _Reading()
-        self._by_type: dict[str, Callable[[dict], ProcessEvent | None]] = {}
+        # type -> the reader of that type: the event, or None for a line
+        # that does not keep the contract (read() says why)
+        self.readers: dict[str, Callable[[dict], ProcessEvent | None]] = {}
         for kind, cls in EVENT_CLASSES.items():
             source, env = _reader_source(kind)
-            env.update({"_MISSING": _MISSING, "_reading": self._reading, "_new": record_of,
-                        "_cls": cls, "_read_text": _read_text, "_read_texts": _read_texts})
+            reading = self._reading
+            env.update({"_MISSING": _MISSING, "_reading": reading, "_new": record_of,
+                        "_cls": cls, "_read_text": _read_text, "_read_texts": _read_texts,
+                        "_seconds": reading.seconds, "_ns": reading.ns,
+                        "_containers": reading.containers})
             exec(source, env)  # noqa: S102 - the source is made here, from the contract
-            self._by_type[kind] = env[f"read_{kind}"]
+            self.readers[kind] = env[f"read_{kind}"]
 
     def read(self, d: Any) -> ProcessEvent:
         kind = d.get("type") if type(d) is dict else None
-        read = self._by_type.get(kind) if type(kind) is str else None
+        read = self.readers.get(kind) if type(kind) is str else None
         ev = read(d) if read is not None else None
         if ev is None:
             check_record(d)  # raises, saying why
             raise Invalid(f"damaged {d['type']} event" if type(d) is dict and
                           d.get("type") in EVENTS else "not an event")
         return ev
-
-    def reads(self, kind: Any) -> bool:
-        return kind in self._by_type
 
 
 def event_of(d: dict[str, Any]) -> ProcessEvent:

@@ -45,6 +45,9 @@ _OWN = {"pid_for_children": "pid", "time_for_children": "time"}
 
 COLUMNS = (f"{'TIME(s)':>10} {'EVENT':<7} {'PID':>7} {'PPID':>7} {'VPID':>5}  "
            "COMMAND / DETAIL  [namespaces not the host's]  @container")
+# seconds since the start, event, pid, ppid, vpid; then detail, marks, container
+_HEAD = "%10.6f %-7s %7d %7d %5d  "
+_LINE = _HEAD + "%s%s%s"
 
 
 def ns_marks(ns: Namespaces, host: Namespaces) -> list[str]:
@@ -129,15 +132,25 @@ def _exit_detail(ev: ExitEvent) -> str:
 
 
 def _setns_detail(ev: SetnsEvent) -> str:
-    moved = ns_transitions(ev.ns_before, ev.ns)
-    text = f"{_who(ev)} setns(fd {ev.fd}, {nstype_name(ev.nstype)}) = {_ret_text(ev.ret)}"
-    return f"{text}  {moved}" if moved else text
+    return _who(ev) + _setns_text(ev.fd, ev.nstype, ev.ret, ev.ns_before, ev.ns)
 
 
 def _unshare_detail(ev: UnshareEvent) -> str:
-    moved = ns_transitions(ev.ns_before, ev.ns)
-    flags = "|".join(unshare_flag_names(ev.flags)) or "0"
-    text = f"{_who(ev)} unshare({flags}) = {_ret_text(ev.ret)}"
+    return _who(ev) + _unshare_text(ev.flags, ev.ret, ev.ns_before, ev.ns)
+
+
+# A container start repeats a few setns and unshare calls: each text once.
+@functools.lru_cache(maxsize=512)
+def _setns_text(fd: int, nstype: int, ret: int, before: Namespaces, after: Namespaces) -> str:
+    moved = ns_transitions(before, after)
+    text = f" setns(fd {fd}, {nstype_name(nstype)}) = {_ret_text(ret)}"
+    return f"{text}  {moved}" if moved else text
+
+
+@functools.lru_cache(maxsize=512)
+def _unshare_text(flags: int, ret: int, before: Namespaces, after: Namespaces) -> str:
+    moved = ns_transitions(before, after)
+    text = f" unshare({'|'.join(unshare_flag_names(flags)) or '0'}) = {_ret_text(ret)}"
     return f"{text}  {moved}" if moved else text
 
 
@@ -216,10 +229,9 @@ class TextRenderer:
         if self.color:
             return self._colored_line(ev)
         container = ev.container
-        text = (f"{(ev.ktime_ns - self.start_ktime_ns) / 1e9:>10.6f} {ev.type:<7} {ev.pid:>7} "
-                f"{ev.ppid:>7} {ev.vpid:>5}  {_DETAIL[type(ev)](ev)}"
-                f"{self._marks[ev.ns]}"
-                f"{'' if container is None else '  @' + container.label}")
+        text = _LINE % ((ev.ktime_ns - self.start_ktime_ns) / 1e9, ev.type, ev.pid, ev.ppid,
+                        ev.vpid, _DETAIL[type(ev)](ev), self._marks[ev.ns],
+                        "" if container is None else "  @" + container.label)
         return text if text.isprintable() else escape(text)
 
     def _colored_line(self, ev: ProcessEvent) -> str:
@@ -240,7 +252,7 @@ class TextRenderer:
             body += "  " + _sgr(SGR_NEW_NS, marks[2:])
         if ev.container is not None:
             body += escape(f"  @{ev.container.label}")
-        head = f"{t:>10.6f} {ev.type:<7} {ev.pid:>7} {ev.ppid:>7} {ev.vpid:>5}  "
+        head = _HEAD % (t, ev.type, ev.pid, ev.ppid, ev.vpid)
         return escape(head) + body
 
     @staticmethod
