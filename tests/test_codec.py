@@ -212,13 +212,15 @@ def test_damaged_siblings_and_nested_objects():
         EventReader().read({**good, "type": ["exec"]})
 
 
-def test_a_shared_writer_writes_each_event_once():
+def test_a_shared_writer_writes_each_batch_once():
     """A JSON view and a recording share one writer: the second sink given
-    the same event gets the very same bytes object."""
+    the same batch gets the very same lines."""
     lines = EventLines()
-    for ev, _ in EXACT:
-        first = lines.line(ev)
-        assert lines.line(ev) is first
+    batch = [ev for ev, _ in EXACT]
+    first = lines.lines(batch)
+    assert lines.lines(batch) is first
+    assert first == [line for _, line in EXACT]
+    assert lines.lines(list(batch)) is not first  # another batch: written again
 
 
 def test_caches_are_bounded():

@@ -369,7 +369,7 @@ def test_a_shim_from_proc_matches_its_events_to_the_clock_tick():
 
     cid = "d" * 64
     shim = Process(pid=100, ppid=1, comm="containerd-shim",
-                   argv=["/usr/bin/containerd-shim-runc-v2", "-id", cid],
+                   argv=("/usr/bin/containerd-shim-runc-v2", "-id", cid),
                    start_ns=5_000_000_000, ns=Namespaces(), from_proc=True)
     r = ContainerResolver(None, Namespaces(mnt=1))
     r.seed([shim], lambda pid: Namespaces())

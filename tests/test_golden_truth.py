@@ -123,7 +123,7 @@ def test_the_init_and_the_shim_are_as_proc_showed_them(name):
         p = table.get(proc["pid"])
         assert p is not None and not p.exited, role
         assert same_start(_start_ns(truth, proc), True, p.start_ns), role
-        assert (p.ppid, p.vpid, p.argv) == (proc["ppid"], proc["nspid"][-1], proc["argv"]), role
+        assert (p.ppid, p.vpid, list(p.argv)) == (proc["ppid"], proc["nspid"][-1], proc["argv"]), role
         assert p.ns == Namespaces.from_dict(proc["ns"]), role
     assert _role(truth, "init")["ppid"] == _role(truth, "shim")["pid"]
 
@@ -221,7 +221,7 @@ def test_the_session_is_what_proc_showed_at_each_moment():
         near = {ev.pid for ev in events if t0 - SLACK_NS <= ev.ktime_ns <= t1 + SLACK_NS}
         if near & {proc["pid"], proc["ppid"], p.ppid, p.birth_ppid}:
             continue
-        got = (p.ppid, p.vpid, p.ns, p.argv)
+        got = (p.ppid, p.vpid, p.ns, list(p.argv))
         want = (proc["ppid"], proc["nspid"][-1], Namespaces.from_dict(proc["ns"]), proc["argv"])
         assert got == want, (proc, p)
         compared.append(proc)

@@ -134,8 +134,8 @@ def test_table_keeps_both_processes_of_a_reused_pid():
     both = t.with_pid(500)
     assert [p.key for p in both] == [A, B]
     a, b = both
-    assert a.exited and a.exit_status == 3 << 8 and a.argv == ["worker-a", "--first"]
-    assert not b.exited and b.argv == ["worker-b", "--second"]
+    assert a.exited and a.exit_status == 3 << 8 and a.argv == ("worker-a", "--first")
+    assert not b.exited and b.argv == ("worker-b", "--second")
     assert a.children == {A_CHILD} and b.children == {B_CHILD}
     assert a.birth_key == t.get(SHELL[0]).key and b.birth_key == OTHER
     assert t.by_key(A_CHILD).birth_key == A and t.by_key(B_CHILD).birth_key == B
@@ -233,7 +233,7 @@ def test_pid_filter_of_the_first_stops_at_its_exit():
     for ev in events()[3:]:
         t.apply(ev)
     a, b = t.with_pid(500)
-    assert a.from_proc and a.exited and a.argv == ["worker-a", "--first"]
+    assert a.from_proc and a.exited and a.argv == ("worker-a", "--first")
     assert b.key == B and not b.exited
     assert flt.wants_process(a) and not flt.wants_process(b)
 
@@ -305,11 +305,11 @@ def test_a_lost_exit_ends_the_process_its_pid_named():
     t.apply(exec_((701, kid[1] + 7_000_000), (1, 10_000_000), ["helper", "again"], 2_000))
     old, new = t.with_pid(700)
     assert old.key == daemon and old.exited and old.exit_status is None
-    assert old.argv == ["daemon"] and old.children == set()
-    assert new.key == newcomer and not new.exited and new.argv == ["newcomer"]
+    assert old.argv == ("daemon",) and not old.children
+    assert new.key == newcomer and not new.exited and new.argv == ("newcomer",)
     assert new.children == set() and new.birth_key == t.get(SHELL[0]).key
     helper = t.get(701)
-    assert helper.birth_key == daemon and helper.ppid == 1 and helper.parents == [daemon]
+    assert helper.birth_key == daemon and helper.ppid == 1 and helper.parents == (daemon,)
     lines = views.process_tree(t, HOST)
     d, h, n = _row(lines, " daemon"), _row(lines, "helper again"), _row(lines, "newcomer")
     assert lines.index(h) == lines.index(d) + 1 and "(adopted by 1)" in h
@@ -332,11 +332,11 @@ def test_a_process_read_from_proc_is_the_one_the_kernel_names():
     t.apply(exit_(late_exact, SHELL_EV, "late", 4_000, code=1))
     t.apply(exec_(early_exact, (1, 10_000_000), ["early", "again"], 5_000))
     [p] = t.with_pid(800)
-    assert p.key == late and p.from_proc and p.argv == ["late", "x"]
+    assert p.key == late and p.from_proc and p.argv == ("late", "x")
     assert p.exited and p.exit_status == 1 << 8 and p.birth_key == t.get(SHELL[0]).key
     assert t.get(SHELL[0]).children == {late}
     [q] = t.with_pid(900)
-    assert q.key == early and not q.exited and q.argv == ["early", "again"] and not q.parents
+    assert q.key == early and not q.exited and q.argv == ("early", "again") and not q.parents
     assert q.children == {(901, 5_200_000_000)}
     assert t.by_key((901, 5_200_000_000)).birth_key == early
     assert len(t) == len(SNAPSHOT) + 3

@@ -52,7 +52,7 @@ def test_shim_double_fork_reparents_to_the_reaper():
     events = _events("docker-run.jsonl")
     first = next(e for e in events if e["type"] == "exit" and e["comm"] == "containerd-shim")
     t = _table("docker-run.jsonl")
-    shim = [p for p in t if p.parents == [(first["pid"], first["start_ns"])]]
+    shim = [p for p in t if p.parents == ((first["pid"], first["start_ns"]),)]
     assert len(shim) == 1 and shim[0].ppid == first["reaper"]
     assert shim[0].argv[0].endswith("containerd-shim-runc-v2")
 
@@ -174,7 +174,7 @@ def test_the_header_snapshot_stays_within_what_replay_reads():
     from tracer.state.proctable import HEADER_PROCESSES_MAX, Process, snapshot
 
     def procs(n, arg):
-        return [Process(pid=i, ppid=1, comm="java", argv=["java", "-cp", arg], start_ns=i,
+        return [Process(pid=i, ppid=1, comm="java", argv=("java", "-cp", arg), start_ns=i,
                         ns=Namespaces(*range(10))) for i in range(2, n + 2)]
 
     small, omitted = snapshot(procs(100, "x" * 2040))

@@ -336,4 +336,4 @@ def test_a_reused_pid_is_two_processes_in_the_tree(capture):
         assert p.exited and p.exit_status == 0 and p.birth_ppid == parent
         kids = [table.by_key(k) for k in p.children]
         assert len(kids) == 1 and kids[0].birth_key == p.key
-        assert kids[0].argv == ["sleep", "0.01" if word == "first" else "0.02"]
+        assert kids[0].argv == ("sleep", "0.01" if word == "first" else "0.02")

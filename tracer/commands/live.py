@@ -300,9 +300,9 @@ class _LazyTextSink:
                              summary_color=app.color(self.color, app.err))
         self.sink.header(h)
 
-    def event(self, ev: ProcessEvent) -> None:
+    def events(self, batch: list[ProcessEvent]) -> None:
         assert self.sink is not None
-        self.sink.event(ev)
+        self.sink.events(batch)
 
     def flush(self) -> None:
         if self.sink:

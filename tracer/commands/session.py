@@ -71,18 +71,12 @@ def _release_freed_memory() -> None:
         pass
 
 
-def _no_table_update(ev: ProcessEvent) -> None:
-    """The process table's step when no view reads the table
-    (TraceOptions.process_table): nothing to do."""
-
-
-def _no_recording(ev: ProcessEvent) -> None:
-    """The recorder's step when no recorder takes the events: nothing to do."""
-
-
 class Sink(Protocol):
+    """An output: the header, then batches of events (one per poll), each
+    followed by a flush, then the summary."""
+
     def header(self, h: Header) -> None: ...
-    def event(self, ev: ProcessEvent) -> None: ...
+    def events(self, batch: list[ProcessEvent]) -> None: ...
     def flush(self) -> None: ...
     def summary(self, s: Summary) -> None: ...
 
@@ -96,7 +90,7 @@ class Session:
         self._loader = loader
         self.core_btf = ""
         self.table = ProcessTable(keep_exited=options.keep_exited)
-        self.counts: dict[str, int] = collections.Counter({t: 0 for t in EVENT_TYPES})
+        self.counts: collections.Counter[str] = collections.Counter({t: 0 for t in EVENT_TYPES})
         self._obj: BpfObject | None = None
         self._rb: RecordReader | None = None
         self.header: Header | None = None
@@ -161,20 +155,14 @@ class Session:
         """The one path of every record: decoded, attributed to its container,
         applied to the process table (when a view reads it), counted."""
         assert self.decoder is not None and self.resolver is not None
-        out: list[ProcessEvent] = []
-        append = out.append
-        decode, counts = self.decoder.decode, self.counts
-        apply = self.table.apply if self.options.process_table else _no_table_update
         attribute = self.resolver.attribute
-        for rec in records:
-            ev = decode(rec)
-            container = attribute(ev)
-            if container is not None:
-                ev = with_container(ev, container)
-            apply(ev)
-            counts[ev.type] += 1
-            append(ev)
-        return out
+        events = [ev if (container := attribute(ev)) is None else with_container(ev, container)
+                  for ev in self.decoder.events(records)]
+        if self.options.process_table:
+            for ev in events:
+                self.table.apply(ev)
+        self.counts.update([ev.type for ev in events])
+        return events
 
     def poll(self, timeout_ms: int) -> list[ProcessEvent]:
         """The events that come within timeout_ms (after the batching pause)."""
@@ -281,7 +269,7 @@ class _Discard:
     """Where a failed sink's calls go for the rest of the trace."""
 
     def header(self, h: Header) -> None: ...
-    def event(self, ev: ProcessEvent) -> None: ...
+    def events(self, batch: list[ProcessEvent]) -> None: ...
     def flush(self) -> None: ...
     def summary(self, s: Summary) -> None: ...
 
@@ -447,29 +435,22 @@ def trace(
             except OSError as e:
                 view_failed(e)
 
+        # the processes of the shown events: what the views select from the
+        # process table (kept only when they read it)
+        keep_shown = session.options.process_table
+
         def deliver(events: list[ProcessEvent]) -> None:
-            # Per event, live: the loops are kept to what each case needs.  The
-            # recorder and the view see each event in turn, so that where both
-            # write JSON they share its line (codec.EventLines).
-            record = recorder.event if recorder is not None else _no_recording
-            if event_filter is None:  # everything is shown: the session's counts are the view's
-                show = view.event
-                if recorder is None:
-                    for ev in events:
-                        show(ev)
-                else:
-                    for ev in events:
-                        record(ev)
-                        show(ev)
+            # The recorder gets every event; the view what the filters keep.
+            # Given the same batch, two JSON outputs share its lines
+            # (codec.EventLines.lines).
+            if recorder is not None:
+                recorder.events(events)
+            if event_filter is not None:
+                events = [ev for ev in events if event_filter.wants(ev)]
+                shown.update([ev.type for ev in events])
+            view.events(events)
+            if keep_shown:
                 shown_procs.update([(ev.pid, ev.start_ns) for ev in events])
-            else:
-                wants = event_filter.wants
-                for ev in events:
-                    record(ev)
-                    if wants(ev):
-                        view.event(ev)
-                        shown[ev.type] += 1
-                        shown_procs.add((ev.pid, ev.start_ns))
             flush()
 
         if out_fd is not None:

@@ -205,6 +205,14 @@ class Decoder:
             raise CtrtraceError(f"unknown event type {rtype} from the kernel", ExitStatus.BPF)
         return decode_type(rec)
 
+    def events(self, records: list[bytes]) -> list[ProcessEvent]:
+        """decode() of each record, in order."""
+        by_type = self._by_type
+        try:
+            return [by_type[rec[TYPE_LO] | rec[TYPE_HI] << 8](rec) for rec in records]
+        except (KeyError, IndexError):  # one that is not a record: decode() says which
+            return [self.decode(rec) for rec in records]
+
     def cached(self) -> dict[str, int]:
         """How many entries each cache holds (each is bounded)."""
         return {"idents": len(self._idents), "namespaces": len(self._nss),
@@ -213,6 +221,8 @@ class Decoder:
     @staticmethod
     def _padded(s: struct.Struct, rec: bytes) -> tuple:
         """A record shorter than its type (an older object): zeros for the rest."""
+        if len(rec) < _HDR.size:
+            raise CtrtraceError(f"short record from the kernel: {len(rec)} bytes", ExitStatus.BPF)
         return s.unpack_from(rec + bytes(s.size - len(rec)))
 
     def _ns(self, values: tuple) -> Namespaces:

@@ -100,8 +100,8 @@ def _piece(kind: str, f: Field) -> tuple[str, str]:
         if isinstance(k, Int) and not k.nullable:
             return "%s", f"(b'{key}%d' % ({x}) if {f.when} else b'')"
         raise TypeError(f"{kind}.{f.name}: no optional form for {type(k).__name__}")
-    if isinstance(k, Timestamp):
-        return key + '"%s%09dZ"', f"_seconds.get({x} // {_NANO}) or _second({x}), {x} % {_NANO}"
+    if isinstance(k, Timestamp):  # its second and nanoseconds: _sec, _ns_in_sec
+        return key + '"%s%09dZ"', "_seconds.get(_sec) or _second(_sec), _ns_in_sec"
     if isinstance(k, Int):
         if k.nullable:
             return key + "%s", f"(b'null' if {x} is None else b'%d' % {x})"
@@ -127,8 +127,10 @@ def _writer_code(kind: str) -> types.CodeType:
         fmt.append(piece)
         args.append(arg)
     template = ("".join(fmt) + "}\n").encode()
+    stamp = next(f.held_as for f in _fields(kind) if isinstance(f.kind, Timestamp))
     source = (f"def line_{kind}(ev):\n"
               f"    {', '.join(cls.FIELDS)}, = ev\n"
+              f"    _sec, _ns_in_sec = divmod({stamp}, {_NANO})\n"
               f"    return {template!r} % ({', '.join(args)},)\n")
     module = compile(source, f"<{kind} writer>", "exec")
     return next(c for c in module.co_consts if isinstance(c, types.CodeType))
@@ -141,10 +143,10 @@ class EventLines:
     """The one JSON writer: an event -> its line (bytes, with its newline).
 
     One writer can serve two sinks (a recording and a JSON view): it keeps
-    the last event's line, and the sinks are given each event in turn."""
+    the lines of the last batch, and both sinks are given the same batch."""
 
     def __init__(self) -> None:
-        self._last: tuple[ProcessEvent | None, bytes] = (None, b"")
+        self._last_batch: tuple[list[ProcessEvent] | None, list[bytes]] = (None, [])
         env: dict[str, Any] = {"__builtins__": builtins, "_BOOL": _BOOL}
         self._seconds: dict[int, bytes] = {}
         env["_seconds"], env["_second"] = self._seconds, self._second
@@ -180,8 +182,7 @@ class EventLines:
     def _container_json(c: Container) -> bytes:
         return json_bytes(c.to_json())
 
-    def _second(self, wall_ns: int) -> bytes:
-        sec = wall_ns // _NANO
+    def _second(self, sec: int) -> bytes:
         return keep(self._seconds, sec, iso_second(sec).encode())
 
     def cached(self) -> dict[str, int]:
@@ -191,16 +192,17 @@ class EventLines:
                 if name.startswith(("_text_", "_ns", "_containers", "_seconds"))}
 
     def line(self, ev: ProcessEvent) -> bytes:
-        last = self._last
-        if last[0] is ev:
-            return last[1]
-        line = self._by_class[type(ev)](ev)
-        self._last = (ev, line)
-        return line
+        return self._by_class[type(ev)](ev)
 
     def lines(self, events: list[ProcessEvent]) -> list[bytes]:
+        """The lines of a batch (the same list again: the same lines)."""
+        last = self._last_batch
+        if last[0] is events:
+            return last[1]
         by_class = self._by_class
-        return [by_class[type(ev)](ev) for ev in events]
+        lines = [by_class[type(ev)](ev) for ev in events]
+        self._last_batch = (events, lines)
+        return lines
 
 
 # -- the reader ----------------------------------------------------------------

@@ -159,8 +159,8 @@ class Recorder:
                 raise _fail(self.path, e.strerror or str(e)) from None
             self._tmp = None
 
-    def event(self, ev: ProcessEvent) -> None:
-        self._batch.append(self.renderer.line(ev))
+    def events(self, batch: list[ProcessEvent]) -> None:
+        self._batch.extend(self.renderer.lines(batch))
 
     def flush(self) -> None:
         """The batch, written whole or not at all (CtrtraceError, the file cut

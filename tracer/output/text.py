@@ -288,8 +288,9 @@ class TextSink:
     def header(self, h: Header) -> None:
         self._batch.append(self.r.columns())
 
-    def event(self, ev: ProcessEvent) -> None:
-        self._batch.append(self.r.line(ev))
+    def events(self, batch: list[ProcessEvent]) -> None:
+        line = self.r.line
+        self._batch.extend([line(ev) for ev in batch])
 
     def flush(self) -> None:
         if self._batch:
@@ -319,8 +320,8 @@ class JsonSink:
     def header(self, h: Header) -> None:
         self._batch.append(json_bytes(h.to_json()) + b"\n")
 
-    def event(self, ev: ProcessEvent) -> None:
-        self._batch.append(self.renderer.line(ev))
+    def events(self, batch: list[ProcessEvent]) -> None:
+        self._batch.extend(self.renderer.lines(batch))
 
     def flush(self) -> None:
         if self._batch:

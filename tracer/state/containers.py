@@ -110,7 +110,7 @@ class ContainerResolver:
         """What existed before the trace: shims (from /proc's command lines), and
         the running containers' names, images and mount namespaces (from Docker)."""
         for proc in table:
-            shim = shim_container(tuple(proc.argv))
+            shim = shim_container(proc.argv)
             if shim is not None:
                 self._by_pid[proc.pid] = (proc.start_ns, True, self._shim_key(*shim))
         if self.client is None:
@@ -157,9 +157,10 @@ class ContainerResolver:
         found = self._by_mnt.get(mnt)
         if found is not None:
             return self._details_for(found[0], found[1], "namespace")
-        found = self._lineage(pid, start)
-        if found is not None:
-            return self._details_for(found[0], found[1], "shim")
+        if pid in self._by_pid:  # most processes are no shim's: no call for them
+            found = self._lineage(pid, start)
+            if found is not None:
+                return self._details_for(found[0], found[1], "shim")
         return None
 
     @staticmethod
@@ -289,13 +290,16 @@ class ContainerResolver:
         """A process (not a thread) was created: it inherits its parent's shim
         lineage, the caller's (parent_pid: running, so the holder of its pid)
         or, under CLONE_PARENT, its parent's (ppid, started at parent_start)."""
-        if not self._by_pid:
+        by_pid = self._by_pid
+        if parent_pid not in by_pid and ppid not in by_pid:  # most forks: no call
+            if pid in by_pid:
+                del by_pid[pid]  # an earlier process of this pid, whose exit was lost
             return
         inherited = self._lineage(parent_pid, 0) or self._lineage(ppid, parent_start)
         if inherited is not None:
-            self._by_pid[pid] = (start, False, inherited)
-        elif pid in self._by_pid:
-            del self._by_pid[pid]  # an earlier process of this pid, whose exit was lost
+            by_pid[pid] = (start, False, inherited)
+        elif pid in by_pid:
+            del by_pid[pid]
 
     def on_exec(self, pid: int, argv: tuple[str, ...], start: int = 0) -> None:
         """A process ran a program: a shim's names its container."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..model.contract import ARGV_MAX, HEADER_LINE_MAX, text_of, texts_of, with_raw_text
@@ -19,6 +19,7 @@ from .system import read_ns
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 TICK_NS = 1_000_000_000 // _CLK_TCK  # /proc's precision for a start time
+_NO_CHILDREN: frozenset[tuple[int, int]] = frozenset()
 
 # A process is a pid and a start time: pids are reused (pid_max is 32768 by
 # default), so within one trace a pid can name several processes.
@@ -55,7 +56,7 @@ class Process:
     pid: int
     ppid: int
     comm: str
-    argv: list[str]
+    argv: tuple[str, ...]      # shared with the event it came from
     start_ns: int              # since boot; from /proc only to the clock tick (see same_start)
     ns: Namespaces
     vpid: int = 0
@@ -65,9 +66,10 @@ class Process:
     from_proc: bool = False    # seen at start-up rather than born during the trace
     exited: bool = False
     exit_status: int | None = None  # the wait(2) status word, once exited (None: not seen)
-    children: set[ProcKey] = field(default_factory=set)  # its children now (keys)
-    # earlier parents, oldest first (reparenting)
-    parents: list[ProcKey] = field(default_factory=list)
+    # its children now (keys); most processes have none: one shared empty set
+    children: set[ProcKey] | frozenset[ProcKey] = _NO_CHILDREN
+    # earlier parents, oldest first (reparenting; most processes have none)
+    parents: tuple[ProcKey, ...] = ()
     birth_ppid: int = 0        # the parent it was born to (or had at start-up)
     parent_key: ProcKey = (0, 0)  # its parent now: ppid and that process's start (0: unknown)
     birth_key: ProcKey = (0, 0)   # the parent it was born to (or had at start-up)
@@ -82,7 +84,7 @@ class Process:
     def to_json(self) -> dict[str, Any]:
         """The snapshot form, in a recording's header."""
         d = {"pid": self.pid, "ppid": self.ppid, "vpid": self.vpid, "comm": self.comm,
-             "argv": self.argv, "start_ns": self.start_ns, "uid": self.uid,
+             "argv": list(self.argv), "start_ns": self.start_ns, "uid": self.uid,
              "ns": self.ns.to_dict(), "cgroup": self.cgroup,
              "container": self.container.to_json() if self.container else None}
         if self.argv_truncated:
@@ -92,7 +94,7 @@ class Process:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Process:
         return cls(pid=int(d["pid"]), ppid=int(d["ppid"]), comm=text_of(d, "comm"),
-                   argv=texts_of(d, "argv"), argv_truncated=bool(d.get("argv_truncated")),
+                   argv=tuple(texts_of(d, "argv")), argv_truncated=bool(d.get("argv_truncated")),
                    start_ns=int(d.get("start_ns", 0)),
                    ns=Namespaces.from_dict(d["ns"]), vpid=int(d.get("vpid", d["pid"])),
                    uid=int(d.get("uid", 0)), cgroup=text_of(d, "cgroup"),
@@ -162,7 +164,7 @@ def read_process(pid: int) -> Process | None:
     args = cmdline[:ARGV_MAX].split(b"\0")
     if args[-1] == b"":
         args.pop()
-    argv = [arg.decode(errors="surrogateescape") for arg in args]
+    argv = tuple([arg.decode(errors="surrogateescape") for arg in args])
     return Process(pid=pid, ppid=ppid, comm=comm, argv=argv, argv_truncated=truncated,
                    start_ns=start_ticks * 1_000_000_000 // _CLK_TCK, ns=read_ns(pid),
                    vpid=vpid, uid=uid, cgroup=_cgroup(cgroup), from_proc=True)
@@ -199,7 +201,7 @@ def snapshot(procs: Iterable[Process]) -> tuple[list[dict[str, Any]], int]:
             break
         p = procs[i]
         if len(p.argv) > 1 or (p.argv and len(p.argv[0]) > 64):
-            entries[i] = dataclasses.replace(p, argv=[p.argv[0][:64]],
+            entries[i] = dataclasses.replace(p, argv=(p.argv[0][:64],),
                                              argv_truncated=True).to_json()
             size = len(json_bytes(entries[i])) + 1
             total += size - sizes[i]
@@ -332,7 +334,7 @@ class ProcessTable:
             if not proc.birth_ppid:
                 proc.birth_ppid, proc.birth_key = proc.ppid, proc.parent_key
             if parent is not None:
-                parent.children.add(proc.key)
+                self._adopt(parent, proc.key)
 
     # -- the table's own bookkeeping ------------------------------------------
 
@@ -362,14 +364,21 @@ class ProcessTable:
             if not procs:
                 del self._by_pid[proc.pid]
 
+    @staticmethod
+    def _adopt(parent: Process, key: ProcKey) -> None:
+        if isinstance(parent.children, set):
+            parent.children.add(key)
+        else:  # the shared empty one
+            parent.children = {key}
+
     def _link(self, proc: Process) -> None:
         parent = self._procs.get(proc.parent_key)
         if parent is not None:
-            parent.children.add(proc.key)
+            self._adopt(parent, proc.key)
 
     def _unlink(self, proc: Process) -> None:
         parent = self._procs.get(proc.parent_key)
-        if parent is not None:
+        if parent is not None and isinstance(parent.children, set):
             parent.children.discard(proc.key)
 
     def _end(self, proc: Process) -> None:
@@ -379,7 +388,7 @@ class ProcessTable:
         if not self.keep_exited:
             self._forget(proc)
 
-    def _new(self, ev: ProcessEvent, argv: list[str], parent_key: ProcKey) -> Process:
+    def _new(self, ev: ProcessEvent, argv: tuple[str, ...], parent_key: ProcKey) -> Process:
         cur = self.alive(ev.pid)
         if cur is not None and (cur.from_proc or not ev.start_ns or ev.start_ns > cur.start_ns):
             self._end(cur)
@@ -403,7 +412,7 @@ class ProcessTable:
         if proc is None:
             # born before the trace and missed by the snapshot (a race at
             # start), or its fork event was lost
-            proc = self._new(ev, [], self._key_of(ev.ppid, ev.parent_start_ns))
+            proc = self._new(ev, (), self._key_of(ev.ppid, ev.parent_start_ns))
         elif not self._same_parent(proc, ev.ppid, ev.parent_start_ns):
             old = self.find(ev.ppid, ev.parent_start_ns)
             # An event read just before the kernel reparented the process (its
@@ -419,7 +428,7 @@ class ProcessTable:
         if ev.container is not None:
             proc.container = ev.container
         if isinstance(ev, ExecEvent) and ev.ret == 0:
-            proc.argv = list(ev.argv)
+            proc.argv = ev.argv
             proc.argv_truncated = ev.argv_truncated
         elif isinstance(ev, ExitEvent):
             proc.exited = True
@@ -441,7 +450,7 @@ class ProcessTable:
         caller = (self.alive(ev.parent_pid) if ev.parent_pid != ev.ppid else None) or parent
         proc = self._holder(ev.pid, ev.start_ns)
         if proc is None:
-            self._new(ev, list(caller.argv) if caller else [], pkey)
+            self._new(ev, caller.argv if caller else (), pkey)
             return
         if proc.exited:
             return  # a fork of a process already ended: nothing to learn
@@ -450,9 +459,9 @@ class ProcessTable:
         self._unlink(proc)
         proc.ppid = proc.birth_ppid = ev.ppid
         proc.parent_key = proc.birth_key = pkey
-        proc.parents = []
+        proc.parents = ()
         if not proc.argv and caller is not None:
-            proc.argv = list(caller.argv)
+            proc.argv = caller.argv
             proc.argv_truncated = caller.argv_truncated
         self._link(proc)
 
@@ -477,7 +486,7 @@ class ProcessTable:
 
     def _reparent(self, proc: Process, new_parent: ProcKey) -> None:
         self._unlink(proc)
-        proc.parents.append(proc.parent_key)
+        proc.parents = (*proc.parents, proc.parent_key)
         proc.parent_key = new_parent
         proc.ppid = new_parent[0]
         self._link(proc)
