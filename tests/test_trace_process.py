@@ -332,7 +332,7 @@ def test_a_reused_pid_is_two_processes_in_the_tree(capture):
     procs = [p for p in table.with_pid(n) if p.birth_ppid in ours]
     assert [p.key for p in procs] == [(n, f.start_ns) for f in forks]
     for p, word, parent in zip(procs, ("first", "second"), ours, strict=True):
-        assert p.argv == ["sh", "-c", f"sleep 0.0{1 if word == 'first' else 2} & wait", word]
+        assert p.argv == ("sh", "-c", f"sleep 0.0{1 if word == 'first' else 2} & wait", word)
         assert p.exited and p.exit_status == 0 and p.birth_ppid == parent
         kids = [table.by_key(k) for k in p.children]
         assert len(kids) == 1 and kids[0].birth_key == p.key
