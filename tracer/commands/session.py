@@ -407,73 +407,15 @@ def trace(
         header = session.header
         assert header is not None
         event_filter = EventFilter(spec, header) if spec.active else None
-        shown_procs: set[tuple[int, int]] = set()
-        shown = collections.Counter({t: 0 for t in EVENT_TYPES})
-        # the first output that failed, and whether it was the recording
-        failed: list[tuple[BaseException, bool]] = []
-
-        watch: select.poll | None = None  # the view's descriptor, when it has one
-
-        def recorder_failed(e: BaseException) -> None:
-            nonlocal recorder
-            failed.append((e, True))
-            recorder = None
-
-        def view_failed(e: BaseException) -> None:
-            nonlocal view, watch
-            failed.append((e, False))
-            view, watch = _Discard(), None
-
-        def flush() -> None:
-            if recorder is not None:
-                try:
-                    recorder.flush()
-                except (OSError, CtrtraceError) as e:
-                    recorder_failed(e)
-            try:
-                view.flush()
-            except OSError as e:
-                view_failed(e)
-
-        # the processes of the shown events: what the views select from the
-        # process table (kept only when they read it)
-        keep_shown = session.options.process_table
-
-        def deliver(events: list[ProcessEvent]) -> None:
-            # The recorder gets every event; the view what the filters keep.
-            # Given the same batch, two JSON outputs share its lines
-            # (codec.EventLines.lines).
-            if recorder is not None:
-                recorder.events(events)
-            if event_filter is not None:
-                events = [ev for ev in events if event_filter.wants(ev)]
-                shown.update([ev.type for ev in events])
-            view.events(events)
-            if keep_shown:
-                shown_procs.update([(ev.pid, ev.start_ns) for ev in events])
-            flush()
-
-        if out_fd is not None:
-            watch = select.poll()
-            watch.register(out_fd, 0)  # POLLERR comes unasked: a pipe without a reader
-
-        if recorder is not None:
-            try:
-                recorder.header(header)
-            except (OSError, CtrtraceError) as e:
-                recorder_failed(e)
-        try:
-            view.header(header)
-        except OSError as e:
-            view_failed(e)
-        flush()
-        if on_ready is not None and not failed:
+        outputs = _Outputs(view, recorder, event_filter, session.options.process_table, out_fd)
+        outputs.header(header)
+        if on_ready is not None and not outputs.failed:
             on_ready(header)
         t0 = time.monotonic()
         child: subprocess.Popen | None = None
         stopped = False
         try:
-            if command and not failed:
+            if command and not outputs.failed:
                 import subprocess  # only with a command to run
 
                 try:
@@ -481,11 +423,11 @@ def trace(
                 except OSError as e:
                     raise CtrtraceError(f"cannot run {command[0]}: {e.strerror}",
                                         ExitStatus.USAGE) from None
-            poll, drain = session.poll, session.drain
-            deliver(drain())  # what came while the session was set up, at once
+            deliver = outputs.deliver
+            deliver(session.drain())  # what came while the session was set up, at once
             deadline = t0 + duration if duration is not None else None
             child_done_at: float | None = None
-            while not signals and not failed:
+            while not signals and not outputs.failed:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     break
@@ -493,33 +435,111 @@ def trace(
                     child_done_at = now
                 if child_done_at is not None and now - child_done_at >= linger:
                     break
-                if watch is not None and any(ev & select.POLLERR for _, ev in watch.poll(0)):
-                    view_failed(BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE)))
+                if outputs.reader_gone():
                     break
                 timeout = poll_ms
                 if deadline is not None:
                     timeout = max(0, min(timeout, int((deadline - now) * 1000)))
-                deliver(poll(timeout))
-            deliver(drain())  # to the outputs that still work
-            full = session.summary()
-            if recorder is not None:
-                try:
-                    recorder.summary(full)
-                except (OSError, CtrtraceError) as e:
-                    recorder_failed(e)
-            summary = dataclasses.replace(
-                full, counts=dict(shown) if event_filter else dict(full.counts),
-                filtered_in_userspace=event_filter.dropped if event_filter else 0)
-            try:
-                view.summary(summary)
-            except OSError as e:
-                view_failed(e)
+                deliver(session.poll(timeout))
+            deliver(session.drain())  # to the outputs that still work
+            summary = outputs.summary(session.summary())
         finally:  # whatever ended the trace, the command does not outlive it
             if child is not None:
                 stopped = _end_command(child, signals)
-        result = RunResult(summary, header, session.table, shown_procs, event_filter,
+        result = RunResult(summary, header, session.table, outputs.shown_procs, event_filter,
                            child.returncode if child is not None else None,
                            signals[0] if signals else None, stopped)
-        if failed:
-            raise OutputError(failed[0][0], failed[0][1], result)
+        if outputs.failed:
+            raise OutputError(outputs.failed[0][0], outputs.failed[0][1], result)
         return result
+
+
+class _Outputs:
+    """The view and the recorder of one trace.  Each batch goes to both, the
+    recorder all of it, the view what the filters keep; the first failure of
+    either is kept, and the output that failed gets nothing more."""
+
+    def __init__(self, view: Sink, recorder: Sink | None, event_filter: EventFilter | None,
+                 keep_shown: bool, out_fd: int | None) -> None:
+        self.view: Sink = view
+        self.recorder = recorder
+        self.filter = event_filter
+        self.failed: list[tuple[BaseException, bool]] = []  # (error, from the recording)
+        self.shown = collections.Counter({t: 0 for t in EVENT_TYPES})  # with a filter
+        # the processes of the shown events: what the views select from the
+        # process table (kept only when they read it)
+        self.shown_procs: set[tuple[int, int]] = set()
+        self.keep_shown = keep_shown
+        self.watch: select.poll | None = None  # the view's descriptor, when it has one
+        if out_fd is not None:
+            self.watch = select.poll()
+            self.watch.register(out_fd, 0)  # POLLERR comes unasked: a pipe without a reader
+
+    def _recorder_failed(self, e: BaseException) -> None:
+        self.failed.append((e, True))
+        self.recorder = None
+
+    def _view_failed(self, e: BaseException) -> None:
+        self.failed.append((e, False))
+        self.view, self.watch = _Discard(), None
+
+    def header(self, header: Header) -> None:
+        if self.recorder is not None:
+            try:
+                self.recorder.header(header)
+            except (OSError, CtrtraceError) as e:
+                self._recorder_failed(e)
+        try:
+            self.view.header(header)
+        except OSError as e:
+            self._view_failed(e)
+        self.flush()
+
+    def deliver(self, events: list[ProcessEvent]) -> None:
+        """One batch.  Given the same batch, two JSON outputs share its lines
+        (codec.EventLines.lines)."""
+        if self.recorder is not None:
+            self.recorder.events(events)
+        if self.filter is not None:
+            wants = self.filter.wants
+            events = [ev for ev in events if wants(ev)]
+            self.shown.update([ev.type for ev in events])
+        self.view.events(events)
+        if self.keep_shown:
+            self.shown_procs.update([(ev.pid, ev.start_ns) for ev in events])
+        self.flush()
+
+    def flush(self) -> None:
+        if self.recorder is not None:
+            try:
+                self.recorder.flush()
+            except (OSError, CtrtraceError) as e:
+                self._recorder_failed(e)
+        try:
+            self.view.flush()
+        except OSError as e:
+            self._view_failed(e)
+
+    def reader_gone(self) -> bool:
+        """The view's pipe has no reader: the trace ends, as a write to it would."""
+        if self.watch is not None and any(ev & select.POLLERR for _, ev in self.watch.poll(0)):
+            self._view_failed(BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE)))
+            return True
+        return False
+
+    def summary(self, full: Summary) -> Summary:
+        """The recording gets the session's summary; the view, with a filter,
+        the counts of what it showed.  Returns the view's."""
+        if self.recorder is not None:
+            try:
+                self.recorder.summary(full)
+            except (OSError, CtrtraceError) as e:
+                self._recorder_failed(e)
+        counts, dropped = ((dict(self.shown), self.filter.dropped) if self.filter is not None
+                           else (dict(full.counts), 0))
+        summary = dataclasses.replace(full, counts=counts, filtered_in_userspace=dropped)
+        try:
+            self.view.summary(summary)
+        except OSError as e:
+            self._view_failed(e)
+        return summary
