@@ -127,6 +127,13 @@ def test_replay_driver():
     assert out.count("x the baseline's rate") == 6
 
 
+def test_event_path_driver():
+    out = _run(os.path.join(BENCH, "event_path.py"), "--repeat", "2")
+    assert out.count("µs/event") == 8
+    out = _run(os.path.join(BENCH, "event_path.py"), "--repeat", "2", "--storm")
+    assert "exec, fork and exit records" in out
+
+
 @pytest.mark.bpf
 def test_ready_driver():
     out = _run(os.path.join(BENCH, "ready.py"), "--launches", "1", "--ctrtrace", CTRTRACE)

@@ -7,6 +7,8 @@ same events, with the same renderer and the same filters.
 from __future__ import annotations
 
 import collections
+import contextlib
+import gc
 import gzip
 import io
 import sys
@@ -233,39 +235,57 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
         return _replay_json(reader, event_filter, app, counts)
     if not views:
         out.write(renderer.columns() + "\n")
-    try:
+    # The views' table keeps every process of the recording: hundreds of
+    # thousands of objects that make no reference cycle, which the cyclic
+    # collector would walk again and again for nothing (bench/README.md);
+    # reference counting frees all the rest.
+    with _cyclic_collection(not views):
+        try:
+            if views:
+                assert table is not None
+                apply = table.apply
+                for _, _, ev in reader:
+                    apply(ev)
+                    if event_filter is None or event_filter.wants(ev):
+                        counts[ev.type] += 1
+                        shown.add((ev.pid, ev.start_ns))
+            else:
+                line, write = renderer.line, out.write
+                for _, _, ev in reader:
+                    if event_filter is None or event_filter.wants(ev):
+                        counts[ev.type] += 1
+                        write(line(ev) + "\n")
+        finally:
+            reader.close()
+
+        summary = shown_summary(reader, counts, event_filter.dropped if event_filter else 0)
+        if reader.summary is None:
+            app.message(f"{reader.name}: no summary line: the recording did not end cleanly")
         if views:
+            from ..output.views import render, selection
+
             assert table is not None
-            apply = table.apply
-            for _, _, ev in reader:
-                apply(ev)
-                if event_filter is None or event_filter.wants(ev):
-                    counts[ev.type] += 1
-                    shown.add((ev.pid, ev.start_ns))
-        else:
-            line, write = renderer.line, out.write
-            for _, _, ev in reader:
-                if event_filter is None or event_filter.wants(ev):
-                    counts[ev.type] += 1
-                    write(line(ev) + "\n")
-    finally:
-        reader.close()
-
-    summary = shown_summary(reader, counts, event_filter.dropped if event_filter else 0)
-    if reader.summary is None:
-        app.message(f"{reader.name}: no summary line: the recording did not end cleanly")
-    if views:
-        from ..output.views import render, selection
-
-        assert table is not None
-        app.lines(render(tree, ns_table, table, header.host_ns,
-                         selection(table, event_filter, shown)))
+            app.lines(render(tree, ns_table, table, header.host_ns,
+                             selection(table, event_filter, shown)))
     out.flush()
     text = TextRenderer.summary(summary)
     if reader.bad:
         text += f"; {reader.bad} bad lines skipped"
     app.message(text)
     return summary
+
+
+@contextlib.contextmanager
+def _cyclic_collection(on: bool) -> Iterator[None]:
+    """The cyclic garbage collector on or off for a block, as it was after."""
+    was = gc.isenabled()
+    if not on:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _shown_json(line: bytes) -> bytes:
