@@ -47,6 +47,13 @@ def test_json_view_and_recording_carry_the_same_lines(tmp_path):
     shown, kept = live.stdout.splitlines(), rec.read_text().splitlines()
     assert len(shown) > 10 and shown[:-1] == kept[:-1]
     assert json.loads(shown[-1])["events"] == json.loads(kept[-1])["events"]
+    # the summary counts the lines written, type by type
+    types: dict[str, int] = {}
+    for line in shown[1:-1]:
+        kind = json.loads(line)["type"]
+        types[kind] = types.get(kind, 0) + 1
+    counts = json.loads(shown[-1])["counts"]
+    assert {k: v for k, v in counts.items() if v} == types and types["exec"] >= 2
 
 
 def test_filters_apply_to_the_view_and_the_file_keeps_everything(tmp_path):

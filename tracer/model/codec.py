@@ -234,6 +234,11 @@ class _Reading:
         self.ns: dict[tuple, Namespaces] = {}
         self.containers: dict[tuple, Container] = {}
         self.seconds: dict[str, int] = {}
+        self.texts: dict[Any, Any] = {}  # names and command lines, each kept once
+
+    def share(self, text: Any) -> Any:
+        """The one object kept for this text (or command line)."""
+        return keep(self.texts, text, text, COMMAND_LINES_MAX * 8)
 
     def namespaces(self, x: Any) -> Namespaces | None:
         if type(x) is not dict:
@@ -323,6 +328,9 @@ def _reader_source(kind: str) -> tuple[str, dict[str, Any]]:
             reads.append(f"{x} = {got}")
             tests.append(f.kind.inline(x, env))
         if _has_raw(kind, f):
+            # the exact text, then one object per distinct text: a recording
+            # repeats a few hundred names and command lines, which the
+            # process table keeps for every process
             many = isinstance(f.kind, ListOf)
             after += [f"raw = get({f.name + RAW_SUFFIX!r})",
                       "if raw is not None:",
@@ -332,6 +340,7 @@ def _reader_source(kind: str) -> tuple[str, dict[str, Any]]:
                       "        return None"]
             if many:
                 after += ["else:", f"    {x} = tuple({x})"]
+            after.append(f"{x} = _texts.get({x}) or _share({x})")
     values = ", ".join(local[name] for name in cls.FIELDS)
     body = [f"def read_{kind}(d):", "    get = d.get", "    try:"]
     body += [f"        {line}" for line in reads]
@@ -360,7 +369,8 @@ class EventReader:
             env.update({"_MISSING": _MISSING, "_reading": reading, "_new": record_of,
                         "_cls": cls, "_read_text": _read_text, "_read_texts": _read_texts,
                         "_seconds": reading.seconds, "_ns": reading.ns,
-                        "_containers": reading.containers})
+                        "_containers": reading.containers, "_texts": reading.texts,
+                        "_share": reading.share})
             exec(source, env)  # noqa: S102 - the source is made here, from the contract
             self.readers[kind] = env[f"read_{kind}"]
 

@@ -3,6 +3,7 @@ table (like lsns), built from the process table at the end of a trace."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 
@@ -43,12 +44,17 @@ def _user(uid: int) -> str:
 def tree_marks(p: Process, parent: Process | None, host: Namespaces) -> str:
     """'+mnt' for a namespace that is not the host's; upper case where it is
     also not the parent's (the process was born into it, or moved there)."""
+    return _marks(p.ns, parent.ns if parent is not None else None, host)
+
+
+@functools.lru_cache(maxsize=4096)  # a trace has a few hundred pairs of namespace sets
+def _marks(ns: Namespaces, parent: Namespaces | None, host: Namespaces) -> str:
     marks = []
     for kind in NS_KINDS:
-        inode = getattr(p.ns, kind)
+        inode = getattr(ns, kind)
         if not inode or inode == getattr(host, kind):
             continue
-        new = parent is not None and getattr(parent.ns, kind) not in (0, inode)
+        new = parent is not None and getattr(parent, kind) not in (0, inode)
         marks.append("+" + (kind.upper() if new else kind))
     return " ".join(marks)
 
