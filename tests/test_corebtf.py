@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from tracer.kernel import corebtf
+from tracer.kernel import btf, corebtf
 from tracer.kernel.loader import LoadConfig, ProgramLoader, default_object_path
 
 BPF_LD_IMM64 = 0x18
@@ -93,13 +93,13 @@ def _tiny_btf() -> bytes:
                        len(strings)) + types + strings
 
 
-def test_valid_btf_checks_the_header_and_the_types():
+def test_the_cached_subset_is_checked_as_btf():
     with open(corebtf.KERNEL_BTF, "rb") as f:
         kernel = f.read()
-    assert corebtf.valid_btf(kernel) and corebtf.valid_btf(_tiny_btf())
+    assert btf.valid(kernel) and btf.valid(_tiny_btf())
     for bad in (b"", kernel[:20], kernel[:-1], kernel + b"\0", b"\x9f\xeb\x01\x00 not BTF",
                 _tiny_btf()[:-1], _tiny_btf().replace(b"\x20\0\0\0", b"")):
-        assert not corebtf.valid_btf(bad)
+        assert not btf.valid(bad)
 
 
 @pytest.mark.parametrize("damage", ["cut", "garbage", "empty"])
@@ -149,7 +149,7 @@ def test_a_symlink_in_the_cache_is_not_followed(tmp_path):
     assert again == good and not os.path.islink(again.path)
     with open(again.path, "rb") as f:
         made = f.read()
-    assert corebtf.valid_btf(made) and made != _tiny_btf()
+    assert btf.valid(made) and made != _tiny_btf()
     assert elsewhere.read_bytes() == _tiny_btf()
 
 

@@ -31,6 +31,8 @@ import struct
 import zlib
 from typing import NamedTuple
 
+from . import btf
+
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
 KERNEL_NOTES = "/sys/kernel/notes"
 DEFAULT_CACHE_DIR = "/var/cache/ctrtrace"
@@ -103,50 +105,6 @@ def _safe_dir(path: str) -> bool:
             and not (parent.st_mode & 0o002 and not parent.st_mode & stat.S_ISVTX))
 
 
-# struct btf_header: magic, version, flags, hdr_len; then type_off, type_len,
-# str_off, str_len (offsets from the header's end)
-_BTF_HEADER = struct.Struct("<HBBIIIII")
-BTF_MAGIC = 0xEB9F
-# bytes that follow struct btf_type (12) for each kind: fixed, and per vlen
-_BTF_KIND_EXTRA = {
-    1: (4, 0), 2: (0, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 7: (0, 0),
-    8: (0, 0), 9: (0, 0), 10: (0, 0), 11: (0, 0), 12: (0, 0), 13: (0, 8), 14: (4, 0),
-    15: (0, 12), 16: (0, 0), 17: (4, 0), 18: (0, 0), 19: (0, 12),
-}
-
-
-def valid_btf(data: bytes) -> bool:
-    """Whether data is whole, well-formed raw BTF: the header, its sections
-    within the data and ending with it, the types' records filling their
-    section, their names within the strings (a kind this list does not know
-    ends the walk: bpftool, newer, knows better)."""
-    if len(data) < _BTF_HEADER.size:
-        return False
-    magic, version, _, hdr_len, type_off, type_len, str_off, str_len = \
-        _BTF_HEADER.unpack_from(data)
-    if magic != BTF_MAGIC or version != 1 or hdr_len < _BTF_HEADER.size:
-        return False
-    end = hdr_len + max(type_off + type_len, str_off + str_len)
-    if end != len(data) or type_off % 4 or str_len == 0:
-        return False
-    strings = data[hdr_len + str_off:hdr_len + str_off + str_len]
-    if strings[0] != 0 or strings[-1] != 0:
-        return False
-    off, stop = hdr_len + type_off, hdr_len + type_off + type_len
-    while off < stop:
-        if off + 12 > stop:
-            return False
-        name_off, info = struct.unpack_from("<II", data, off)
-        kind = info >> 24 & 0x1F
-        extra = _BTF_KIND_EXTRA.get(kind)
-        if extra is None:
-            return kind > max(_BTF_KIND_EXTRA)
-        if name_off >= str_len:
-            return False
-        off += 12 + extra[0] + extra[1] * (info & 0xFFFF)
-    return off == stop
-
-
 def _usable(path: str) -> bool:
     """A cached subset we made, whole: ours, writable by us only, valid BTF."""
     try:
@@ -159,7 +117,7 @@ def _usable(path: str) -> bool:
                 or st.st_size > 64 << 20):
             return False
         with os.fdopen(os.dup(fd), "rb") as f:
-            return valid_btf(f.read())
+            return btf.valid(f.read())
     except OSError:
         return False
     finally:
@@ -189,7 +147,7 @@ def _generate(obj_path: str, out: str) -> bool:
         if r.returncode != 0:
             return False
         with os.fdopen(os.dup(fd), "rb") as f:
-            if not valid_btf(f.read()):
+            if not btf.valid(f.read()):
                 return False
         os.replace(tmp, out)  # atomic: a concurrent start sees all of it or none
         return True
