@@ -8,9 +8,10 @@ but at offsets taken from the running kernel's BTF (btf.py).
 
 Debian splits a version's headers in two directories: the common half
 (linux-headers-VER-common) and the generated one for an architecture
-(linux-headers-VER-ARCH).  bcc is pointed at the first through
-BCC_KERNEL_SOURCE and given the second's include directories as -I flags:
-nothing is written anywhere.
+(linux-headers-VER-ARCH), installed under /usr/src, or unpacked (not
+installed: the package would bring a kernel image) by the set-up under
+UNPACKED.  bcc is pointed at the first through BCC_KERNEL_SOURCE and given
+the second's include directories as -I flags: nothing is written anywhere.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 SRC = "/usr/src"
+UNPACKED = "/var/cache/ctrtrace/kernel-headers/usr/src"  # ./run setup's
 _ARCH = {"x86_64": ("amd64", "x86"), "aarch64": ("arm64", "arm64")}
 
 
@@ -37,25 +39,26 @@ def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", version))
 
 
-def find(release: str | None = None, src: str = SRC) -> Headers | None:
+def find(release: str | None = None, dirs: tuple[str, ...] = (SRC, UNPACKED)) -> Headers | None:
     """The running kernel's headers if installed, else the newest Debian
-    pair (common and this architecture's) under src; None if neither."""
+    pair (common and this architecture's) in dirs; None if neither."""
     release = release or os.uname().release
     if os.path.isdir(f"/lib/modules/{release}/build/include"):
         return Headers(release, True, {}, ())
     flavour, arch = _ARCH.get(os.uname().machine, (os.uname().machine, os.uname().machine))
     pairs = []
-    try:
-        names = os.listdir(src)
-    except OSError:
-        return None
-    for name in names:
-        m = re.fullmatch(rf"linux-headers-(.+)-{re.escape(flavour)}", name)
-        if m and f"linux-headers-{m.group(1)}-common" in names:
-            pairs.append((_version_key(m.group(1)), m.group(1)))
+    for src in dirs:
+        try:
+            names = os.listdir(src)
+        except OSError:
+            continue
+        for name in names:
+            m = re.fullmatch(rf"linux-headers-(.+)-{re.escape(flavour)}", name)
+            if m and f"linux-headers-{m.group(1)}-common" in names:
+                pairs.append((_version_key(m.group(1)), m.group(1), src))
     if not pairs:
         return None
-    version = max(pairs)[1]
+    _, version, src = max(pairs)
     generated = os.path.join(src, f"linux-headers-{version}-{flavour}")
     cflags = tuple(f"-I{generated}/{d}" for d in (f"arch/{arch}/include/generated",
                                                   f"arch/{arch}/include/generated/uapi",
