@@ -340,3 +340,13 @@ def test_a_process_read_from_proc_is_the_one_the_kernel_names():
     assert q.children == {(901, 5_200_000_000)}
     assert t.by_key((901, 5_200_000_000)).birth_key == early
     assert len(t) == len(SNAPSHOT) + 3
+
+
+def test_pid_filter_follows_children_forked_before_since():
+    """--pid 600 --since T: a child forked before T is still of the family;
+    its events after T are shown (the time bound selects events, not who is
+    followed)."""
+    flt = EventFilter(FilterSpec.of(pid=OTHER[0], since="0.0000105"), _header())
+    kept = [ev for ev in events() if flt.wants(ev)]
+    assert [(ev.type, ev.pid) for ev in kept] == [
+        ("exec", B[0]), ("fork", B_CHILD[0]), ("exec", B_CHILD[0])]

@@ -144,11 +144,8 @@ class EventFilter:
 
     def _check(self, ev: ProcessEvent) -> bool:
         s = self.spec
-        t = ev.ktime_ns
-        if self._since is not None and t < self._since:
-            return False
-        if self._until is not None and t > self._until:
-            return False
+        # the family first: a child forked outside the time bounds is still
+        # followed (the bounds select events, not processes)
         if self._tracked is not None:
             pid, start = ev.pid, ev.start_ns
             if isinstance(ev, ForkEvent) and not ev.thread:
@@ -161,6 +158,11 @@ class EventFilter:
                 return False
             if isinstance(ev, ExitEvent):
                 del self._tracked[pid]
+        t = ev.ktime_ns
+        if self._since is not None and t < self._since:
+            return False
+        if self._until is not None and t > self._until:
+            return False
         if self._comm is not None and ev.comm != self._comm:
             return False
         if s.kernel.ns_changes and not ev.ns_change:
