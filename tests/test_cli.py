@@ -229,3 +229,10 @@ def test_unknown_pid_is_a_usage_error():
 
 def test_command_not_found():
     _one_line_error(run(["--", "/nonexistent/cmd"]), 2, "cannot run /nonexistent/cmd")
+
+
+def test_write_to_dash_is_refused(tmp_path, monkeypatch):
+    """-w - would record into a file named '-': one line pointing at --json."""
+    monkeypatch.chdir(tmp_path)
+    _one_line_error(run(["-w", "-", "-d", "0"]), 2, "use --json")
+    assert not (tmp_path / "-").exists()

@@ -209,6 +209,9 @@ def run(app: App, options: LiveOptions) -> None:
         if options.as_json and (options.tree or options.ns_table):
             raise CtrtraceError("--tree and --ns print text: record with -w and replay with "
                                 "--tree instead of --json", ExitStatus.USAGE)
+        if options.write == "-":
+            raise CtrtraceError("-w takes a file name; for the recording's lines on standard "
+                                "output, use --json", ExitStatus.USAGE)
         if options.command:
             import shutil
 
