@@ -165,6 +165,9 @@ class EventLines:
                     limit, encode = CACHE_MAX, functools.partial(text_json, f.name)
                 env["_text_" + f.name] = cache
                 env["_fill_" + f.name] = functools.partial(self._fill, cache, limit, encode)
+        # every cache the writers read, by name (cached())
+        self._caches: dict[str, dict] = {name[1:]: value for name, value in env.items()
+                                         if isinstance(value, dict) and name != "__builtins__"}
         self._by_class: dict[type, Callable[[Any], bytes]] = {
             cls: types.FunctionType(_writer_code(kind), env)
             for kind, cls in EVENT_CLASSES.items()}
@@ -187,9 +190,7 @@ class EventLines:
 
     def cached(self) -> dict[str, int]:
         """How many entries each cache holds (each is bounded)."""
-        env = next(iter(self._by_class.values())).__globals__
-        return {name[1:]: len(cache) for name, cache in env.items()
-                if name.startswith(("_text_", "_ns", "_containers", "_seconds"))}
+        return {name: len(cache) for name, cache in self._caches.items()}
 
     def line(self, ev: ProcessEvent) -> bytes:
         return self._by_class[type(ev)](ev)
