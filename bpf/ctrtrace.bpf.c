@@ -428,33 +428,62 @@ static __always_inline long finish_filename(struct ct_exec_event *e, long n)
 	return n;
 }
 
-SEC("raw_tp/sched_process_exec")
-int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+/*
+ * An exec record (successful or failed) for task, its task part filled, in
+ * the per-CPU heap; NULL when the filters drop it (counted) or without a heap.
+ */
+static __always_inline struct ct_exec_event *exec_record(struct task_struct *task)
 {
-	CT_ABLATE_ENTRY(CT_PROG_EXEC);
 	__u32 key = 0;
 	struct ct_exec_event *e;
 	struct task_struct *parent;
 	struct ns_ids ids = {};
-	struct mm_struct *mm;
-	__u64 arg_start, arg_end, len;
-	long n;
 
-	if (!task_wanted(p)) {
+	if (!task_wanted(task)) {
 		count(CT_CNT_FILTERED);
-		return 0;
+		return NULL;
 	}
 	e = bpf_map_lookup_elem(&exec_heap, &key);
 	if (!e)
-		return 0;
+		return NULL;
 	e->hdr.flags = 0;
-	read_task(p, &e->task, &e->hdr.flags, &ids, &parent);
+	read_task(task, &e->task, &e->hdr.flags, &ids, &parent);
 	if (differs_from(&ids, &e->task.ns, parent))
 		e->hdr.flags |= CT_F_NS_CHANGE;
 	else if (cfg.ns_changes_only) {
 		count(CT_CNT_FILTERED);
-		return 0;
+		return NULL;
 	}
+	return e;
+}
+
+/* Sends the used part of an exec record: the fixed part, the path, the argv. */
+static __always_inline void send_exec(struct ct_exec_event *e, __u16 type, long path_len,
+				      __u64 args_len)
+{
+	__u64 size;
+
+	e->args_len = args_len;
+	size = offsetof(struct ct_exec_event, data) + path_len + args_len;
+	if (size > sizeof(*e))
+		size = sizeof(*e);
+	fill_header(&e->hdr, type, size);
+	if (bpf_ringbuf_output(&events, e, size, rb_flags()))
+		count(CT_CNT_LOST);
+}
+
+SEC("raw_tp/sched_process_exec")
+int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	CT_ABLATE_ENTRY(CT_PROG_EXEC);
+	struct ct_exec_event *e;
+	struct mm_struct *mm;
+	__u64 arg_start, arg_end, len;
+	long n;
+
+	e = exec_record(p);
+	if (!e)
+		return 0;
 	e->old_pid = old_pid;
 	e->ret = 0;
 
@@ -472,14 +501,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 	}
 	if (len && bpf_probe_read_user(e->data + n, len, (void *)arg_start))
 		len = 0;
-	e->args_len = len;
-
-	len = offsetof(struct ct_exec_event, data) + n + len;
-	if (len > sizeof(*e))
-		len = sizeof(*e);
-	fill_header(&e->hdr, CT_EVENT_EXEC, len);
-	if (bpf_ringbuf_output(&events, e, len, rb_flags()))
-		count(CT_CNT_LOST);
+	send_exec(e, CT_EVENT_EXEC, n, len);
 	return 0;
 }
 
@@ -524,31 +546,15 @@ static long read_failed_arg(__u32 i, void *data)
  */
 static __always_inline int exec_failed(long ret, __u64 filename, __u64 argv)
 {
-	__u32 key = 0, tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 	struct ct_exec_event *e;
-	struct task_struct *parent;
-	struct ns_ids ids = {};
 	struct argv_ctx actx = {};
-	__u32 off;
-	__u64 size;
 	long n;
 
-	if (!task_wanted(task)) {
-		count(CT_CNT_FILTERED);
-		return 0;
-	}
-	e = bpf_map_lookup_elem(&exec_heap, &key);
+	e = exec_record(task);
 	if (!e)
 		return 0;
-	e->hdr.flags = 0;
-	read_task(task, &e->task, &e->hdr.flags, &ids, &parent);
-	if (differs_from(&ids, &e->task.ns, parent))
-		e->hdr.flags |= CT_F_NS_CHANGE;
-	else if (cfg.ns_changes_only) {
-		count(CT_CNT_FILTERED);
-		return 0;
-	}
 	e->old_pid = tid;
 	e->ret = ret;
 
@@ -559,15 +565,7 @@ static __always_inline int exec_failed(long ret, __u64 filename, __u64 argv)
 	actx.argv = (const char *const *)argv;
 	actx.base = n;
 	bpf_loop(CT_FAILED_ARGC_MAX, read_failed_arg, &actx, 0);
-	off = actx.off;
-	e->args_len = off;
-
-	size = offsetof(struct ct_exec_event, data) + n + off;
-	if (size > sizeof(*e))
-		size = sizeof(*e);
-	fill_header(&e->hdr, CT_EVENT_EXEC_FAILED, size);
-	if (bpf_ringbuf_output(&events, e, size, rb_flags()))
-		count(CT_CNT_LOST);
+	send_exec(e, CT_EVENT_EXEC_FAILED, n, actx.off);
 	return 0;
 }
 
