@@ -1,8 +1,7 @@
 #!/usr/bin/python3
 """bcc's execsnoop on tracepoints: a benchmark peer for bench/compare.py.
 
-    sudo BCC_KERNEL_SOURCE=DIR /usr/bin/python3 bench/bcc_execsnoop.py [-x] [--max-args N]
-                                                                    [--kbuild DIR]
+    sudo /usr/bin/python3 bench/bcc_execsnoop.py [-x] [--max-args N]
 
 Why it exists: the execsnoop that Debian's bpfcc-tools ships (execsnoop-bpfcc,
 bcc's tools/execsnoop.py) attaches a kprobe and a kretprobe to the execve
@@ -33,11 +32,9 @@ cleanly, with status 0, on SIGINT or SIGTERM, after printing what the buffers
 still hold. Lost perf samples are reported on stderr by libbcc ("Possibly lost
 N samples"), as for the upstream tool.
 
-Kernel headers: bcc finds /lib/modules/$(uname -r)/build by itself. For another
-kernel's headers set BCC_KERNEL_SOURCE to them; Debian splits a kernel's headers
-into linux-headers-VER-common (BCC_KERNEL_SOURCE) and linux-headers-VER-amd64
-(the generated ones: pass it as --kbuild), which bcc only combines for the
-running kernel's /lib/modules directory.
+Kernel headers: the running kernel's, or the newest Debian pair installed or
+unpacked by `./run setup`, as ctrtrace finds them for bcc
+(tracer/kernel/kheaders.py).
 """
 
 from __future__ import annotations
@@ -46,6 +43,9 @@ import argparse
 import os
 import signal
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tracer.kernel import kheaders  # noqa: E402 - the repository's, beside this script
 
 BPF_TEXT = r"""
 #include <linux/sched.h>
@@ -128,22 +128,11 @@ def proc_ppid(pid: int) -> int:
     return 0
 
 
-def kbuild_cflags(kbuild: str) -> list[str]:
-    """What bcc adds from a split build/ directory, for one given by hand."""
-    arch = {"x86_64": "x86", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
-    return [f"-I{kbuild}/{d}" for d in (f"arch/{arch}/include/generated",
-                                        f"arch/{arch}/include/generated/uapi",
-                                        "include", "include/generated/uapi")]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description="Trace exec() syscalls (bcc, tracepoints)")
     ap.add_argument("-x", "--fails", action="store_true", help="include failed exec()s")
     ap.add_argument("--max-args", type=int, default=20,
                     help="arguments sent per exec, the filename included (default 20)")
-    ap.add_argument("--kbuild", metavar="DIR",
-                    help="the generated half of split kernel headers (Debian's "
-                         "linux-headers-VER-ARCH), with BCC_KERNEL_SOURCE at the other half")
     args = ap.parse_args()
 
     # Before the import and the compile (a second or more): a stop then is a clean stop too.
@@ -165,8 +154,11 @@ def main() -> None:
     if stopping:
         return
     cflags = [f"-DMAX_ARGS={args.max_args}"]
-    if args.kbuild:
-        cflags += kbuild_cflags(args.kbuild)
+    headers = kheaders.find()
+    if headers is None:
+        raise SystemExit("bcc_execsnoop: no kernel headers: sudo ./run setup unpacks the nearest")
+    os.environ.update(headers.env)
+    cflags += headers.cflags
     b = BPF(text=BPF_TEXT, cflags=cflags)  # TRACEPOINT_PROBEs attach themselves
 
     out = sys.stdout.buffer

@@ -46,7 +46,8 @@ is for a person watching; ctrtrace writes --json to a file.
 
 bcc compiles its BPF against kernel headers. Where the running kernel has
 none (a kernel Debian doesn't ship), the newest installed headers package is
-used, e.g. linux-headers-6.12-amd64 on Debian 12, through BCC_KERNEL_SOURCE:
+used (tracer/kernel/kheaders.py: the newest Debian pair, installed or unpacked
+by `./run setup`), through BCC_KERNEL_SOURCE:
 the tracepoints' fields come from the kernel itself and are right, but
 task_struct offsets may not be (bcc's PPID then comes from /proc, or "?").
 
@@ -57,7 +58,6 @@ with a note; one named in --tracers must be there.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
 import os
@@ -67,10 +67,14 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+from tracer.kernel import kheaders  # noqa: E402 - the repository's, beside this script
+
 TRACERS = "noop,ctrtrace,execsnoop,bcc-execsnoop,bpftrace"
 BCC_PYTHON = "/usr/bin/python3"  # Debian's, which has python3-bpfcc's module
 
@@ -261,52 +265,19 @@ def check_untraced():
                              "the untraced storms would not be untraced; stop it first")
 
 
-def _version_key(path):
-    return [int(n) for n in re.findall(r"\d+", os.path.basename(path))]
-
-
-def bcc_headers():
-    """Kernel headers for bcc: (extra environment, extra arguments, note), or None.
-
-    bcc finds the running kernel's own, in /lib/modules/$(uname -r). Failing
-    that, the newest kernel whose headers are installed (a Debian headers
-    package fills /lib/modules/VER/build, and source when it splits them into
-    -common and -ARCH: bcc combines the two only for the running kernel, so
-    bench/bcc_execsnoop.py takes the second as --kbuild)."""
-    release = os.uname().release
-    if os.path.isdir(f"/lib/modules/{release}/build"):
-        return {}, [], None
-    found = []
-    for d in glob.glob("/lib/modules/*"):
-        build, source = os.path.realpath(d + "/build"), os.path.realpath(d + "/source")
-        if os.path.isfile(build + "/include/linux/kconfig.h"):
-            found.append((_version_key(d), d, build, None))
-        elif (os.path.isfile(source + "/include/linux/kconfig.h")
-              and os.path.isdir(build + "/include/generated")):
-            found.append((_version_key(d), d, source, build))
-    if not found:
-        return None
-    _, d, source, kbuild = max(found)
-    note = (f"bcc-execsnoop: no headers for {release}, using {os.path.basename(d)}'s "
-            "(the PPID column may come from /proc)")
-    return {"BCC_KERNEL_SOURCE": source}, (["--kbuild", kbuild] if kbuild else []), note
-
-
 def bcc_tracer():
     """bench/bcc_execsnoop.py, or why it can't run here."""
     if subprocess.run([BCC_PYTHON, "-c", "import bcc"], capture_output=True).returncode != 0:
         return ("bcc-execsnoop: needs bcc for /usr/bin/python3 and kernel headers "
                 "(apt install bpfcc-tools linux-headers-$(uname -r))")
-    headers = bcc_headers()
+    headers = kheaders.find()
     if headers is None:
-        return ("bcc-execsnoop: needs kernel headers (apt install linux-headers-$(uname -r), "
-                "or for a kernel Debian doesn't ship the nearest: apt-cache search linux-headers)")
-    env, extra, note = headers
-    if note:
-        print(note, flush=True)
+        return "bcc-execsnoop: needs kernel headers (sudo ./run setup unpacks the nearest)"
+    if not headers.running:
+        print(f"bcc-execsnoop: no headers for {os.uname().release}, using {headers.version}'s "
+              "(the PPID column may come from /proc)", flush=True)
     script = os.path.join(HERE, "bcc_execsnoop.py")
-    return Tracer("bcc-execsnoop", ["stdbuf", "-oL", BCC_PYTHON, script, *extra],
-                  env={**os.environ, **env})
+    return Tracer("bcc-execsnoop", ["stdbuf", "-oL", BCC_PYTHON, script])
 
 
 def make_tracers(names, ctrtrace_cmd, workdir, skip_missing, baseline_cmd=None):
