@@ -74,7 +74,6 @@ class Btf:
             raise BtfError("the strings do not start and end with NUL")
         # offset of each type's record, by id (id 0: void, no record)
         self._at: list[int] = [0]
-        self.newer_kinds = False
         off, stop = hdr_len + type_off, hdr_len + type_off + type_len
         while off < stop:
             if off + _TYPE.size > stop:
@@ -85,8 +84,7 @@ class Btf:
             if extra is None:
                 if kind < ENUM64:
                     raise BtfError(f"a type of kind {kind}")
-                self.newer_kinds = True  # bpftool, newer, knows better
-                break
+                break  # a newer kind: the types before it are known, bpftool knows better
             if name_off >= str_len:
                 raise BtfError("a type's name outside the strings")
             self._at.append(off)

@@ -391,13 +391,5 @@ def event_of(d: dict[str, Any]) -> ProcessEvent:
     return EventReader().read(d)
 
 
-def event_json(ev: ProcessEvent) -> dict[str, Any]:
-    """The JSON object of an event, as the writer writes it."""
-    import json
-
-    result: dict[str, Any] = json.loads(EventLines().line(ev))
-    return result
-
-
-__all__ = ["CACHE_MAX", "COMMAND_LINES_MAX", "EventLines", "EventReader", "event_json",
+__all__ = ["CACHE_MAX", "COMMAND_LINES_MAX", "EventLines", "EventReader",
            "event_of", "keep"]
