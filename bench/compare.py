@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """ctrtrace against the tools people would use instead, side by side, in one run.
 
-    sudo python3 bench/compare.py [--execs 10000] [--rounds 5] [--workers 1,2]
-                                  [--tracers noop,ctrtrace,ctrtrace-text,execsnoop,bcc-execsnoop,bpftrace]
-                                  [--static]
+    sudo .venv/bin/python bench/compare.py [--execs 10000] [--rounds 5] [--workers 1,2]
+        [--tracers noop,ctrtrace,ctrtrace-text,ctrtrace-bcc,execsnoop,bcc-execsnoop,bpftrace]
+        [--static]
 
 Each round, for each tracer: the exec storm (bench/storm.c: fork+exec of a
 copy of /bin/true, N times, with W workers) runs once with no tracer and
@@ -25,7 +25,11 @@ programs per exec, with how many runs that took (BPF/exec: time spent in the
 storm's own syscalls and scheduler events, which CPU/exec does not count;
 kernel.bpf_stats_enabled is on during the run). `noop` is a control
 "tracer" that does nothing: its ratio shows the noise; `ctrtrace` writes
-JSON (--json), `ctrtrace-text` the text view a person reads. vs-execsnoop is the
+JSON (--json), `ctrtrace-text` the text view a person reads, `ctrtrace-bcc`
+JSON from the bcc backend (--backend bcc; its compiled programs cached by
+an earlier start, as they are after the first).  CPU time is psutil's
+reading of each tracer's process; peak RSS is the kernel's high-water mark
+(VmHWM, which psutil does not give). vs-execsnoop is the
 median over rounds of (ratio - execsnoop's ratio in the same round): a
 paired comparison, less noisy than the difference of the two medians; vs-noop
 the same against the control. Each comes with its 95 % confidence interval
@@ -75,7 +79,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 from tracer.kernel import kheaders  # noqa: E402 - the repository's, beside this script
 
-TRACERS = "noop,ctrtrace,execsnoop,bcc-execsnoop,bpftrace"
+try:
+    import psutil
+except ImportError:
+    raise SystemExit("bench/compare.py measures the tracers with psutil: run it with the "
+                     "project's .venv/bin/python (./run setup)") from None
+
+TRACERS = "noop,ctrtrace,ctrtrace-bcc,execsnoop,bcc-execsnoop,bpftrace"
 BCC_PYTHON = "/usr/bin/python3"  # Debian's, which has python3-bpfcc's module
 
 BPFTRACE = r"""tracepoint:sched:sched_process_exec
@@ -162,11 +172,10 @@ class Tracer:
     def cpu_s(self) -> float:
         """CPU time (user + system) the tracer's process has used so far."""
         try:
-            with open(f"/proc/{self.proc.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
+            t = psutil.Process(self.proc.pid).cpu_times()
+        except psutil.Error:
             return float("nan")
+        return t.user + t.system
 
     def events(self) -> int:
         """Lines (events) the tracer wrote, header and summary aside for ctrtrace."""
@@ -300,6 +309,9 @@ def make_tracers(names, ctrtrace_cmd, workdir, skip_missing, baseline_cmd=None):
         # the text view, as a person runs it (into a file here)
         "ctrtrace-text": lambda: Tracer("ctrtrace-text", shlex.split(ctrtrace_cmd),
                                         env={**os.environ, "NO_COLOR": "1"}),
+        "ctrtrace-bcc": lambda: Tracer("ctrtrace-bcc",
+                                       shlex.split(ctrtrace_cmd) + ["--json", "--backend", "bcc"],
+                                       kind="ctrtrace"),
         "execsnoop": need("/usr/sbin/execsnoop", "execsnoop", "libbpf-tools"),
         "bcc-execsnoop": bcc_tracer,
         "bpftrace": need("bpftrace", "bpftrace", "bpftrace"),

@@ -8,10 +8,7 @@
 #ifndef CTRTRACE_ARCH_BPF_H
 #define CTRTRACE_ARCH_BPF_H
 
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
-#include <bpf/bpf_core_read.h>
+#include "build.bpf.h"
 
 /*
  * The syscall the current task is in, read from the registers it entered the
@@ -33,6 +30,15 @@
 #define CT_TS_COMPAT  0x0002      /* arch/x86/include/asm/thread_info.h */
 #define ct_compat_task(t) (BPF_CORE_READ(t, thread_info.status) & CT_TS_COMPAT)
 #define ct_regs_nr(regs)  ((long)BPF_CORE_READ(regs, orig_ax))
+#ifdef CT_BCC  /* libbpf's names for a syscall's argument registers */
+/* task_pt_regs(), arch/x86/include/asm/processor.h: the top of the task's stack */
+#define ct_task_pt_regs(t) \
+	((long)((struct pt_regs *)((unsigned long)BPF_CORE_READ(t, stack) + THREAD_SIZE - \
+				   TOP_OF_KERNEL_STACK_PADDING) - 1))
+#define PT_REGS_PARM1_CORE_SYSCALL(regs) BPF_CORE_READ(regs, di)
+#define PT_REGS_PARM2_CORE_SYSCALL(regs) BPF_CORE_READ(regs, si)
+#define PT_REGS_PARM3_CORE_SYSCALL(regs) BPF_CORE_READ(regs, dx)
+#endif
 #elif defined(__TARGET_ARCH_arm64)
 #define CT_NR_CLONE   220
 #define CT_NR_FORK    (-2)
@@ -41,6 +47,14 @@
 #define CT_TIF_32BIT  22          /* arch/arm64/include/asm/thread_info.h */
 #define ct_compat_task(t) (BPF_CORE_READ(t, thread_info.flags) & (1UL << CT_TIF_32BIT))
 #define ct_regs_nr(regs)  ((long)BPF_CORE_READ(regs, syscallno))
+#ifdef CT_BCC
+/* task_pt_regs(), arch/arm64/include/asm/processor.h */
+#define ct_task_pt_regs(t) \
+	((long)((struct pt_regs *)((unsigned long)BPF_CORE_READ(t, stack) + THREAD_SIZE) - 1))
+#define PT_REGS_PARM1_CORE_SYSCALL(regs) BPF_CORE_READ(regs, orig_x0)
+#define PT_REGS_PARM2_CORE_SYSCALL(regs) BPF_CORE_READ(regs, regs[1])
+#define PT_REGS_PARM3_CORE_SYSCALL(regs) BPF_CORE_READ(regs, regs[2])
+#endif
 #else
 #error "ctrtrace knows the syscall registers of x86 and arm64"
 #endif

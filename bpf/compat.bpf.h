@@ -6,13 +6,16 @@
  * says which kernel change it follows, so that the programs themselves stay
  * plain.  (The architecture's syscall numbers and registers are in
  * arch.bpf.h; the walks over a task's threads and ancestors in tasks.bpf.h.)
+ *
+ * Under bcc (build.bpf.h) there is nothing to relocate: the structs are
+ * declared as the running kernel has them, and CT_HAS_<struct>_<field> says
+ * which of the fields below it has (ct_kernel.h, from its BTF or from the
+ * version of its headers), CT_ENUM_<name> an enum value (-1: none).
  */
 #ifndef CTRTRACE_COMPAT_BPF_H
 #define CTRTRACE_COMPAT_BPF_H
 
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_core_read.h>
+#include "build.bpf.h"
 
 /*
  * Time namespaces arrived in 5.6 (769071ac9f20 "ns: Introduce Time
@@ -20,6 +23,7 @@
  * time_ns fields and every task shares the one initial time namespace, which
  * we report as 0 ("unknown").
  */
+#if !defined(CT_BCC) || CT_HAS_nsproxy_time_ns
 static __always_inline __u32 ct_time_ns(const struct nsproxy *nsp)
 {
 	if (bpf_core_field_exists(nsp->time_ns))
@@ -33,6 +37,10 @@ static __always_inline __u32 ct_time_ns_for_children(const struct nsproxy *nsp)
 		return BPF_CORE_READ(nsp->time_ns_for_children, ns.inum);
 	return 0;
 }
+#else
+#define ct_time_ns(nsp) 0
+#define ct_time_ns_for_children(nsp) 0
+#endif
 
 /*
  * A task's nsproxy, copied whole in one read: its namespace pointers are
@@ -50,7 +58,7 @@ union ct_nsproxy_copy {
 
 static __always_inline long ct_read_nsproxy(struct nsproxy *src, union ct_nsproxy_copy *dst)
 {
-	__u32 size = bpf_core_type_size(struct nsproxy);
+	__u32 size = CT_TYPE_SIZE(struct nsproxy);
 
 	if (size > CT_NSPROXY_MAX)
 		size = CT_NSPROXY_MAX;
@@ -75,6 +83,7 @@ static __always_inline bool ct_group_dead(struct task_struct *t)
  * declared here as flavors, so the object builds against either vmlinux.h
  * and relocates on either kernel.
  */
+#ifndef CT_BCC
 struct kernfs_node___new {
 	struct kernfs_node *__parent;
 } __attribute__((preserve_access_index));
@@ -92,6 +101,11 @@ static __always_inline struct kernfs_node *ct_kn_parent(struct kernfs_node *kn)
 		return BPF_CORE_READ(n, __parent);
 	return BPF_CORE_READ(o, parent);
 }
+#elif CT_HAS_kernfs_node___parent
+#define ct_kn_parent(kn) BPF_CORE_READ(kn, __parent)
+#else
+#define ct_kn_parent(kn) BPF_CORE_READ(kn, parent)
+#endif
 
 /*
  * The task's cgroup: its place in the v2 (unified) hierarchy when it has one
@@ -110,9 +124,15 @@ static __always_inline struct kernfs_node *ct_cgroup_kn(struct task_struct *t, b
 	*v1 = false;
 	if (cg && BPF_CORE_READ(cg, level) > 0)
 		return BPF_CORE_READ(cg, kn);
+#ifndef CT_BCC
 	if (!bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id))
 		return cg ? BPF_CORE_READ(cg, kn) : NULL;
 	id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+#else
+	id = CT_ENUM_memory_cgrp_id;
+	if (id < 0)
+		return cg ? BPF_CORE_READ(cg, kn) : NULL;
+#endif
 	if (id < 0 || id >= 16)
 		return NULL;
 	cg = BPF_CORE_READ(cset, subsys[id], cgroup);
@@ -127,6 +147,7 @@ static __always_inline struct kernfs_node *ct_cgroup_kn(struct task_struct *t, b
  * That ring has no head of its own: a walk from a thread's node back to it
  * never looks at that thread.
  */
+#ifndef CT_BCC
 struct signal_struct___new {
 	struct list_head thread_head;
 } __attribute__((preserve_access_index));
@@ -138,6 +159,7 @@ struct task_struct___new {
 struct task_struct___old {
 	struct list_head thread_group;
 } __attribute__((preserve_access_index));
+#endif
 
 struct ct_thread_list {
 	struct list_head *head;   /* a walk ends on coming back here */
@@ -146,6 +168,7 @@ struct ct_thread_list {
 };
 
 /* The list of p's thread group; true when a walk of it leaves p out. */
+#ifndef CT_BCC
 static __always_inline bool ct_thread_list(struct task_struct *p, struct ct_thread_list *l)
 {
 	struct signal_struct___new *sig = (void *)BPF_CORE_READ(p, signal);
@@ -162,5 +185,24 @@ static __always_inline bool ct_thread_list(struct task_struct *p, struct ct_thre
 	l->off = bpf_core_field_offset(struct task_struct___old, thread_group);
 	return true;
 }
+#elif CT_HAS_signal_struct_thread_head
+static __always_inline bool ct_thread_list(struct task_struct *p, struct ct_thread_list *l)
+{
+	struct signal_struct *sig = BPF_CORE_READ(p, signal);
+
+	l->head = &sig->thread_head;
+	l->first = BPF_CORE_READ(sig, thread_head.next);
+	l->off = offsetof(struct task_struct, thread_node);
+	return false;
+}
+#else
+static __always_inline bool ct_thread_list(struct task_struct *p, struct ct_thread_list *l)
+{
+	l->head = &p->thread_group;
+	l->first = BPF_CORE_READ(p, thread_group.next);
+	l->off = offsetof(struct task_struct, thread_group);
+	return true;
+}
+#endif
 
 #endif /* CTRTRACE_COMPAT_BPF_H */

@@ -18,10 +18,7 @@
  * take the verifier far longer to check, and start-up waits for it
  * (bench/README.md, "Where the code's choices come from").
  */
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
-#include <bpf/bpf_core_read.h>
+#include "build.bpf.h"
 #include "ctrtrace.h"
 #include "compat.bpf.h"
 #include "arch.bpf.h"
@@ -37,7 +34,19 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define CT_CLONE_NEW_MASK 0x7e020080ULL /* NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET, NEWTIME below */
 #define CLONE_NEWTIME   0x00000080
 
-const volatile struct ct_config cfg = {};
+CT_CONFIG
+
+/* what a setns or unshare entry leaves for its exit */
+struct ns_call {
+	struct ct_ns before;
+	__u64 arg0;
+	__u64 arg1;
+};
+
+/* The maps; under bcc, ctrtrace makes them as described here
+ * (tracer/kernel/bcc.py, which a test holds to this) and they are named by
+ * descriptor (build.bpf.h). */
+#ifndef CT_BCC
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -58,12 +67,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ct_exec_event);
 } exec_heap SEC(".maps");
-
-struct ns_call {
-	struct ct_ns before;
-	__u64 arg0;
-	__u64 arg1;
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -92,6 +95,8 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } tracked SEC(".maps");
+
+#endif /* !CT_BCC */
 
 /* Keep every record type in the object's BTF for the layout test. */
 struct ct_fork_event *unused_fork __attribute__((unused));
@@ -195,10 +200,10 @@ struct {
 #define bpf_ringbuf_discard(data, flags) ((void)0)
 #if defined(CT_ABLATE_OUTPUT_SHORT)
 #define bpf_ringbuf_submit(data, flags) \
-	((void)bpf_ringbuf_output(&events, data, sizeof(*(data)) - 2 * CT_CGROUP_NAME_LEN, flags))
+	((void)bpf_ringbuf_output(CT_MAP(events), data, sizeof(*(data)) - 2 * CT_CGROUP_NAME_LEN, flags))
 #elif defined(CT_ABLATE_OUTPUT_SCRATCH)
 #define bpf_ringbuf_submit(data, flags) \
-	((void)bpf_ringbuf_output(&events, data, sizeof(*(data)), flags))
+	((void)bpf_ringbuf_output(CT_MAP(events), data, sizeof(*(data)), flags))
 #else
 #define bpf_ringbuf_submit(data, flags) ((void)0)
 #endif
@@ -226,7 +231,7 @@ struct {
 
 static __always_inline __u64 rb_flags(void)
 {
-	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	__u64 avail = bpf_ringbuf_query(CT_MAP(events), BPF_RB_AVAIL_DATA);
 
 	return avail >= cfg.wakeup_bytes && avail < cfg.wakeup_bytes + CT_WAKEUP_WINDOW ?
 	       BPF_RB_FORCE_WAKEUP : 0;
@@ -234,7 +239,7 @@ static __always_inline __u64 rb_flags(void)
 
 static __always_inline void count(__u32 idx)
 {
-	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	__u64 *v = bpf_map_lookup_elem(CT_MAP(counters), &idx);
 
 	if (v)
 		*v += 1;
@@ -380,7 +385,7 @@ static __always_inline bool task_wanted(struct task_struct *t)
 
 	if (cfg.ignore_tgid && tgid == cfg.ignore_tgid)
 		return false;
-	if (cfg.filter_pid && !bpf_map_lookup_elem(&tracked, &tgid))
+	if (cfg.filter_pid && !bpf_map_lookup_elem(CT_MAP(tracked), &tgid))
 		return false;
 	if (cfg.filter_comm) {
 		char comm[CT_COMM_LEN];
@@ -443,7 +448,7 @@ static __always_inline struct ct_exec_event *exec_record(struct task_struct *tas
 		count(CT_CNT_FILTERED);
 		return NULL;
 	}
-	e = bpf_map_lookup_elem(&exec_heap, &key);
+	e = bpf_map_lookup_elem(CT_MAP(exec_heap), &key);
 	if (!e)
 		return NULL;
 	e->hdr.flags = 0;
@@ -468,7 +473,7 @@ static __always_inline void send_exec(struct ct_exec_event *e, __u16 type, long 
 	if (size > sizeof(*e))
 		size = sizeof(*e);
 	fill_header(&e->hdr, type, size);
-	if (bpf_ringbuf_output(&events, e, size, rb_flags()))
+	if (bpf_ringbuf_output(CT_MAP(events), e, size, rb_flags()))
 		count(CT_CNT_LOST);
 }
 
@@ -517,7 +522,7 @@ struct argv_ctx {
 	__u32 off;   /* bytes of argv copied so far */
 };
 
-static long read_failed_arg(__u32 i, void *data)
+CT_LOOP_STEP read_failed_arg(__u32 i, void *data)
 {
 	struct argv_ctx *a = data;
 	const char *arg = NULL;
@@ -564,7 +569,7 @@ static __always_inline int exec_failed(long ret, __u64 filename, __u64 argv)
 	actx.e = e;
 	actx.argv = (const char *const *)argv;
 	actx.base = n;
-	bpf_loop(CT_FAILED_ARGC_MAX, read_failed_arg, &actx, 0);
+	CT_LOOP(CT_FAILED_ARGC_MAX, read_failed_arg, &actx);
 	send_exec(e, CT_EVENT_EXEC_FAILED, n, actx.off);
 	return 0;
 }
@@ -644,14 +649,14 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 		hflags |= CT_F_THREAD;
 		if (!cfg.emit_threads)
 			return 0;
-	} else if (cfg.filter_pid && bpf_map_lookup_elem(&tracked, &ptgid)) {
-		bpf_map_update_elem(&tracked, &ctgid, &one, BPF_ANY);
+	} else if (cfg.filter_pid && bpf_map_lookup_elem(CT_MAP(tracked), &ptgid)) {
+		bpf_map_update_elem(CT_MAP(tracked), &ctgid, &one, BPF_ANY);
 	}
 	if (!task_wanted(child)) {
 		count(CT_CNT_FILTERED);
 		return 0;
 	}
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	e = bpf_ringbuf_reserve(CT_MAP(events), sizeof(*e), 0);
 	if (!e) {
 		count(CT_CNT_LOST);
 		return 0;
@@ -694,21 +699,21 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 		 * left alive; either way, by the process's end they are the reaper's */
 		if (ct_has_children(p)) {
 			reaper = ct_new_reaper(p);
-			bpf_map_update_elem(&handed_on, &tgid, &reaper, BPF_ANY);
+			bpf_map_update_elem(CT_MAP(handed_on), &tgid, &reaper, BPF_ANY);
 		}
 		return 0;
 	}
-	handed = bpf_map_lookup_elem(&handed_on, &tgid);
+	handed = bpf_map_lookup_elem(CT_MAP(handed_on), &tgid);
 	reaper = handed ? *handed : 0;
 	if (handed)
-		bpf_map_delete_elem(&handed_on, &tgid);
+		bpf_map_delete_elem(CT_MAP(handed_on), &tgid);
 	if (!task_wanted(p)) {
 		count(CT_CNT_FILTERED);
 		return 0;
 	}
 	if (cfg.filter_pid)
-		bpf_map_delete_elem(&tracked, &tgid);
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		bpf_map_delete_elem(CT_MAP(tracked), &tgid);
+	e = bpf_ringbuf_reserve(CT_MAP(events), sizeof(*e), 0);
 	if (!e) {
 		count(CT_CNT_LOST);
 		return 0;
@@ -754,7 +759,7 @@ static __always_inline int ns_enter(__u64 arg0, __u64 arg1)
 	}
 	read_ns_ids(task, BPF_CORE_READ(task, real_cred), BPF_CORE_READ(task, thread_pid), &ids);
 	read_ns(&ids, &c.before, &unused);
-	bpf_map_update_elem(&ns_calls, &tid, &c, BPF_ANY);
+	bpf_map_update_elem(CT_MAP(ns_calls), &tid, &c, BPF_ANY);
 	return 0;
 }
 
@@ -792,14 +797,14 @@ static __always_inline void fill_ns_change(struct ct_header *hdr, struct ct_task
 static __always_inline int ns_exit(long ret, bool setns)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct ns_call *c = bpf_map_lookup_elem(&ns_calls, &tid);
+	struct ns_call *c = bpf_map_lookup_elem(CT_MAP(ns_calls), &tid);
 
 	if (!c)
 		return 0;
 	if (cfg.ns_changes_only && ret != 0) {
 		count(CT_CNT_FILTERED);
 	} else if (setns) {
-		struct ct_setns_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		struct ct_setns_event *e = bpf_ringbuf_reserve(CT_MAP(events), sizeof(*e), 0);
 
 		if (e) {
 			fill_ns_change(&e->hdr, &e->task, &e->ns_before, c, ret);
@@ -812,7 +817,7 @@ static __always_inline int ns_exit(long ret, bool setns)
 			count(CT_CNT_LOST);
 		}
 	} else {
-		struct ct_unshare_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		struct ct_unshare_event *e = bpf_ringbuf_reserve(CT_MAP(events), sizeof(*e), 0);
 
 		if (e) {
 			fill_ns_change(&e->hdr, &e->task, &e->ns_before, c, ret);
@@ -825,7 +830,7 @@ static __always_inline int ns_exit(long ret, bool setns)
 			count(CT_CNT_LOST);
 		}
 	}
-	bpf_map_delete_elem(&ns_calls, &tid);
+	bpf_map_delete_elem(CT_MAP(ns_calls), &tid);
 	return 0;
 }
 

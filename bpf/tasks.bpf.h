@@ -7,9 +7,7 @@
 #ifndef CTRTRACE_TASKS_BPF_H
 #define CTRTRACE_TASKS_BPF_H
 
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_core_read.h>
+#include "build.bpf.h"
 #include "compat.bpf.h"
 
 /*
@@ -60,7 +58,7 @@ struct ct_threads_walk {
 	bool children;      /* the answer; stays true past CT_THREADS_MAX threads */
 };
 
-static long ct_thread_step(__u32 i, void *data)
+CT_LOOP_STEP ct_thread_step(__u32 i, void *data)
 {
 	struct ct_threads_walk *w = data;
 	struct list_head *pos = w->pos;
@@ -86,7 +84,7 @@ static __always_inline bool ct_group_has_children(struct task_struct *p)
 	w.head = l.head;
 	w.pos = l.first;
 	w.off = l.off;
-	bpf_loop(CT_THREADS_MAX, ct_thread_step, &w, 0);
+	CT_LOOP(CT_THREADS_MAX, ct_thread_step, &w);
 	return w.children;
 }
 
@@ -105,7 +103,7 @@ struct ct_reaper_walk {
 	__u32 tgid;                /* the subreaper found, or 0 */
 };
 
-static long ct_reaper_step(__u32 i, void *data)
+CT_LOOP_STEP ct_reaper_step(__u32 i, void *data)
 {
 	struct ct_reaper_walk *w = data;
 	struct task_struct *t = w->task;
@@ -136,7 +134,7 @@ static __always_inline __u32 ct_new_reaper(struct task_struct *father)
 	if (BPF_CORE_READ_BITFIELD_PROBED(sig, has_child_subreaper)) {
 		struct ct_reaper_walk w = { .task = BPF_CORE_READ(father, real_parent), .level = level };
 
-		bpf_loop(CT_REAPER_DEPTH, ct_reaper_step, &w, 0);
+		CT_LOOP(CT_REAPER_DEPTH, ct_reaper_step, &w);
 		if (w.tgid)
 			return w.tgid;
 	}

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import pytest
 
 from tracer.commands.session import Session, TraceOptions
+from tracer.kernel import bcc, kheaders
 from tracer.model.events import ExecEvent, ProcessEvent
 from tracer.state.system import read_ns
 
@@ -89,12 +90,30 @@ class Capture:
         return [e for e in self.events if e.pid == pid and (type_ is None or e.type == type_)]
 
 
-@pytest.fixture
-def capture():
-    """capture(**TraceOptions fields) -> a Capture whose session is open."""
+def _backends() -> tuple[str, ...]:
+    """Each build of the programs: CO-RE, bcc at BTF's offsets, and -- where
+    the running kernel's own headers are installed (the Vagrant VM) -- bcc at
+    the headers' offsets, bcc's native way."""
+    headers = kheaders.find()
+    return ("core", "bcc") + (("bcc-headers",) if headers and headers.running else ())
+
+
+BACKENDS = _backends()
+
+
+@pytest.fixture(params=BACKENDS)
+def capture(request, monkeypatch):
+    """capture(**TraceOptions fields) -> a Capture whose session is open, on
+    each backend in turn: every test that traces checks each against the
+    same ground truth."""
     sessions: list[Session] = []
+    backend = request.param
+    if backend == "bcc-headers":
+        monkeypatch.setenv(bcc.OFFSETS_ENV, "headers")
+        backend = "bcc"
 
     def start(**opts) -> Capture:
+        opts.setdefault("backend", backend)
         s = Session(TraceOptions.of(**opts))
         s.open()
         sessions.append(s)

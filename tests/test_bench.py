@@ -36,9 +36,11 @@ def test_compare_driver(tmp_path):
     out = tmp_path / "rows.json"
     stats = _bpf_stats()
     _run(os.path.join(BENCH, "compare.py"), "--execs", "200", "--rounds", "1", "--workers", "1",
-         "--tracers", "noop,ctrtrace", "--ctrtrace", CTRTRACE, "--json-out", str(out))
+         "--tracers", "noop,ctrtrace,ctrtrace-bcc", "--ctrtrace", CTRTRACE,
+         "--json-out", str(out))
     rows = {r["tracer"]: r for r in json.loads(out.read_text())["rows"]}
-    assert rows["ctrtrace"]["seen_min"] == 200 and rows["ctrtrace"]["lost"] == "0"
+    for name in ("ctrtrace", "ctrtrace-bcc"):
+        assert rows[name]["seen_min"] == 200 and rows[name]["lost"] == "0", name
     assert rows["ctrtrace"]["rss_mb"] > 0 and rows["ctrtrace"]["ready_ms"] > 0
     # capturing began before the first report was written, never after
     assert 0 < rows["ctrtrace"]["capture_ms"] <= rows["ctrtrace"]["ready_ms"]

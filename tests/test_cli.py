@@ -193,11 +193,22 @@ def test_no_libbpf():
 @pytest.mark.root
 def test_missing_and_corrupt_object(monkeypatch, tmp_path):
     monkeypatch.setenv("CTRTRACE_BPF_OBJECT", str(tmp_path / "missing.o"))
-    _one_line_error(run(["-d", "0"]), 4, "BPF object is missing")
+    _one_line_error(run(["--backend", "core", "-d", "0"]), 4, "BPF object is missing")
     bad = tmp_path / "bad.o"
     bad.write_bytes(b"this is not an ELF file")
     monkeypatch.setenv("CTRTRACE_BPF_OBJECT", str(bad))
-    _one_line_error(run(["-d", "0"]), 5, "cannot open BPF object")
+    _one_line_error(run(["--backend", "core", "-d", "0"]), 5, "cannot open BPF object")
+
+
+@pytest.mark.bpf
+def test_auto_takes_bcc_where_core_cannot_load(monkeypatch, tmp_path):
+    monkeypatch.setenv("CTRTRACE_BPF_OBJECT", str(tmp_path / "missing.o"))
+    r = run(["--json", "-d", "0"])
+    assert r.exit_code == 0, r.output
+    assert json_lines(r.stdout)[0]["backend"] == "bcc"
+    monkeypatch.delenv("CTRTRACE_BPF_OBJECT")
+    r = run(["--json", "-d", "0"])
+    assert json_lines(r.stdout)[0]["backend"] == "core"
 
 
 @pytest.mark.bpf

@@ -22,7 +22,7 @@ from .commands.live import (
     run,
     stdout_failed,
 )
-from .kernel.loader import DEFAULT_RINGBUF_BYTES
+from .kernel.loader import BACKENDS, DEFAULT_RINGBUF_BYTES
 from .model.errors import CtrtraceError
 
 __all__ = ["App", "main"]
@@ -88,6 +88,8 @@ def color_option(f: Callable) -> Callable:
               show_default=True, metavar="MiB", help="Size of the kernel's event buffer.")
 @click.option("--linger", type=click.FloatRange(min=0), default=0.5, show_default=True,
               metavar="SECONDS", help="With a command: keep tracing this long after it exits.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="BPF toolchain: core (libbpf CO-RE), bcc, or auto (core where it can load).")
 @color_option
 @click.pass_context
 def main(ctx: click.Context, **params: Any) -> None:

@@ -24,7 +24,8 @@ import sys
 # Options that change what is loaded (loader.LoadConfig), as they begin on the
 # command line ("--pid=1", "-p1" and "-cbash" included), and words that mean
 # no live trace at all.  Anything after "--" is the traced command's.
-_LOAD_OPTIONS = ("-p", "--pid", "-c", "--comm", "--ns-changes", "--threads", "--buffer-size")
+_LOAD_OPTIONS = ("-p", "--pid", "-c", "--comm", "--ns-changes", "--threads", "--buffer-size",
+                 "--backend")
 _NO_TRACE = ("replay", "-h", "--help", "--version")
 _COMPLETE_VAR = "_CTRTRACE_COMPLETE"  # click's shell completion: no trace either
 
@@ -39,14 +40,14 @@ def speculative(args: list[str]) -> bool:
     return not any(arg in _NO_TRACE or arg.startswith(_LOAD_OPTIONS) for arg in head)
 
 
-def _preload(args: list[str]):  # -> Optional[ProgramLoader]
+def _preload(args: list[str]):  # -> Optional[loader.Loader]
     if not speculative(args):
         return None
-    from .kernel.loader import LoadConfig, ProgramLoader
+    from .kernel.loader import LoadConfig, start
     from .model.errors import CtrtraceError
 
     try:
-        return ProgramLoader(LoadConfig())
+        return start(LoadConfig())
     except CtrtraceError:
         return None  # the command checks again and says what is wrong
 

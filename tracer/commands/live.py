@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
-from ..kernel.loader import DEFAULT_RINGBUF_BYTES, LoadConfig, ProgramLoader
+from ..kernel.loader import DEFAULT_RINGBUF_BYTES, LoadConfig, Loader, start
 from ..model.errors import CtrtraceError, ExitStatus
 from ..model.escape import escape, escape_lines
 from .options import TraceOptions, kernel_filtered
@@ -61,6 +61,7 @@ class LiveOptions:
     docker_socket: str | None = None
     no_docker: bool = False
     buffer_size: int = DEFAULT_RINGBUF_BYTES >> 20  # MiB
+    backend: str = "auto"  # loader.BACKENDS
     linger: float = 0.5
     color: str = "auto"  # COLOR_MODES: colour in the text view
     command: list[str] | None = None  # what follows "--"
@@ -72,7 +73,8 @@ class LiveOptions:
 
     def trace_options(self, argv: Sequence[str] = ()) -> TraceOptions:
         """The library's options for this trace; argv goes into the header."""
-        load = LoadConfig(threads=self.threads, ringbuf_bytes=self.buffer_size << 20)
+        load = LoadConfig(threads=self.threads, ringbuf_bytes=self.buffer_size << 20,
+                          backend=self.backend)
         return kernel_filtered(
             TraceOptions(load=load, argv=list(argv), docker_socket=self.docker_socket,
                          docker=not self.no_docker, keep_exited=self.views,
@@ -98,16 +100,16 @@ class App:
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     err: IO[str] = field(default_factory=lambda: sys.stderr)
     stdin: IO[bytes] | None = None
-    preloaded: ProgramLoader | None = None  # started by tracer.entry before parsing
+    preloaded: Loader | None = None  # started by tracer.entry before parsing
 
-    def loader_for(self, config: LoadConfig) -> ProgramLoader:
+    def loader_for(self, config: LoadConfig) -> Loader:
         """The preloaded programs if they were loaded for config, else a new load."""
         pre, self.preloaded = self.preloaded, None
         if pre is not None:
             if pre.options == config:
                 return pre
             pre.close()
-        return ProgramLoader(config)
+        return start(config)
 
     def color(self, mode: str, stream: IO[str] | None = None) -> bool:
         """Whether to colour the text written to stream (default: out) for --color MODE."""

@@ -31,8 +31,7 @@ from typing import (
 
 from ..kernel import layout
 from ..kernel.decode import Decoder
-from ..kernel.libbpf import BpfObject
-from ..kernel.loader import DEFAULT_RINGBUF_BYTES, ProgramLoader, default_object_path
+from ..kernel.loader import DEFAULT_RINGBUF_BYTES, Loader, Programs, default_object_path, start
 from ..kernel.ringbuf import RecordReader, open_reader
 from ..kernel.schedule import giving_way
 from ..model.errors import CtrtraceError, ExitStatus
@@ -84,14 +83,15 @@ class Sink(Protocol):
 class Session:
     """One loaded set of BPF programs and the state that interprets their events."""
 
-    def __init__(self, options: TraceOptions, loader: ProgramLoader | None = None) -> None:
+    def __init__(self, options: TraceOptions, loader: Loader | None = None) -> None:
         """loader: one already started with options.load (see loader.py)."""
         self.options = options
         self._loader = loader
-        self.core_btf = ""
+        self.backend = ""  # "core" or "bcc", once loaded
+        self.layout = ""   # where that backend's struct offsets came from
         self.table = ProcessTable(keep_exited=options.keep_exited)
         self.counts: collections.Counter[str] = collections.Counter({t: 0 for t in EVENT_TYPES})
-        self._obj: BpfObject | None = None
+        self._obj: Programs | None = None
         self._rb: RecordReader | None = None
         self.header: Header | None = None
         self.decoder: Decoder | None = None
@@ -103,12 +103,12 @@ class Session:
 
     def open(self) -> Header:
         opts = self.options
-        loader = self._loader or ProgramLoader(opts.load)
+        loader = self._loader or start(opts.load)
         try:
             obj = self._obj = loader.result()
         finally:
             loader.close()  # unloads nothing once the object is taken
-        self.core_btf = loader.core_btf.source
+        self.backend, self.layout = loader.backend, loader.layout
         _release_freed_memory()  # libbpf parsed the kernel's BTF (megabytes) and freed it
         self._rb = open_reader(obj.map_fd("events"), obj.max_entries("events"))
         offset = system.wall_offset_ns()
@@ -143,7 +143,9 @@ class Session:
             argv=list(opts.argv),
             docker_socket=client.path if client else None,
             docker_reachable=bool(client and client.reachable),
-            core_btf=self.core_btf,
+            backend=self.backend,
+            core_btf=self.layout if self.backend == "core" else "",
+            offsets=self.layout if self.backend == "bcc" else "",
             processes=processes,
             processes_omitted=omitted,
         )
@@ -380,7 +382,7 @@ def trace(
     poll_ms: int = POLL_MS,
     command_stdout: int | None = None,
     on_ready: Callable[[Header], None] | None = None,
-    loader: ProgramLoader | None = None,
+    loader: Loader | None = None,
     out_fd: int | None = None,
 ) -> RunResult:
     """Trace until Ctrl-C/SIGTERM, the duration, or the command's exit (plus linger).

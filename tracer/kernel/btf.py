@@ -173,6 +173,11 @@ class Btf:
                         return inner[0], bits + inner[1], inner[2]
         return None
 
+    def member(self, type_id: int, name: str) -> tuple[int, int, int] | None:
+        """(type id, bit offset, bitfield size) of a struct's member, found as
+        C finds it (through anonymous members); None if it has none of that name."""
+        return self._find(type_id, name)
+
     def field(self, path: str) -> Field:
         """Where STRUCT.FIELD[.FIELD...] is: the later names are fields of the
         struct (or union) the one before them is, embedded, not pointed to
@@ -196,6 +201,67 @@ class Btf:
         if f.bitfield_size or f.bit_offset:
             raise BtfError(f"{path} is a bitfield")
         return f.offset
+
+    def resolved(self, type_id: int) -> int:
+        """The type behind typedefs and qualifiers (0: void)."""
+        return self._resolved(type_id) if type_id else 0
+
+    def kind(self, type_id: int) -> int:
+        return self._type(type_id)[0] if type_id else 0
+
+    def name_of(self, type_id: int) -> str:
+        """A type's own name ('' for an anonymous one or void)."""
+        if not type_id:
+            return ""
+        name_off = _TYPE.unpack_from(self.data, self._type(type_id)[3])[0]
+        return self._name(name_off) if name_off else ""
+
+    def size_of(self, type_id: int) -> int:
+        """Bytes of an int, enum, struct or union (behind typedefs)."""
+        kind, _, size, _ = self._type(self._resolved(type_id))
+        if kind == PTR:
+            return 8
+        if kind == ARRAY:
+            elem, count = self.array(type_id)
+            return self.size_of(elem) * count
+        if kind not in (INT, ENUM, ENUM64, STRUCT, UNION, FLOAT):
+            raise BtfError(f"type {type_id} has no size of its own")
+        return size
+
+    def int_signed(self, type_id: int) -> bool:
+        """Whether an int (behind typedefs) is signed; an enum, by its kind_flag."""
+        kind, _, _, at = self._type(self._resolved(type_id))
+        if kind == INT:
+            return bool(struct.unpack_from("<I", self.data, at + 12)[0] >> 24 & 1)
+        if kind in (ENUM, ENUM64):
+            return bool(_TYPE.unpack_from(self.data, at)[1] >> 31)
+        raise BtfError(f"type {type_id} is not an int or enum")
+
+    def pointee(self, type_id: int) -> int:
+        """The type a pointer (behind typedefs) points to."""
+        kind, _, target, _ = self._type(self._resolved(type_id))
+        if kind != PTR:
+            raise BtfError(f"type {type_id} is not a pointer")
+        return target
+
+    def array(self, type_id: int) -> tuple[int, int]:
+        """(element type, count) of an array (behind typedefs)."""
+        kind, _, _, at = self._type(self._resolved(type_id))
+        if kind != ARRAY:
+            raise BtfError(f"type {type_id} is not an array")
+        elem, _, count = struct.unpack_from("<III", self.data, at + 12)
+        return elem, count
+
+    def enum_value(self, name: str) -> int | None:
+        """The value of an enumerator, by its name, in any enum; None if none has it."""
+        for type_id in range(1, len(self._at)):
+            kind, vlen, _, at = self._type(type_id)
+            if kind == ENUM:
+                for i in range(vlen):
+                    name_off, value = struct.unpack_from("<Ii", self.data, at + 12 + 8 * i)
+                    if self._name(name_off) == name:
+                        return value
+        return None
 
     def has(self, path: str) -> bool:
         try:

@@ -17,25 +17,21 @@ hash of the image, BTF included) with the size of its BTF -- or, for a
 kernel without a build id, a CRC-32 of its BTF -- so a new kernel or a
 rebuilt object gets a new subset, never a stale one.  A cached file that is
 not whole, well-formed BTF of ours (cut short, overwritten) is made again.
-The files are written as root: each is made under a new name nobody else
-can have taken (O_EXCL|O_NOFOLLOW) and renamed into place, in a directory
-nobody else can write to.  Without bpftool, with an unsafe cache directory,
+The files are read and written as cache.py says.  Without bpftool, with an unsafe cache directory,
 or on any failure, the kernel's full BTF is used: slower, same result.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 import struct
 import zlib
 from typing import NamedTuple
 
-from . import btf
+from . import btf, cache
 
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
 KERNEL_NOTES = "/sys/kernel/notes"
-DEFAULT_CACHE_DIR = "/var/cache/ctrtrace"
 NT_GNU_BUILD_ID = 3
 
 
@@ -46,12 +42,7 @@ class CoreBtf(NamedTuple):
     source: str  # "subset" | "kernel", and why when it is the kernel's
 
 
-def cache_dir() -> str | None:
-    """$CTRTRACE_CACHE_DIR (empty: no cache), else /var/cache/ctrtrace."""
-    d = os.environ.get("CTRTRACE_CACHE_DIR")
-    if d is None:
-        return DEFAULT_CACHE_DIR
-    return d or None
+cache_dir = cache.directory
 
 
 def _crc(path: str) -> str:
@@ -88,40 +79,10 @@ def kernel_key() -> str:
     return _crc(KERNEL_BTF)
 
 
-def _safe_dir(path: str) -> bool:
-    """Ours, and writable by nobody else: what it holds steers the relocations.
-    Not a symbolic link someone else made, nor in a directory where anyone
-    could swap it for theirs (world-writable without the sticky bit)."""
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        lst = os.lstat(path)
-        st = os.stat(path)
-        parent = os.stat(os.path.dirname(os.path.realpath(path)))
-    except OSError:
-        return False
-    me = os.geteuid()
-    return (lst.st_uid == me and st.st_uid == me and not st.st_mode & 0o022
-            and stat.S_ISDIR(st.st_mode)
-            and not (parent.st_mode & 0o002 and not parent.st_mode & stat.S_ISVTX))
-
-
 def _usable(path: str) -> bool:
     """A cached subset we made, whole: ours, writable by us only, valid BTF."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        st = os.fstat(fd)
-        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022
-                or st.st_size > 64 << 20):
-            return False
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return btf.valid(f.read())
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    data = cache.read(path, 64 << 20)
+    return data is not None and btf.valid(data)
 
 
 def _generate(obj_path: str, out: str) -> bool:
@@ -132,41 +93,25 @@ def _generate(obj_path: str, out: str) -> bool:
         (p for p in ("/usr/sbin/bpftool", "/sbin/bpftool") if os.access(p, os.X_OK)), None)
     if bpftool is None:
         return False
-    # A new file of ours under a name nobody can have taken; bpftool writes
-    # into it through /proc/self/fd, so that nothing else could be written.
-    directory, base = os.path.split(out)
-    tmp = os.path.join(directory, f".{base}.{os.urandom(6).hex()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError:
-        return False
-    try:
-        r = subprocess.run([bpftool, "gen", "min_core_btf", KERNEL_BTF, f"/proc/self/fd/{fd}",
-                            obj_path], pass_fds=(fd,),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    # bpftool writes into the new file through /proc/self/fd, so that
+    # nothing else could be written
+
+    def fill(fd: int) -> bool:
+        try:
+            r = subprocess.run([bpftool, "gen", "min_core_btf", KERNEL_BTF,
+                                f"/proc/self/fd/{fd}", obj_path], pass_fds=(fd,),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return False
         if r.returncode != 0:
             return False
         with os.fdopen(os.dup(fd), "rb") as f:
-            if not btf.valid(f.read()):
-                return False
-        os.replace(tmp, out)  # atomic: a concurrent start sees all of it or none
-        return True
-    except (OSError, subprocess.SubprocessError):
-        return False
-    finally:
-        os.close(fd)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+            return btf.valid(f.read())
+
+    return cache.write(out, fill)
 
 
-def discard(path: str) -> None:
-    """A cached subset libbpf refused: the next start makes it again."""
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+discard = cache.discard
 
 
 def for_object(obj_path: str, directory: str | None = None) -> CoreBtf:
@@ -178,7 +123,7 @@ def for_object(obj_path: str, directory: str | None = None) -> CoreBtf:
         key = f"{_crc(obj_path)}-{kernel_key()}"
     except OSError:
         return CoreBtf(None, "kernel")
-    if not _safe_dir(directory):
+    if not cache.safe_dir(directory):
         return CoreBtf(None, f"kernel ({directory} is not a private directory)")
     path = os.path.join(directory, f"core-{key}.btf")
     # missing, not ours, or damaged (cut short, overwritten): made again

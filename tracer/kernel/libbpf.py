@@ -98,6 +98,11 @@ class _Lib:
             "bpf_map__max_entries": (ctypes.c_uint32, [vp]),
             "bpf_map__initial_value": (vp, [vp, ctypes.POINTER(ctypes.c_size_t)]),
             "bpf_program__name": (cp, [vp]),
+            "bpf_program__section_name": (cp, [vp]),
+            "bpf_map__type": (ci, [vp]),
+            "bpf_map__key_size": (ctypes.c_uint32, [vp]),
+            "bpf_map__value_size": (ctypes.c_uint32, [vp]),
+            "bpf_map__map_flags": (ctypes.c_uint32, [vp]),
             "bpf_program__insns": (vp, [vp]),
             "bpf_program__insn_cnt": (ctypes.c_size_t, [vp]),
             "bpf_program__attach": (vp, [vp]),
@@ -180,6 +185,25 @@ class BpfObject:
         if not m:
             raise CtrtraceError(f"BPF object {self.path} has no map {name!r}", ExitStatus.BPF)
         return m
+
+    def programs(self) -> list[tuple[str, str]]:
+        """(name, section) of each program, in the object's order."""
+        dll, out = self._lib.dll, []
+        p = dll.bpf_object__next_program(self._obj, None)
+        while p:
+            out.append((dll.bpf_program__name(p).decode(),
+                        dll.bpf_program__section_name(p).decode()))
+            p = dll.bpf_object__next_program(self._obj, p)
+        return out
+
+    def map_specs(self) -> dict[str, tuple[int, int, int, int, int]]:
+        """Each map's (type, key size, value size, max entries, flags), by name."""
+        dll = self._lib.dll
+        return {dll.bpf_map__name(m).decode(): (dll.bpf_map__type(m), dll.bpf_map__key_size(m),
+                                                dll.bpf_map__value_size(m),
+                                                dll.bpf_map__max_entries(m),
+                                                dll.bpf_map__map_flags(m))
+                for m in self.maps()}
 
     def rodata(self) -> ctypes.Array:
         """The .rodata section as a writable buffer (valid until load)."""

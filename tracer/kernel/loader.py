@@ -21,7 +21,7 @@ import ctypes
 import os
 import threading
 import time
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from ..model.errors import CtrtraceError, ExitStatus
 from . import corebtf, layout
@@ -53,6 +53,9 @@ class KernelFilters(NamedTuple):
     ns_changes: bool = False        # only namespace creation, entry, or difference
 
 
+BACKENDS = ("auto", "core", "bcc")
+
+
 class LoadConfig(NamedTuple):
     """What decides the loaded programs: rodata tunables, the ring buffer size, the object."""
 
@@ -60,6 +63,7 @@ class LoadConfig(NamedTuple):
     threads: bool = False           # also emit CLONE_THREAD children
     ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES
     bpf_object: str | None = None   # default: the one installed with the package
+    backend: str = "auto"           # "core", "bcc", or "auto": CO-RE where it can load
 
 
 def default_object_path() -> str:
@@ -232,17 +236,24 @@ def _open(path: str, options: LoadConfig, btf: corebtf.CoreBtf) -> BpfObject:
     return obj
 
 
+def check_host(options: LoadConfig) -> None:
+    """What every backend needs: privileges, and the process --pid names."""
+    check_privileges()
+    pid = options.filters.pid
+    if pid is not None and not os.path.exists(f"/proc/{pid}"):
+        raise CtrtraceError(f"no process with pid {pid}", ExitStatus.USAGE)
+
+
 class ProgramLoader:
     """Checks the host and opens the object now; loads and attaches it on a
     thread; result() waits."""
 
+    backend = "core"
+
     def __init__(self, options: LoadConfig) -> None:
         self.options = options
-        check_privileges()
+        check_host(options)
         check_btf()
-        pid = options.filters.pid
-        if pid is not None and not os.path.exists(f"/proc/{pid}"):
-            raise CtrtraceError(f"no process with pid {pid}", ExitStatus.USAGE)
         self.path = options.bpf_object or default_object_path()
         if not os.path.exists(self.path):
             raise CtrtraceError(
@@ -261,6 +272,11 @@ class ProgramLoader:
         self._error: Exception | None = None  # what stopped the thread, for result()
         self._thread = threading.Thread(target=self._run, name="ctrtrace-load", daemon=True)
         self._thread.start()
+
+    @property
+    def layout(self) -> str:
+        """What CO-RE relocated against: the cached subset or the kernel's BTF."""
+        return self.core_btf.source
 
     def _run(self) -> None:
         assert self._obj is not None
@@ -315,3 +331,56 @@ class ProgramLoader:
         if self._obj is not None and not self._taken:
             self._obj.close()
             self._obj = None
+
+
+# -- either backend ---------------------------------------------------------------
+
+class Programs(Protocol):
+    """Loaded, attached programs and their maps, as a Session uses them."""
+
+    def map_fd(self, name: str) -> int: ...
+    def max_entries(self, name: str) -> int: ...
+    def update(self, name: str, key: ctypes._SimpleCData, value: ctypes._SimpleCData) -> None: ...
+    def percpu_sum(self, name: str, index: int) -> int: ...
+    def close(self) -> None: ...
+
+
+class Loader(Protocol):
+    """A load under way: ProgramLoader (CO-RE) or bcc.BccLoader."""
+
+    backend: str
+    options: LoadConfig
+    start_ktime_ns: int
+
+    @property
+    def layout(self) -> str: ...
+    def result(self) -> Programs: ...
+    def close(self) -> None: ...
+
+
+def start(options: LoadConfig) -> Loader:
+    """The loader of the backend options name; for "auto", CO-RE where the
+    kernel has BTF and the object is installed, else bcc."""
+    if options.backend not in BACKENDS:
+        raise CtrtraceError(f"no backend {options.backend!r} (one of {', '.join(BACKENDS)})",
+                            ExitStatus.USAGE)
+    if options.backend == "core":
+        return ProgramLoader(options)
+    if options.backend == "auto":
+        check_host(options)
+        path = options.bpf_object or default_object_path()
+        missing = [what for what, there in ((f"no BTF at {BTF_PATH}", os.path.exists(BTF_PATH)),
+                                            (f"no object at {path}", os.path.exists(path)))
+                   if not there]
+        if not missing:
+            return ProgramLoader(options)
+    from .bcc import BccLoader
+
+    try:
+        return BccLoader(options)
+    except CtrtraceError as e:
+        if options.backend == "bcc":
+            raise
+        raise CtrtraceError(
+            f"neither backend can run here: CO-RE: {', '.join(missing)}; bcc: {e}",
+            e.status) from None

@@ -265,7 +265,9 @@ class Header:
     host_ns_pid: int = 1     # where host_ns was read (2 if PID 1 was not readable)
     docker_socket: str | None = None
     docker_reachable: bool = False
-    core_btf: str = ""       # what CO-RE relocated against: "subset" (cached) or "kernel"
+    backend: str = ""        # "core" (libbpf CO-RE) or "bcc"; "" in older recordings
+    core_btf: str = ""       # core: what CO-RE relocated against: "subset" (cached) or "kernel"
+    offsets: str = ""        # bcc: where the kernel's struct offsets came from
     # the processes alive at start, from /proc: replay can name every parent
     processes: list[dict[str, Any]] = field(default_factory=list)
     processes_omitted: int = 0  # more than the header line holds (proctable.snapshot)
@@ -292,8 +294,10 @@ class Header:
             "docker_reachable": self.docker_reachable,
             "processes": self.processes,
         }
-        if self.core_btf:  # recordings made before it was recorded lack it
-            d["core_btf"] = self.core_btf
+        # recordings made before these were recorded lack them
+        for name in ("backend", "core_btf", "offsets"):
+            if getattr(self, name):
+                d[name] = getattr(self, name)
         if self.processes_omitted:
             d["processes_omitted"] = self.processes_omitted
         return with_raw_text(d, ("argv",))
@@ -311,7 +315,9 @@ class Header:
             host_ns_pid=int(d.get("host_ns_pid", 1)),
             docker_socket=d.get("docker_socket"),
             docker_reachable=bool(d.get("docker_reachable", False)),
+            backend=str(d.get("backend", "")),
             core_btf=str(d.get("core_btf", "")),
+            offsets=str(d.get("offsets", "")),
             processes=list(d.get("processes", [])),
             processes_omitted=int(d.get("processes_omitted", 0)),
             argv=texts_of(d, "argv"),
