@@ -122,6 +122,7 @@ class Tracer:
         self.kind = kind or name  # how its output reads: ctrtrace-base reads as ctrtrace
         self.proc = None
         self.out_path = self.err_path = None
+        self.tree_peak_rss_mb = float("nan")  # known once stopped
 
     def start(self, workdir):
         self.out_path = os.path.join(workdir, f"{self.name}.out")
@@ -201,9 +202,17 @@ class Tracer:
         # is sleep(1), which a shell started in the background leaves ignoring
         # SIGINT (then each stop would wait out the timeout below)
         self.proc.send_signal(signal.SIGTERM if self.kind == "noop" else signal.SIGINT)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            # reaped here, not by Popen: wait4 says the peak RSS of the
+            # process and of every child it waited for (bcc's compiler)
+            pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+            if pid:
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                self.tree_peak_rss_mb = usage.ru_maxrss / 1024
+                return
+            time.sleep(0.01)
+        if self.proc.returncode is None:
             self.proc.kill()
             self.proc.wait()
 
@@ -512,6 +521,8 @@ def report(args, results, skipped):
     for (name, w), rs in results.items():
         vs_noop, vs_noop_ci = paired(rs, results.get(("noop", w)))
         vs_es, vs_es_ci = paired(rs, results.get(("execsnoop", w)))
+        # ctrtrace's other modes and backends against its default, paired too
+        vs_ct, vs_ct_ci = paired(rs, results.get(("ctrtrace", w)))
         row = {
             "tracer": name, "workers": w,
             "untraced": statistics.median(x["untraced"] for x in rs),
@@ -528,6 +539,7 @@ def report(args, results, skipped):
             "events_per_cpu_s": statistics.median(x["events_per_cpu_s"] for x in rs),
             "vs_noop": vs_noop, "vs_noop_ci": vs_noop_ci,
             "vs_execsnoop": vs_es, "vs_execsnoop_ci": vs_es_ci, "ci_level": CI_LEVEL,
+            "vs_ctrtrace": vs_ct, "vs_ctrtrace_ci": vs_ct_ci,
         }
         table.append(row)
         print(f"{name:<13} {w:>7} {row['untraced']:>11.0f}/s {row['ratio']:>6.2f} "
@@ -543,7 +555,8 @@ def report(args, results, skipped):
         if row["tracer"] in ("noop", "execsnoop"):
             continue
         said = [f"vs {ref} {row[key]:+.3f} ({verdict(row[key + '_ci'])})"
-                for ref, key in (("execsnoop", "vs_execsnoop"), ("noop", "vs_noop"))
+                for ref, key in (("execsnoop", "vs_execsnoop"), ("noop", "vs_noop"),
+                                 ("ctrtrace", "vs_ctrtrace"))
                 if row[key] == row[key]]
         if said:
             print(f"{row['tracer']}, {row['workers']} worker{'s' if row['workers'] > 1 else ''}: "
