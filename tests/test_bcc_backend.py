@@ -11,6 +11,7 @@ workload, every record compared.)
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import subprocess
@@ -228,3 +229,42 @@ def test_both_backends_write_the_same_records():
     assert any(ev.type == "exec" and ev.ret != 0 for ev in core)  # a failed exec
     assert len(core) > 40
     assert bcc_events == core
+
+
+def _bcc_session(**opts) -> Session:
+    s = Session(TraceOptions.of(backend="bcc", **opts))
+    s.open()
+    return s
+
+
+@pytest.mark.bpf
+def test_the_build_is_cached_and_a_bad_cache_is_made_again(tmp_path, monkeypatch):
+    """The compiled programs are cached as root's private file; one that is
+    not ours alone, or that the kernel refuses, is compiled again."""
+    monkeypatch.setenv("CTRTRACE_CACHE_DIR", str(tmp_path))
+    _bcc_session().close()
+    (cached,) = tmp_path.glob("bcc-*.json")
+    assert cached.stat().st_mode & 0o777 == 0o600
+    first = cached.read_bytes()
+    header, _, body = first.partition(b"\n")
+    assert header.decode() == bcc.BUILD_FORMAT
+
+    # well-formed, but a program the verifier refuses (exit, R0 never set)
+    doc = json.loads(body)
+    doc["programs"]["handle_fork"] = "9500000000000000"
+    cached.write_bytes(header + b"\n" + json.dumps(doc).encode())
+    s = _bcc_session()
+    try:
+        child = subprocess.Popen(["true"])
+        child.wait()
+        events = list(s.poll(200)) + list(s.drain())
+        assert any(e.type == "fork" and e.pid == child.pid for e in events)
+    finally:
+        s.close()
+    assert cached.read_bytes() == first  # made again, and cached again
+
+    # someone else could have written it: not used, made again
+    cached.write_bytes(b"x")
+    cached.chmod(0o666)
+    _bcc_session().close()
+    assert cached.read_bytes() == first and cached.stat().st_mode & 0o777 == 0o600

@@ -465,9 +465,6 @@ class BccLoader:
             # a cached build the kernel refuses is made again, once
             built = build(self.source, self.headers, self.offsets, reuse=False)
             self.cached = False
-            progs.close()
-            progs = self._programs = BccPrograms(rb_size)
-            progs.configure(config_for(self.options, rb_size))
             try:
                 loaded = progs.load(built, program_list)
             except bpfsys.BpfSysError as e2:
