@@ -54,6 +54,8 @@ def filter_options(f: Callable) -> Callable:
         click.option("--tree", is_flag=True, help="Show the process tree (like ps --forest)."),
         click.option("--ns", "ns_table", is_flag=True,
                      help="Show the namespace table (like lsns)."),
+        click.option("--explain", is_flag=True,
+                     help="Tell how each container (or new pid namespace) started, step by step."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -125,12 +127,13 @@ def main(ctx: click.Context, **params: Any) -> None:
 @click.pass_obj
 def replay(app: App, file: str, as_json: bool, pid: int | None, comm: str | None,
            ns_changes: bool, container: str | None, containers_only: bool, tree: bool,
-           ns_table: bool, since: str | None, until: str | None, skip_bad: bool,
-           color: str) -> None:
+           ns_table: bool, explain: bool, since: str | None, until: str | None,
+           skip_bad: bool, color: str) -> None:
     """Print a recording (FILE, or - for stdin) as the live view printed it.
 
     Needs no root and no BPF. The filters are the live command's; --tree and
-    --ns show the process tree and the namespace table instead of events.
+    --ns show the process tree and the namespace table instead of events;
+    --explain tells each container start's story (from the whole recording).
     """
     from .commands.filters import FilterSpec
     from .commands.replay import run_replay
@@ -139,7 +142,7 @@ def replay(app: App, file: str, as_json: bool, pid: int | None, comm: str | None
                          containers_only=containers_only, since=since, until=until)
     try:
         run_replay(file, spec, app, as_json=as_json, tree=tree, ns_table=ns_table,
-                   skip_bad=skip_bad, color=app.color(color))
+                   explain=explain, skip_bad=skip_bad, color=app.color(color))
     except CtrtraceError as e:
         app.fail(e)
     except BrokenPipeError:

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from ..kernel.loader import DEFAULT_RINGBUF_BYTES, LoadConfig, Loader, start
 from ..model.errors import CtrtraceError, ExitStatus
@@ -56,6 +56,7 @@ class LiveOptions:
     containers_only: bool = False
     tree: bool = False
     ns_table: bool = False
+    explain: bool = False
     write: str | None = None
     threads: bool = False
     docker_socket: str | None = None
@@ -79,7 +80,7 @@ class LiveOptions:
             TraceOptions(load=load, argv=list(argv), docker_socket=self.docker_socket,
                          docker=not self.no_docker, keep_exited=self.views,
                          process_table=self.views),
-            self.filter_spec().kernel, recording=bool(self.write))
+            self.filter_spec().kernel, recording=bool(self.write) or self.explain)
 
     def load_config(self) -> LoadConfig:
         """What decides the loaded BPF programs (what a preload must match)."""
@@ -205,12 +206,13 @@ def run(app: App, options: LiveOptions) -> None:
     reader that went away ('| head'), quietly, with the command's status (or
     0 without a command), 141 (128 + SIGPIPE) if the command had to be ended.
     """
-    recorder = None
+    recorder: Any = None  # the Recorder, --explain's Collector, or both
+    collector = None
     failure = None
     try:
-        if options.as_json and (options.tree or options.ns_table):
-            raise CtrtraceError("--tree and --ns print text: record with -w and replay with "
-                                "--tree instead of --json", ExitStatus.USAGE)
+        if options.as_json and (options.tree or options.ns_table or options.explain):
+            raise CtrtraceError("--tree, --ns and --explain print text: record with -w and "
+                                "replay with --tree instead of --json", ExitStatus.USAGE)
         if options.write == "-":
             raise CtrtraceError("-w takes a file name; for the recording's lines on standard "
                                 "output, use --json", ExitStatus.USAGE)
@@ -235,6 +237,11 @@ def run(app: App, options: LiveOptions) -> None:
                 from ..output.recording import Recorder
 
                 recorder = Recorder(options.write, lines)
+            if options.explain:
+                from ..output.explain import Collector
+
+                collector = Collector()
+                recorder = collector if recorder is None else _Both(recorder, collector)
             view = (JsonSink(app.out, lines) if options.as_json
                     else _LazyTextSink(app, options.color))
             try:
@@ -247,6 +254,13 @@ def run(app: App, options: LiveOptions) -> None:
                 failure, result = e, e.result
         finally:
             loader.close()  # a no-op once the session has the programs
+        if collector is not None and failure is None:
+            try:
+                app.lines(collector.explain())
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                raise stdout_failed(app, e) from None
         if views and failure is None:
             from ..output.views import render, selection
 
@@ -286,6 +300,33 @@ def run(app: App, options: LiveOptions) -> None:
         app.message(f"recorded to {options.write}")
     if status is not None:
         sys.exit(status if status >= 0 else 128 - status)
+
+
+class _Both:
+    """The recording and --explain's collector: every event to each."""
+
+    def __init__(self, first, second) -> None:
+        self.sinks = (first, second)
+
+    def header(self, h) -> None:
+        for s in self.sinks:
+            s.header(h)
+
+    def events(self, batch) -> None:
+        for s in self.sinks:
+            s.events(batch)
+
+    def flush(self) -> None:
+        for s in self.sinks:
+            s.flush()
+
+    def summary(self, s) -> None:
+        for sink in self.sinks:
+            sink.summary(s)
+
+    def close(self) -> None:
+        for s in self.sinks:
+            s.close()
 
 
 class _LazyTextSink:

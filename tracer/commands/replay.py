@@ -213,8 +213,14 @@ def event_counts() -> dict[str, int]:
 
 
 def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
-               ns_table: bool = False, skip_bad: bool = False, color: bool = False) -> Summary:
+               ns_table: bool = False, explain: bool = False, skip_bad: bool = False,
+               color: bool = False) -> Summary:
     """Replay a recording through the live view's filters and renderers."""
+    if explain:
+        if as_json or tree or ns_table or spec.active:
+            raise CtrtraceError("--explain reads the whole recording and prints text: "
+                                "without --json, --tree, --ns or filters", ExitStatus.USAGE)
+        return _replay_explain(path, app, skip_bad)
     from ..output.text import TextRenderer
     from ..state.proctable import ProcessTable
     from .filters import EventFilter
@@ -268,6 +274,32 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
             app.lines(render(tree, ns_table, table, header.host_ns,
                              selection(table, event_filter, shown)))
     out.flush()
+    text = TextRenderer.summary(summary)
+    if reader.bad:
+        text += f"; {reader.bad} bad lines skipped"
+    app.message(text)
+    return summary
+
+
+def _replay_explain(path: str, app, skip_bad: bool) -> Summary:
+    from ..output.explain import explain
+
+    reader = TraceReader(path, skip_bad=skip_bad, stdin=app.stdin)
+    counts = event_counts()
+    events = []
+    try:
+        for _, _, ev in reader:
+            counts[ev.type] += 1
+            events.append(ev)
+    finally:
+        reader.close()
+    if reader.summary is None:
+        app.message(f"{reader.name}: no summary line: the recording did not end cleanly")
+    app.lines(explain(reader.header, events))
+    app.out.flush()
+    summary = shown_summary(reader, counts, 0)
+    from ..output.text import TextRenderer
+
     text = TextRenderer.summary(summary)
     if reader.bad:
         text += f"; {reader.bad} bad lines skipped"

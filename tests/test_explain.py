@@ -1,0 +1,154 @@
+"""--explain: the story of each start, from the events.
+
+Exact output on the recordings of tests/data/ (docker run, docker exec, and
+a plain unshare --fork --pid), held to what /proc and docker inspect said
+while they were recorded (NAME.truth.json); the steps a story expects and
+the trace lacks; escaping; and a live `docker run` against ps and /proc.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import docker
+
+from tracer.commands.filters import FilterSpec
+from tracer.commands.live import App
+from tracer.commands.replay import TraceReader, run_replay
+from tracer.output.explain import explain
+
+DATA = Path(__file__).parent / "data"
+NAMES = ("docker-run", "docker-exec", "session")
+NS_TYPES = ("mnt", "uts", "ipc", "pid", "net", "cgroup", "user", "time")
+
+
+def _explained(name: str) -> str:
+    out, err = io.StringIO(), io.StringIO()
+    run_replay(str(DATA / f"{name}.jsonl"), FilterSpec(), App(out=out, err=err), explain=True)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_story_is_exact(name):
+    assert _explained(name) == (DATA / f"{name}.explain.txt").read_text()
+
+
+def _table(text: str) -> dict[str, int]:
+    """The namespace table of a story: type -> inode."""
+    rows = re.findall(r"^\s+(\d+) (\w+)\s", text.split("Its namespaces", 1)[1], re.M)
+    return {kind: int(inode) for inode, kind in rows}
+
+
+def _truth(name: str) -> dict:
+    return json.loads((DATA / f"{name}.truth.json").read_text())
+
+
+def test_docker_run_reads_as_proc_and_docker_inspect_said():
+    text = _explained("docker-run")
+    truth = _truth("docker-run")
+    init = next(p for p in truth["processes"] if p["role"] == "init")
+    assert init["pid"] == truth["container"]["State.Pid"]
+    assert text.startswith(f"Container sleep-container ({truth['container']['Id'][:12]}, "
+                           f"image alpine): {init['pid']} is PID 1 of a new pid namespace.")
+    # the parent ps showed, and the one it was adopted by
+    assert f"Its parent at the end of the trace: containerd-shim ({init['ppid']})" in text
+    assert _table(text) == {k: init["ns"][k] for k in NS_TYPES}
+    shim = next(p for p in truth["processes"] if p["role"] == "shim")
+    assert shim["ppid"] == 1
+    assert re.search(rf"handed its children \({shim['pid']}\) to PID 1$", text, re.M)
+    assert "re-executing itself (/proc/self/exe)" in text
+    assert "re-executing itself from an in-memory copy (/dev/fd/" in text
+    assert re.search(r"called unshare\(CLONE_NEWNS\|CLONE_NEWUTS\|CLONE_NEWIPC\|CLONE_NEWPID\|"
+                     r"CLONE_NEWNET\)", text)
+    assert "Also entered its namespaces with setns: dockerd" in text
+
+
+def test_docker_exec_joins_the_inits_namespaces():
+    text = _explained("docker-exec")
+    init = _truth("docker-run")["processes"][0]
+    assert re.match(r"Container sleep-container \(\w+, image alpine\): (\d+) joined an existing "
+                    r"pid namespace as PID (\d+)\.", text)
+    assert "called setns 5 times" in text and f"PID 1's (sleep, {init['pid']})" in text
+    table = _table(text)
+    assert {k: table[k] for k in ("mnt", "uts", "ipc", "pid", "net")} == \
+        {k: init["ns"][k] for k in ("mnt", "uts", "ipc", "pid", "net")}
+    assert "runs cat /etc/hostname" in text
+
+
+def test_a_plain_unshare_is_not_a_container():
+    text = _explained("session")
+    assert text.startswith("Not in a container: ")
+    assert "called unshare(CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWPID|CLONE_NEWNET)" in text
+    assert "(after 3 failed execs: a PATH search)" in text
+
+
+def _events(name: str):
+    reader = TraceReader(str(DATA / f"{name}.jsonl"))
+    events = [ev for _, _, ev in reader]
+    reader.close()
+    return reader.header, events
+
+
+def test_what_the_trace_lacks_is_said():
+    header, events = _events("docker-run")
+    init_fork = next(e for e in events if e.type == "fork" and e.vpid == 1)
+    # the trace began just before runc made PID 1: runc's own start is not in it
+    late = [e for e in events if e.ktime_ns >= init_fork.ktime_ns - 1]
+    text = "\n".join(explain(header, late))
+    assert "The trace began after its first creator was born" in text
+    # ... and ended before PID 1 exec'd its program
+    early = [e for e in events if not (e.type == "exec" and e.pid == init_fork.pid)]
+    text = "\n".join(explain(header, early))
+    assert f"{init_fork.pid} has not exec'd a program of its own in the trace" in text
+    # a namespace no event created
+    no_unshare = [e for e in events if e.type != "unshare"]
+    text = "\n".join(explain(header, no_unshare))
+    assert "made before the trace began: no event in it created this one" in text
+    assert explain(header, []) == [
+        "No process in the trace was born into a pid namespace of its own or joined one: "
+        "no container or sandbox start to explain."]
+
+
+def test_names_from_the_traced_processes_are_escaped():
+    header, events = _events("session")
+    evil = "\x1b]2;PWNED\x07\u202e"
+    events = [e.replace(comm=evil) if e.type == "unshare" else e for e in events]
+    out = io.StringIO()
+    App(out=out, err=io.StringIO()).lines(explain(header, events))
+    assert "\x1b" not in out.getvalue() and "\u202e" not in out.getvalue()
+    assert "\\x1b]2;PWNED\\x07\\u202e (" in out.getvalue()
+
+
+def test_explain_takes_no_filters_or_json():
+    r = subprocess.run([sys.executable, "-m", "tracer", "replay", str(DATA / "session.jsonl"),
+                        "--explain", "--json"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--explain" in r.stderr
+
+
+@pytest.mark.docker
+def test_live_docker_run_explained_against_ps_and_proc(docker_engine):
+    docker("rm", "-f", "explain-container", check=False)
+    try:
+        r = subprocess.run([sys.executable, "-m", "tracer", "--explain", "--", "docker", "run",
+                            "--rm", "-d", "--name", "explain-container", "alpine", "sleep", "60"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        pid = int(docker("inspect", "-f", "{{.State.Pid}}", "explain-container"))
+        story = r.stdout.split("Container explain-container", 1)[1]
+        story = story.split("\n\n", 1)[0]
+        assert re.match(rf" \(\w+, image alpine\): {pid} is PID 1 of a new pid namespace\.", story)
+        ppid = int(subprocess.run(["ps", "-o", "ppid=", "-p", str(pid)], capture_output=True,
+                                  text=True).stdout)
+        assert re.search(rf"Its parent at the end of the trace: \S+ \({ppid}\)", story)
+        truth = {k: os.stat(f"/proc/{pid}/ns/{k}").st_ino for k in NS_TYPES}
+        assert _table(story) == truth
+        assert f"{pid} runs sleep 60" in story
+    finally:
+        docker("rm", "-f", "explain-container", check=False)

@@ -1,0 +1,480 @@
+"""--explain: the story of each isolated process start in a trace, told
+from its events by general rules.
+
+A start is a process born into a pid namespace that its creator is not in:
+PID 1 of a new namespace (a container's init: `docker run`, `unshare --fork
+--pid`), or a process that joined an existing one (`docker exec`, `nsenter
+--pid`).  Its story is the line of processes that made it, each the caller
+of the clone that made the next (fork events name the caller even where
+CLONE_PARENT gives the child another parent), from the first that was
+already running when the trace began: every step they took, in time order --
+forks, execs (a program re-executing itself through /proc/self/exe or an
+in-memory copy is said to), the namespaces each unshare or clone created and
+each setns entered, and each exit that handed children on to a reaper.  Then
+where the process ended up (its parent at the end: the kernel's reparenting,
+not the birth), how long the start took, and its namespaces as lsns shows
+them, each with the event that made or entered it.  What a story expects
+and the trace does not hold (the trace began too late, the program never
+exec'd) is said plainly.  Nothing here knows Docker: containerd, the shim
+and runc are named by their own events.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..model.events import (
+    ExecEvent,
+    ExitEvent,
+    ForkEvent,
+    Header,
+    Namespaces,
+    ProcessEvent,
+    SetnsEvent,
+    UnshareEvent,
+)
+from ..model.flags import NS_FLAGS, signal_name, unshare_flag_names
+
+ProcKey = tuple[int, int]  # (pid, start_ns)
+NS_ORDER = ("mnt", "uts", "ipc", "pid", "net", "cgroup", "user", "time")
+CHAIN_MAX = 32  # creators followed back at most
+ARGV_SHOWN = 120  # characters of a command line in a story
+
+
+@dataclass
+class _Proc:
+    key: ProcKey
+    comm: str = ""
+    fork: ForkEvent | None = None
+    events: list[ProcessEvent] = field(default_factory=list)  # its own: exec, setns, unshare, exit
+
+    @property
+    def pid(self) -> int:
+        return self.key[0]
+
+
+def _command(argv: tuple[str, ...]) -> str:
+    text = shlex.join(argv)
+    return text if len(text) <= ARGV_SHOWN else text[:ARGV_SHOWN - 4] + " ..."
+
+
+def _status(ev: ExitEvent) -> str:
+    if ev.signal:
+        return f"killed by {signal_name(ev.signal) or ev.signal}"
+    return f"exit {ev.exit_code}"
+
+
+class Story:
+    """The events of one trace, read for the stories they tell."""
+
+    def __init__(self, header: Header, events: Iterable[ProcessEvent]) -> None:
+        self.header = header
+        self.host = header.host_ns
+        self.procs: dict[ProcKey, _Proc] = {}
+        self.order: list[ProcessEvent] = []
+        self.known: dict[int, dict] = {p["pid"]: p for p in header.processes}
+        for ev in events:
+            self.order.append(ev)
+            if isinstance(ev, ForkEvent):
+                if ev.thread:
+                    continue
+                proc = self._proc(ev.pid, ev.start_ns, ev.comm)
+                proc.fork = ev
+            else:
+                self._proc(ev.pid, ev.start_ns, ev.comm).events.append(ev)
+
+    def _proc(self, pid: int, start_ns: int, comm: str) -> _Proc:
+        proc = self.procs.get((pid, start_ns))
+        if proc is None:
+            proc = self.procs[(pid, start_ns)] = _Proc((pid, start_ns), comm)
+        proc.comm = comm  # its name as of its latest event (an exec renames it)
+        return proc
+
+    def _t(self, ev: ProcessEvent) -> str:
+        return f"{(ev.ktime_ns - self.header.start_ktime_ns) / 1e9:10.6f}"
+
+    # -- the starts ------------------------------------------------------------
+
+    def starts(self) -> list[_Proc]:
+        """Processes born into a pid namespace their creator was not in, in order."""
+        out = []
+        for proc in self.procs.values():
+            f = proc.fork
+            if f is None or not f.ns.pid or f.ns.pid == self.host.pid:
+                continue
+            caller = self._caller(proc)
+            caller_pid_ns = self._pid_ns_of(caller) if caller else None
+            if caller_pid_ns is not None and caller_pid_ns == f.ns.pid:
+                continue
+            out.append(proc)
+        return sorted(out, key=lambda p: p.fork.ktime_ns if p.fork else 0)
+
+    def _caller(self, proc: _Proc) -> _Proc | None:
+        """The process that called the clone that made proc."""
+        f = proc.fork
+        if f is None:
+            return None
+        if f.parent_pid == f.ppid:
+            return self.procs.get((f.ppid, f.parent_start_ns)) or self._latest(f.parent_pid, f)
+        return self._latest(f.parent_pid, f)
+
+    def _latest(self, pid: int, before: ProcessEvent) -> _Proc | None:
+        """The process with this pid born last before an event (a caller by pid alone)."""
+        best = None
+        for key, proc in self.procs.items():
+            if key[0] == pid and (proc.fork is None or proc.fork.ktime_ns <= before.ktime_ns):
+                if best is None or key[1] > best.key[1]:
+                    best = proc
+        return best
+
+    def _pid_ns_of(self, proc: _Proc) -> int | None:
+        first = proc.fork or (proc.events[0] if proc.events else None)
+        if first is not None:
+            return first.ns.pid
+        known = self.known.get(proc.pid)
+        return known["ns"]["pid"] if known else None
+
+    def _chain(self, start: _Proc) -> tuple[list[_Proc], int | None]:
+        """The creators of start born in the trace, oldest first, and the pid
+        of the one that made the oldest, already running when the trace
+        began (None: the trace does not say who made it)."""
+        chain: list[_Proc] = []
+        proc = start
+        while len(chain) < CHAIN_MAX:
+            f = proc.fork
+            if f is None:  # seen, but not born, in the trace
+                return chain[::-1], None
+            caller = self._caller(proc)
+            if caller is None or caller.fork is None:
+                chain.reverse()
+                # running at the start: then the header's snapshot lists it
+                return chain, (f.parent_pid if f.parent_pid in self.known else None)
+            chain.append(caller)
+            proc = caller
+        chain.reverse()
+        return chain, None
+
+    # -- telling ---------------------------------------------------------------
+
+    def _who(self, pid: int) -> str:
+        for key in sorted(self.procs, reverse=True):
+            if key[0] == pid:
+                proc = self.procs[key]
+                return f"{proc.comm} ({pid})"
+        known = self.known.get(pid)
+        return f"{known['comm']} ({pid})" if known else f"{pid}"
+
+    def _reaper(self, pid: int) -> str:
+        if pid == 0:
+            return "a reaper the kernel did not name"
+        if pid == 1 or pid == self.header.host_ns_pid and pid == 1:
+            return "PID 1"
+        return f"{self._who(pid)}, a child subreaper"
+
+    def _ns_owner(self, kind: str, inode: int) -> str:
+        """Whose namespace an inode is: a process known to live in it."""
+        if inode == getattr(self.host, kind):
+            return "the host's"
+        for proc in self.procs.values():
+            first = proc.fork or (proc.events[0] if proc.events else None)
+            if first is not None and getattr(first.ns, kind) == inode and first.vpid == 1:
+                return f"PID 1's ({proc.comm}, {proc.pid})"
+        known = [d for d in self.header.processes if d["ns"].get(kind) == inode]
+        known.sort(key=lambda d: d.get("vpid") != 1)  # a namespace's PID 1 names it best
+        if known:
+            d = known[0]
+            who = f"{d['comm']}, {d['pid']}"
+            return f"PID 1's ({who})" if d.get("vpid") == 1 else f"those of {who}"
+        return ""
+
+    def _program_at(self, proc: _Proc | None, t: int) -> str:
+        """The program (exec'd path's last part) a process ran at a time."""
+        if proc is None:
+            return ""
+        program = ""
+        for ev in proc.events:
+            if isinstance(ev, ExecEvent) and ev.ret == 0 and ev.ktime_ns <= t:
+                program = ev.filename.rsplit("/", 1)[-1]
+        return program
+
+    def _steps(self, chain: list[_Proc], start: _Proc) -> list[tuple[int, str]]:
+        """(time, line) of every step of the chain's processes and of start."""
+        steps = []
+        for proc in [*chain, start]:
+            if proc.fork is not None:
+                steps.append((proc.fork.ktime_ns, self._fork_line(proc)))
+            failed = 0
+            creator = self._program_at(self._caller(proc), proc.fork.ktime_ns
+                                       if proc.fork else 0)
+            setns: list[SetnsEvent] = []
+            for ev in proc.events:
+                if not isinstance(ev, SetnsEvent) and setns:
+                    steps.append((setns[0].ktime_ns, self._setns_line(setns)))
+                    setns = []
+                if isinstance(ev, ExecEvent):
+                    if ev.ret:
+                        failed += 1
+                        continue
+                    steps.append((ev.ktime_ns, self._exec_line(ev, failed, creator)))
+                    failed, creator = 0, ""
+                elif isinstance(ev, UnshareEvent) and ev.ret == 0 and ev.ns_before != ev.ns:
+                    steps.append((ev.ktime_ns, self._unshare_line(ev)))
+                elif isinstance(ev, SetnsEvent) and ev.ret == 0 and ev.ns_before != ev.ns:
+                    setns.append(ev)  # a run of them is one step: entering a set
+                elif isinstance(ev, ExitEvent):
+                    steps.append((ev.ktime_ns, self._exit_line(ev, [*chain, start])))
+            if setns:
+                steps.append((setns[0].ktime_ns, self._setns_line(setns)))
+        steps.sort(key=lambda s: s[0])
+        return steps
+
+    def _fork_line(self, proc: _Proc) -> str:
+        f = proc.fork
+        assert f is not None
+        # a child starts with its creator's name: the fork's comm is the caller's then
+        line = f"{self._t(f)}  {f.comm} ({f.parent_pid}) forked {f.pid}"
+        if f.vpid != f.pid:
+            line += f" (PID {f.vpid} in its pid namespace)"
+        if f.parent_pid != f.ppid:
+            line += f" with CLONE_PARENT: its parent is {self._who(f.ppid)}"
+        new = [NS_FLAGS[b] for b in sorted(NS_FLAGS) if (f.clone_flags or 0) & b]
+        if new:
+            line += f", in new namespaces ({', '.join(new)})"
+        return line
+
+    def _exec_line(self, ev: ExecEvent, failed: int, creator: str) -> str:
+        line = f"{self._t(ev)}  {ev.pid} exec'd {_command(ev.argv)}"
+        if ev.filename.startswith("/proc/") and ev.filename.endswith("/exe"):
+            line += f": re-executing itself ({ev.filename})"
+        elif ev.filename.startswith(("/dev/fd/", "/proc/self/fd/", "memfd:")):
+            line += f": re-executing itself from an in-memory copy ({ev.filename})"
+        elif creator and ev.filename.rsplit("/", 1)[-1] == creator:
+            line += ": the program its creator runs, started again"
+        if failed:
+            line += f" (after {failed} failed exec{'s' if failed > 1 else ''}: a PATH search)"
+        return line
+
+    def _unshare_line(self, ev: UnshareEvent) -> str:
+        changed = ev.ns_before.changed(ev.ns)
+        made = ", ".join(f"{k}:[{getattr(ev.ns, k)}]" for k in changed)
+        flags = "|".join(unshare_flag_names(ev.flags)) or "0"
+        line = f"{self._t(ev)}  {ev.comm} ({ev.pid}) called unshare({flags}): new {made}"
+        if "pid_for_children" in changed:
+            line += " (pid_for_children: its next child is PID 1 there)"
+        return line
+
+    def _setns_line(self, calls: list[SetnsEvent]) -> str:
+        first = calls[0]
+        parts, owners = [], []
+        for ev in calls:
+            for k in ev.ns_before.changed(ev.ns):
+                parts.append(f"{k}:[{getattr(ev.ns, k)}]")
+                owner = self._ns_owner("pid" if k == "pid_for_children" else k,
+                                       getattr(ev.ns, k))
+                if owner and owner not in owners:
+                    owners.append(owner)
+        n = f"{len(calls)} times" if len(calls) > 1 else "once"
+        line = f"{self._t(first)}  {first.comm} ({first.pid}) called setns {n}: entered " \
+               f"{', '.join(parts)}"
+        if owners:
+            line += f" ({' and '.join(owners)})"
+        return line
+
+    def _exit_line(self, ev: ExitEvent, members: list[_Proc]) -> str:
+        line = f"{self._t(ev)}  {ev.comm} ({ev.pid}) exited ({_status(ev)})"
+        if ev.reaper is not None:
+            # the story's own processes among the children handed on
+            mine = [p.pid for p in members if p.fork is not None and p.fork.ppid == ev.pid
+                    and not any(isinstance(e, ExitEvent) and e.ktime_ns < ev.ktime_ns
+                                for e in p.events)]
+            which = f" ({', '.join(map(str, mine))})" if mine else ""
+            line += f"; the kernel handed its children{which} to {self._reaper(ev.reaper)}"
+        return line
+
+    def _visitors(self, start: _Proc, members: set[ProcKey]) -> list[str]:
+        """Processes outside the story that entered the start's namespaces."""
+        f = start.fork
+        assert f is not None
+        mine = {(k, getattr(f.ns, k)) for k in NS_ORDER
+                if getattr(f.ns, k) and getattr(f.ns, k) != getattr(self.host, k)}
+        seen: dict[tuple[str, int], list[str]] = {}
+        for ev in self.order:
+            if (isinstance(ev, SetnsEvent) and ev.ret == 0
+                    and (ev.pid, ev.start_ns) not in members):
+                kinds = [k for k in ev.ns_before.changed(ev.ns) if (k, getattr(ev.ns, k)) in mine]
+                if kinds:
+                    who = seen.setdefault((ev.comm, ev.pid), [])
+                    who += [k for k in kinds if k not in who]
+        return ["  Also entered its namespaces with setns: "
+                + "; ".join(f"{comm} ({pid}): {', '.join(kinds)}"
+                            for (comm, pid), kinds in seen.items())] if seen else []
+
+    def _parent_at_end(self, start: _Proc) -> str:
+        """Its parent when the trace ended (or when it exited), by the kernel's
+        reparenting: each exit that handed children on while start's parent."""
+        f = start.fork
+        assert f is not None
+        parent = f.ppid
+        moves = []
+        for ev in self.order:
+            if ev.ktime_ns < f.ktime_ns:
+                continue
+            if isinstance(ev, ExitEvent) and ev.pid == parent and ev.reaper is not None:
+                moves.append(f"{self._who(parent)} exited")
+                parent = ev.reaper
+            if isinstance(ev, ExitEvent) and ev.pid == start.pid and ev.start_ns == start.key[1]:
+                break
+        text = self._who(parent)
+        if moves:
+            text += f" (adopted when {', then '.join(moves)})"
+        return text
+
+    def tell(self, start: _Proc) -> list[str]:
+        f = start.fork
+        assert f is not None
+        chain, root = self._chain(start)
+        joined = f.vpid != 1
+        if f.container is not None:
+            c = f.container
+            title = f"Container {c.name or c.id[:12]} ({c.id[:12]}"
+            title += f", image {c.image})" if c.image else ")"
+        else:
+            title = "Not in a container"
+        if joined:
+            title += f": {f.pid} joined an existing pid namespace as PID {f.vpid}"
+        else:
+            title += f": {f.pid} is PID 1 of a new pid namespace"
+        lines = [title + "."]
+        if root is not None:
+            lines.append(f"  It was made by a line of processes that starts with "
+                         f"{self._who(root)}, already running when the trace began:")
+        else:
+            first = chain[0] if chain else start
+            assert first.fork is not None
+            lines.append(f"  The trace began after its first creator was born: the steps before "
+                         f"{self._who(first.fork.parent_pid)} forked {first.pid} are not in it.")
+        steps = self._steps(chain, start)
+        prev = steps[0][0] if steps else 0
+        for t, text in steps:
+            time_col, _, rest = text.strip().partition("  ")
+            lines.append(f"  {time_col:>10} {'+%.1f ms' % ((t - prev) / 1e6):>10}  {rest}")
+            prev = t
+        execs = [e for e in start.events if isinstance(e, ExecEvent) and e.ret == 0]
+        if execs:
+            last = execs[-1]
+            first_t = steps[0][0] if steps else f.ktime_ns
+            lines.append(f"  {start.pid} runs {_command(last.argv)}: "
+                         f"{(last.ktime_ns - first_t) / 1e6:.1f} ms after the first step, "
+                         f"{(last.ktime_ns - f.ktime_ns) / 1e6:.1f} ms after its own fork.")
+        else:
+            lines.append(f"  {start.pid} has not exec'd a program of its own in the trace "
+                         "(the trace ended before it did).")
+        lines += self._visitors(start, {p.key for p in [*chain, start]})
+        exits = [e for e in start.events if isinstance(e, ExitEvent)]
+        end = "when it exited" if exits else "at the end of the trace"
+        lines.append(f"  Its parent {end}: {self._parent_at_end(start)}.")
+        lines += self._namespaces(start, chain, joined)
+        return lines
+
+    def _namespaces(self, start: _Proc, chain: list[_Proc], joined: bool) -> list[str]:
+        """lsns for the process, each namespace with how it came to be."""
+        f = start.fork
+        assert f is not None
+        made: dict[tuple[str, int], str] = {}
+        for proc in [*chain, start]:
+            for ev in [proc.fork, *proc.events]:
+                if isinstance(ev, UnshareEvent | SetnsEvent) and ev.ret == 0:
+                    how = "unshare" if isinstance(ev, UnshareEvent) else "setns"
+                    for k in ev.ns_before.changed(ev.ns):
+                        kind = "pid" if k == "pid_for_children" else (
+                            "time" if k == "time_for_children" else k)
+                        word = "new" if how == "unshare" else "entered"
+                        made.setdefault((kind, getattr(ev.ns, k)),
+                                        f"{word}: {how} by {ev.comm} ({ev.pid}) at "
+                                        f"{self._t(ev).strip()} s")
+                elif isinstance(ev, ForkEvent) and ev.clone_flags:
+                    for bit, kind in NS_FLAGS.items():
+                        if ev.clone_flags & bit:
+                            made.setdefault((kind, getattr(ev.ns, kind)),
+                                            f"new: clone by {self._who(ev.parent_pid)} at "
+                                            f"{self._t(ev).strip()} s")
+        lines = [f"  Its namespaces (lsns -p {start.pid}):",
+                 f"  {'NS':>12} {'TYPE':<7} FROM"]
+        missing = []
+        ns: Namespaces = f.ns
+        for kind in NS_ORDER:
+            inode = getattr(ns, kind)
+            if not inode:
+                continue
+            if inode == getattr(self.host, kind):
+                how = "the host's"
+            else:
+                how = made.get((kind, inode), "")
+                if not how:
+                    owner = self._ns_owner(kind, inode)
+                    how = f"entered before the trace began ({owner})" if joined and owner else ""
+                if not how:
+                    how = "made before the trace began: no event in it created this one"
+                    missing.append(kind)
+            lines.append(f"  {inode:>12} {kind:<7} {how}")
+        return lines
+
+
+EVENTS_MAX = 2_000_000  # kept for a live --explain; later ones are counted, not read
+
+
+class Collector:
+    """A sink (commands/session.py's protocol) that keeps a live trace's
+    events for explain(), up to EVENTS_MAX."""
+
+    def __init__(self) -> None:
+        self.head: Header | None = None
+        self.kept: list[ProcessEvent] = []
+        self.left_out = 0
+
+    def header(self, h: Header) -> None:
+        self.head = h
+
+    def events(self, batch: list[ProcessEvent]) -> None:
+        room = EVENTS_MAX - len(self.kept)
+        if len(batch) > room:
+            self.left_out += len(batch) - max(room, 0)
+            batch = batch[:max(room, 0)]
+        self.kept.extend(batch)
+
+    def flush(self) -> None:
+        pass
+
+    def summary(self, s: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def explain(self) -> list[str]:
+        assert self.head is not None
+        lines = explain(self.head, self.kept)
+        if self.left_out:
+            lines.append(f"(explained from the first {len(self.kept):,} events: "
+                         f"{self.left_out:,} later ones were not kept)")
+        return lines
+
+
+def explain(header: Header, events: Iterable[ProcessEvent]) -> list[str]:
+    """The stories of a trace's events, as lines of text (unescaped)."""
+    story = Story(header, events)
+    starts = story.starts()
+    if not starts:
+        return ["No process in the trace was born into a pid namespace of its own or joined one: "
+                "no container or sandbox start to explain."]
+    out: list[str] = []
+    for start in starts:
+        if out:
+            out.append("")
+        out += story.tell(start)
+    return out
+
+
+__all__ = ["Collector", "explain", "Story"]
