@@ -57,6 +57,7 @@ class LiveOptions:
     tree: bool = False
     ns_table: bool = False
     explain: bool = False
+    dot: str | None = None  # the process tree as Graphviz, written at the end
     write: str | None = None
     threads: bool = False
     docker_socket: str | None = None
@@ -69,8 +70,8 @@ class LiveOptions:
 
     @property
     def views(self) -> bool:
-        """A whole-trace view (--tree, --ns) is printed at the end."""
-        return self.tree or self.ns_table
+        """A whole-trace view (--tree, --ns, --dot) is made at the end."""
+        return bool(self.tree or self.ns_table or self.dot)
 
     def trace_options(self, argv: Sequence[str] = ()) -> TraceOptions:
         """The library's options for this trace; argv goes into the header."""
@@ -265,9 +266,14 @@ def run(app: App, options: LiveOptions) -> None:
             from ..output.views import render, selection
 
             shown = selection(result.table, result.filter, result.shown)
+            if options.dot:
+                from ..output.dot import dot_text, write_dot
+
+                write_dot(options.dot, dot_text(result.table, result.header.host_ns, shown))
             try:
-                app.lines(render(options.tree, options.ns_table, result.table,
-                                 result.header.host_ns, shown))
+                if options.tree or options.ns_table:
+                    app.lines(render(options.tree, options.ns_table, result.table,
+                                     result.header.host_ns, shown))
             except BrokenPipeError:
                 raise
             except OSError as e:

@@ -213,11 +213,11 @@ def event_counts() -> dict[str, int]:
 
 
 def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
-               ns_table: bool = False, explain: bool = False, skip_bad: bool = False,
-               color: bool = False) -> Summary:
+               ns_table: bool = False, explain: bool = False, dot: str | None = None,
+               skip_bad: bool = False, color: bool = False) -> Summary:
     """Replay a recording through the live view's filters and renderers."""
     if explain:
-        if as_json or tree or ns_table or spec.active:
+        if as_json or tree or ns_table or dot or spec.active:
             raise CtrtraceError("--explain reads the whole recording and prints text: "
                                 "without --json, --tree, --ns or filters", ExitStatus.USAGE)
         return _replay_explain(path, app, skip_bad)
@@ -229,7 +229,7 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     header = reader.header
     out = app.out
     event_filter = EventFilter(spec, header) if spec.active else None
-    views = tree or ns_table
+    views = bool(tree or ns_table or dot)
     table: ProcessTable | None = None
     if views:
         table = ProcessTable()
@@ -237,7 +237,10 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     shown: set[tuple[int, int]] = set()  # (pid, start_ns) of each shown event's process
     counts = event_counts()
     renderer = TextRenderer(header.host_ns, header.start_ktime_ns, color=color)
-    if as_json and not views:
+    if as_json and views:
+        raise CtrtraceError("--tree, --ns and --dot draw the whole trace: without --json",
+                            ExitStatus.USAGE)
+    if as_json:
         return _replay_json(reader, event_filter, app, counts)
     if not views:
         out.write(renderer.columns() + "\n")
@@ -271,8 +274,13 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
             from ..output.views import render, selection
 
             assert table is not None
-            app.lines(render(tree, ns_table, table, header.host_ns,
-                             selection(table, event_filter, shown)))
+            chosen = selection(table, event_filter, shown)
+            if tree or ns_table:
+                app.lines(render(tree, ns_table, table, header.host_ns, chosen))
+            if dot:
+                from ..output.dot import dot_text, write_dot
+
+                write_dot(dot, dot_text(table, header.host_ns, chosen))
     out.flush()
     text = TextRenderer.summary(summary)
     if reader.bad:

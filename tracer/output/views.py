@@ -74,7 +74,7 @@ def _named(table: ProcessTable, item: ProcKey | int) -> Iterable[Process]:
     return table.with_pid(item)
 
 
-def _displayed(table: ProcessTable, shown: Shown | None) -> dict[ProcKey, Process]:
+def displayed(table: ProcessTable, shown: Shown | None) -> dict[ProcKey, Process]:
     if shown is None:
         return {p.key: p for p in table}
     out: dict[ProcKey, Process] = {}
@@ -90,7 +90,7 @@ def _displayed(table: ProcessTable, shown: Shown | None) -> dict[ProcKey, Proces
 def process_tree(table: ProcessTable, host: Namespaces,
                  shown: Shown | None = None) -> list[str]:
     """Processes under the parent they were born to; an adoption is noted."""
-    procs = _displayed(table, shown)
+    procs = displayed(table, shown)
     kids: dict[ProcKey, list[Process]] = {}
     roots: list[Process] = []
     for p in procs.values():
@@ -140,7 +140,7 @@ def namespace_table(table: ProcessTable, host: Namespaces,
     """One row per namespace, like lsns: NPROCS counts the processes in it at
     the end of the trace, PID is the lowest of them (of all seen, if none is
     left), and the owner is the host or a container."""
-    procs = list(_displayed(table, shown).values()) if shown is not None else list(table)
+    procs = list(displayed(table, shown).values()) if shown is not None else list(table)
     by_ns: dict[tuple, list[Process]] = {}
     for p in procs:
         for kind in NS_KINDS:
