@@ -146,6 +146,12 @@ def test_ready_driver():
     assert all("nan" not in row for row in rows), out
 
 
+def test_html_driver():
+    out = _run(os.path.join(BENCH, "html.py"), "--events", "1000", "--loads", "1")
+    row = out.splitlines()[-1].split()
+    assert row[0] == "1000" and int(row[1]) > 100
+
+
 def _ablate_module():
     spec = importlib.util.spec_from_file_location("ablate", os.path.join(BENCH, "ablate.py"))
     mod = importlib.util.module_from_spec(spec)

@@ -58,6 +58,8 @@ def filter_options(f: Callable) -> Callable:
                      help="Tell how each container (or new pid namespace) started, step by step."),
         click.option("--dot", metavar="FILE", type=click.Path(dir_okay=False),
                      help="Write the process tree as a Graphviz diagram (FILE.svg: drawn by dot)."),
+        click.option("--html", metavar="FILE", type=click.Path(dir_okay=False),
+                     help="Write the trace as a page to look at: a timeline, offline."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -129,7 +131,7 @@ def main(ctx: click.Context, **params: Any) -> None:
 @click.pass_obj
 def replay(app: App, file: str, as_json: bool, pid: int | None, comm: str | None,
            ns_changes: bool, container: str | None, containers_only: bool, tree: bool,
-           ns_table: bool, explain: bool, dot: str | None, since: str | None,
+           ns_table: bool, explain: bool, dot: str | None, html: str | None, since: str | None,
            until: str | None, skip_bad: bool, color: str) -> None:
     """Print a recording (FILE, or - for stdin) as the live view printed it.
 
@@ -144,7 +146,8 @@ def replay(app: App, file: str, as_json: bool, pid: int | None, comm: str | None
                          containers_only=containers_only, since=since, until=until)
     try:
         run_replay(file, spec, app, as_json=as_json, tree=tree, ns_table=ns_table,
-                   explain=explain, dot=dot, skip_bad=skip_bad, color=app.color(color))
+                   explain=explain, dot=dot, html=html, skip_bad=skip_bad,
+                   color=app.color(color))
     except CtrtraceError as e:
         app.fail(e)
     except BrokenPipeError:

@@ -58,6 +58,7 @@ class LiveOptions:
     ns_table: bool = False
     explain: bool = False
     dot: str | None = None  # the process tree as Graphviz, written at the end
+    html: str | None = None  # the trace as a page, written at the end
     write: str | None = None
     threads: bool = False
     docker_socket: str | None = None
@@ -81,7 +82,8 @@ class LiveOptions:
             TraceOptions(load=load, argv=list(argv), docker_socket=self.docker_socket,
                          docker=not self.no_docker, keep_exited=self.views,
                          process_table=self.views),
-            self.filter_spec().kernel, recording=bool(self.write) or self.explain)
+            self.filter_spec().kernel,
+            recording=bool(self.write) or self.explain or bool(self.html))
 
     def load_config(self) -> LoadConfig:
         """What decides the loaded BPF programs (what a preload must match)."""
@@ -238,8 +240,8 @@ def run(app: App, options: LiveOptions) -> None:
                 from ..output.recording import Recorder
 
                 recorder = Recorder(options.write, lines)
-            if options.explain:
-                from ..output.explain import Collector
+            if options.explain or options.html:
+                from ..output.collect import Collector
 
                 collector = Collector()
                 recorder = collector if recorder is None else _Both(recorder, collector)
@@ -257,7 +259,16 @@ def run(app: App, options: LiveOptions) -> None:
             loader.close()  # a no-op once the session has the programs
         if collector is not None and failure is None:
             try:
-                app.lines(collector.explain())
+                assert collector.head is not None
+                if options.html:
+                    from ..output.html import write_html
+
+                    write_html(options.html, collector.head, collector.kept, collector.note())
+                if options.explain:
+                    from ..output.explain import explain
+
+                    told = explain(collector.head, collector.kept)
+                    app.lines(told + ([f"({collector.note()})"] if collector.note() else []))
             except BrokenPipeError:
                 raise
             except OSError as e:

@@ -214,13 +214,14 @@ def event_counts() -> dict[str, int]:
 
 def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
                ns_table: bool = False, explain: bool = False, dot: str | None = None,
-               skip_bad: bool = False, color: bool = False) -> Summary:
+               html: str | None = None, skip_bad: bool = False,
+               color: bool = False) -> Summary:
     """Replay a recording through the live view's filters and renderers."""
-    if explain:
+    if explain or html:
         if as_json or tree or ns_table or dot or spec.active:
-            raise CtrtraceError("--explain reads the whole recording and prints text: "
-                                "without --json, --tree, --ns or filters", ExitStatus.USAGE)
-        return _replay_explain(path, app, skip_bad)
+            raise CtrtraceError("--explain and --html read the whole recording: "
+                                "without --json, --tree, --ns, --dot or filters", ExitStatus.USAGE)
+        return _replay_whole(path, app, skip_bad, explain, html)
     from ..output.text import TextRenderer
     from ..state.proctable import ProcessTable
     from .filters import EventFilter
@@ -289,9 +290,8 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     return summary
 
 
-def _replay_explain(path: str, app, skip_bad: bool) -> Summary:
-    from ..output.explain import explain
-
+def _replay_whole(path: str, app, skip_bad: bool, explain: bool, html: str | None) -> Summary:
+    """The views made from every event: --explain's stories, --html's page."""
     reader = TraceReader(path, skip_bad=skip_bad, stdin=app.stdin)
     counts = event_counts()
     events = []
@@ -303,7 +303,14 @@ def _replay_explain(path: str, app, skip_bad: bool) -> Summary:
         reader.close()
     if reader.summary is None:
         app.message(f"{reader.name}: no summary line: the recording did not end cleanly")
-    app.lines(explain(reader.header, events))
+    if html:
+        from ..output.html import write_html
+
+        write_html(html, reader.header, events)
+    if explain:
+        from ..output.explain import explain as explain_lines
+
+        app.lines(explain_lines(reader.header, events))
     app.out.flush()
     summary = shown_summary(reader, counts, 0)
     from ..output.text import TextRenderer

@@ -422,46 +422,6 @@ class Story:
         return lines
 
 
-EVENTS_MAX = 2_000_000  # kept for a live --explain; later ones are counted, not read
-
-
-class Collector:
-    """A sink (commands/session.py's protocol) that keeps a live trace's
-    events for explain(), up to EVENTS_MAX."""
-
-    def __init__(self) -> None:
-        self.head: Header | None = None
-        self.kept: list[ProcessEvent] = []
-        self.left_out = 0
-
-    def header(self, h: Header) -> None:
-        self.head = h
-
-    def events(self, batch: list[ProcessEvent]) -> None:
-        room = EVENTS_MAX - len(self.kept)
-        if len(batch) > room:
-            self.left_out += len(batch) - max(room, 0)
-            batch = batch[:max(room, 0)]
-        self.kept.extend(batch)
-
-    def flush(self) -> None:
-        pass
-
-    def summary(self, s: object) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def explain(self) -> list[str]:
-        assert self.head is not None
-        lines = explain(self.head, self.kept)
-        if self.left_out:
-            lines.append(f"(explained from the first {len(self.kept):,} events: "
-                         f"{self.left_out:,} later ones were not kept)")
-        return lines
-
-
 def explain(header: Header, events: Iterable[ProcessEvent]) -> list[str]:
     """The stories of a trace's events, as lines of text (unescaped)."""
     story = Story(header, events)
@@ -477,4 +437,4 @@ def explain(header: Header, events: Iterable[ProcessEvent]) -> list[str]:
     return out
 
 
-__all__ = ["Collector", "explain", "Story"]
+__all__ = ["explain", "Story"]
