@@ -147,7 +147,10 @@ def test_live_docker_run_explained_against_ps_and_proc(docker_engine):
         ppid = int(subprocess.run(["ps", "-o", "ppid=", "-p", str(pid)], capture_output=True,
                                   text=True).stdout)
         assert re.search(rf"Its parent at the end of the trace: \S+ \({ppid}\)", story)
-        truth = {k: os.stat(f"/proc/{pid}/ns/{k}").st_ino for k in NS_TYPES}
+        lsns = subprocess.run(["lsns", "-p", str(pid), "-n", "-o", "NS,TYPE"],
+                              capture_output=True, text=True, check=True).stdout
+        truth = {kind: int(ns) for ns, kind in (line.split() for line in lsns.splitlines())}
+        assert truth == {k: os.stat(f"/proc/{pid}/ns/{k}").st_ino for k in NS_TYPES}
         assert _table(story) == truth
         assert f"{pid} runs sleep 60" in story
     finally:
