@@ -30,9 +30,35 @@ ID = "3df112ebced56878fee4b83fd49e463a99621d4dc7e1ac1cd048284ab069df62"
     ("user.slice/session-1.scope", None),
     ("/", None),
     (f"elsewhere/{ID}", None),                                   # 64 hex under an unknown parent
+    (f"kubepods-burstable-pod0c4e_9a1b.slice/crio-{ID}.scope", ("cri-o", ID)),  # CRI-O, systemd
+    (f"pod0c4e9a1b-1111-2222-3333-444455556666/{ID}", ("containerd", ID)),  # kubelet, cgroupfs
+    (f"libpod_parent/libpod-{ID}", ("podman", ID)),             # podman, cgroupfs manager
+    (f"elsewhere/libpod-{ID}", None),
+    ("machine.slice/machine-web\\x2d1.scope", ("systemd-nspawn", "web-1")),  # nspawn + machined
+    ("system.slice/machine-web.scope", None),
+    ("/lxc.payload.web", ("lxc", "web")),                       # LXC 4+, cgroup v1 and v2
+    ("/lxc.monitor.web", ("lxc", "web")),                       # ... its monitor
+    ("lxc/web", ("lxc", "web")),                                # LXC before 4
+    ("default/c1", None),  # ctr run: <namespace>/<id>, told apart by its shim (below)
 ])
 def test_container_from_cgroup(cgroup, want):
     assert container_from_cgroup(cgroup) == want
+
+
+def test_ctr_runs_cgroup_is_its_shims():
+    """ctr run puts a container in <namespace>/<id>: a container once a shim
+    of that namespace and id was seen, whichever came first."""
+    r = ContainerResolver(None, Namespaces(mnt=1))
+    assert r.attribute_process("default/c1", 0, 10) is None
+    r.on_exec(20, ("/usr/bin/containerd-shim-runc-v2", "-namespace", "default", "-id", "c1",
+                   "-address", "/run/containerd/containerd.sock"))
+    c = r.attribute_process("default/c1", 0, 10)
+    assert c is not None and (c.runtime, c.id, c.name, c.source) == (
+        "containerd", "c1", "c1", "cgroup")
+    assert r.attribute_process("default/c2", 0, 11) is None
+    # docker's own namespace keeps its cgroups (docker/<id>): no <namespace>/<id> rule
+    r.on_exec(21, ("/usr/bin/containerd-shim-runc-v2", "-namespace", "moby", "-id", ID))
+    assert r.attribute_process(f"moby/{ID}", 0, 12) is None
 
 
 def test_shim_command_line():

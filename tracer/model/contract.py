@@ -492,7 +492,8 @@ CONTAINER = Obj([
     Field("id", Str(), doc="the container's full id"),
     Field("name", Str(nullable=True), False, "its name (the Docker engine's), without '/'"),
     Field("image", Str(nullable=True), False, "its image"),
-    Field("runtime", Str(), False, "docker, containerd, cri-o or podman"),
+    Field("runtime", Str(), False,
+          "docker, containerd, cri-o, podman, lxc or systemd-nspawn"),
     Field("source", Str(one_of=("cgroup", "namespace", "shim")), False,
           "what tied the process to it (README: Containers)"),
 ], nullable=True, doc="container or null")

@@ -34,16 +34,50 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SCOPE = re.compile(r"^(docker|cri-containerd|crio|libpod)-([0-9a-f]{64})\.scope$")
 _SCOPE_RUNTIME = {"docker": "docker", "cri-containerd": "containerd", "crio": "cri-o",
                   "libpod": "podman"}
+# podman with the cgroupfs manager (no systemd): libpod_parent/libpod-<id>
+_LIBPOD = re.compile(r"^libpod-([0-9a-f]{64})$")
+# systemd-nspawn registered with machined: machine.slice/machine-<name>.scope,
+# the name escaped as systemd escapes unit names ("-" is \x2d)
+_MACHINE = re.compile(r"^machine-(.+)\.scope$")
+# LXC 4+: lxc.payload.<name> (the container) and lxc.monitor.<name> (its
+# monitor), on cgroup v1 and v2; LXC before 4: lxc/<name>
+_LXC = re.compile(r"^lxc\.(payload|monitor)\.(.+)$")
 _SHIM = re.compile(r"containerd-shim(-runc-v\d)?$")
 RETRY_INTERVAL = 1.0  # seconds between two questions about one id to an engine that was away
 
 
+def _unescape_unit(name: str) -> str:
+    """A systemd unit name's \\xNN escapes undone (systemd-escape(1))."""
+    return re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), name)
+
+
 def container_from_cgroup(cgroup: str) -> tuple[str, str] | None:
-    """(runtime, id) from a "parent/leaf" cgroup name, or None for a host cgroup."""
+    """(runtime, id) from a "parent/leaf" cgroup name, or None for a host cgroup.
+
+    The forms each runtime makes, with systemd's cgroup manager and without:
+    docker (docker/<id>, system.slice/docker-<id>.scope), podman
+    (machine.slice/libpod-<id>.scope, libpod_parent/libpod-<id>), Kubernetes
+    through CRI (kubepods...pod<uid>.slice/cri-containerd-<id>.scope,
+    crio-<id>.scope, kubepods/.../pod<uid>/<id>), systemd-nspawn
+    (machine.slice/machine-<name>.scope), LXC (lxc.payload.<name>,
+    lxc.monitor.<name>, lxc/<name>).  `ctr run`'s <namespace>/<id> is told
+    apart from any other two-level cgroup only by its shim: the resolver
+    matches it (ContainerResolver.attribute_process)."""
     parent, _, leaf = cgroup.rpartition("/")
     m = _SCOPE.match(leaf)
     if m:
         return _SCOPE_RUNTIME[m.group(1)], m.group(2)
+    m = _LIBPOD.match(leaf)
+    if m and parent == "libpod_parent":
+        return "podman", m.group(1)
+    m = _LXC.match(leaf)
+    if m:
+        return "lxc", m.group(2)
+    if parent in ("lxc", "lxc.payload") and leaf:
+        return "lxc", leaf
+    m = _MACHINE.match(leaf)
+    if m and parent == "machine.slice":
+        return "systemd-nspawn", _unescape_unit(m.group(1))
     if _HEX64.fullmatch(leaf):
         if parent == "docker":
             return "docker", leaf
@@ -86,6 +120,9 @@ class ContainerResolver:
         # (id, source) -> (the details it was made from, the container)
         self._variants: dict[tuple[str, str], tuple[Container | None, Container]] = {}
         self._by_cgroup: dict[str, tuple[str, str] | None] = {}
+        # "<namespace>/<id>" of each containerd shim seen: the cgroup a plain
+        # containerd client (ctr run) puts that container's processes in
+        self._shim_cgroups: dict[str, tuple[str, str]] = {}
         self._by_mnt: dict[int, tuple[str, str]] = {}      # mount ns inode -> (runtime, id)
         # shims and their descendants: pid -> (start_ns, read from /proc, (runtime, id));
         # a process is its pid and its start time (proctable.same_start)
@@ -149,7 +186,10 @@ class ContainerResolver:
         try:
             found = self._by_cgroup[cgroup]
         except KeyError:  # a cgroup seen for the first time
-            found = self._by_cgroup[cgroup] = container_from_cgroup(cgroup)
+            found = container_from_cgroup(cgroup)
+            if found is None and cgroup in self._shim_cgroups:
+                found = self._shim_cgroups[cgroup]  # ctr run's <namespace>/<id>
+            self._by_cgroup[cgroup] = found
         if found is not None:
             if mnt and mnt != self.host_mnt:
                 self._by_mnt.setdefault(mnt, found)  # who enters this mount namespace joins it
@@ -163,10 +203,16 @@ class ContainerResolver:
                 return self._details_for(found[0], found[1], "shim")
         return None
 
-    @staticmethod
-    def _shim_key(namespace: str, cid: str) -> tuple[str, str]:
+    def _shim_key(self, namespace: str, cid: str) -> tuple[str, str]:
         # docker's containerd namespace is "moby"; others are containerd's own (k8s.io, ...)
-        return ("docker" if namespace == "moby" else "containerd", cid)
+        key = ("docker" if namespace == "moby" else "containerd", cid)
+        if namespace and namespace != "moby":
+            cgroup = f"{namespace}/{cid}"
+            if cgroup not in self._shim_cgroups:
+                self._shim_cgroups[cgroup] = key
+                if self._by_cgroup.get(cgroup, key) is None:
+                    del self._by_cgroup[cgroup]  # decided before the shim was seen
+        return key
 
     def _on_created(self, cid: str, attrs: dict[str, str]) -> None:
         # runs in the watch thread; a dict assignment is atomic
@@ -198,8 +244,10 @@ class ContainerResolver:
         if hit is not None and hit[0] is known:
             return hit[1]
         if known is None:
-            # not (yet) known: the event stream, or asking again, may still name it
-            made = Container(id=cid, runtime=runtime, source=source)
+            # not (yet) known: the event stream, or asking again, may still name
+            # it; a runtime whose ids are names (LXC, nspawn, ctr run) is named
+            made = Container(id=cid, name=None if _HEX64.fullmatch(cid) else cid,
+                             runtime=runtime, source=source)
         else:
             made = Container(id=known.id, name=known.name, image=known.image,
                              runtime=known.runtime, source=source)
