@@ -66,3 +66,53 @@ def test_ctr_run_is_attributed_by_its_cgroup(capture, ctr_image):
         assert shims and all(e.container is not None and e.container.id == name for e in shims)
     finally:
         _ctr_rm(name)
+
+
+PODMAN_NAME = "ctrtrace-podman"
+# This machine's hard limits are below podman's default rlimits, which the
+# OCI runtime then cannot raise, and crun refuses cgroup v1 hosts with v2
+# controllers mounted (hybrid): the test asks for limits below the hard
+# ones and for runc, which podman supports as well.
+PODMAN_RUN = ["podman", "run", "-d", "--runtime", "runc", "--ulimit", "nofile=1024:1024",
+              "--ulimit", "nproc=1024:1024"]
+
+
+def podman(*args: str, check: bool = True) -> str:
+    r = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=120)
+    if check and r.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)} failed: {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+@pytest.fixture
+def podman_image(docker_engine):
+    """alpine in podman's storage, loaded offline from Docker's copy."""
+    if "localhost/alpine:latest" not in podman("images", "--format", "{{.Repository}}:{{.Tag}}"):
+        save = subprocess.run(["docker", "save", "alpine:latest"], capture_output=True,
+                              check=True, timeout=120)
+        subprocess.run(["podman", "load"], input=save.stdout, capture_output=True, check=True,
+                       timeout=120)
+    return "localhost/alpine:latest"
+
+
+def test_podman_run_is_attributed_with_its_name_and_image(capture, podman_image):
+    podman("rm", "-f", PODMAN_NAME, check=False)
+    cap = capture()
+    try:
+        cid = podman(*PODMAN_RUN[1:], "--name", PODMAN_NAME, podman_image, "sleep", "60")
+        pid = int(podman("inspect", "-f", "{{.State.Pid}}", PODMAN_NAME))
+        ev = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.pid == pid and not e.ret,
+                          timeout=10)
+        truth = proc_ns(pid)
+        cap.finish()
+        assert ev.argv == ("sleep", "60") and ev.vpid == 1 and ev.ns == truth
+        c = ev.container
+        assert c is not None and (c.runtime, c.id, c.name, c.image, c.source) == (
+            "podman", cid, PODMAN_NAME, podman_image, "cgroup")
+        # its monitor, conmon, is the container's by its command line and lineage
+        monitors = [e for e in cap.events if isinstance(e, ExecEvent) and e.argv
+                    and e.argv[0].endswith("conmon") and "-c" in e.argv]
+        assert monitors and all(e.container is not None and e.container.id == cid
+                                and e.container.source == "shim" for e in monitors)
+    finally:
+        podman("rm", "-f", PODMAN_NAME, check=False)

@@ -20,6 +20,8 @@ once every RETRY_INTERVAL seconds and all at once when its event stream
 from __future__ import annotations
 
 import functools
+import json
+import os
 import re
 import threading
 import time
@@ -102,6 +104,64 @@ def shim_container(argv: tuple[str, ...]) -> tuple[str, str] | None:
     return shim_options.get("namespace", ""), cid
 
 
+@functools.lru_cache(maxsize=512)
+def conmon_container(argv: tuple[str, ...]) -> tuple[str, str | None] | None:
+    """(id, name) from podman's monitor's command line (conmon -c ID -n NAME)."""
+    if not argv or not argv[0].endswith("conmon"):
+        return None
+    options = {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("-")}
+    cid = options.get("-c") or options.get("--cid")
+    if not cid:
+        return None
+    return cid, options.get("-n") or options.get("--name")
+
+
+PODMAN_STATE = "/var/lib/containers/storage/overlay-containers/containers.json"
+PODMAN_STATE_MAX = 64 << 20
+
+
+class PodmanState:
+    """Names and images of podman's (rootful) containers, from its storage's
+    own list, read again only when it changed and an id is not in it: never
+    a `podman inspect` per event."""
+
+    def __init__(self, path: str = PODMAN_STATE) -> None:
+        self.path = path
+        self._seen: tuple[int, int] | None = None
+        self._read_at = -RETRY_INTERVAL
+        self._known: dict[str, tuple[str | None, str | None]] = {}
+
+    def lookup(self, cid: str) -> tuple[str | None, str | None] | None:
+        """(name, image) of a container id, or None."""
+        if cid not in self._known:
+            self._read()
+        return self._known.get(cid)
+
+    def _read(self) -> None:
+        now = time.monotonic()
+        if now - self._read_at < RETRY_INTERVAL:  # asked about an id it lacks: not every event
+            return
+        self._read_at = now
+        try:
+            st = os.stat(self.path)
+            if (st.st_mtime_ns, st.st_size) == self._seen or st.st_size > PODMAN_STATE_MAX:
+                return
+            self._seen = (st.st_mtime_ns, st.st_size)
+            with open(self.path, "rb") as f:
+                entries = json.loads(f.read(PODMAN_STATE_MAX))
+        except (OSError, ValueError):
+            return
+        if not isinstance(entries, list):
+            return
+        for e in entries:
+            try:
+                meta = json.loads(e.get("metadata") or "{}")
+                names = e.get("names") or [None]
+                self._known[str(e["id"])] = (names[0], meta.get("image-name"))
+            except (AttributeError, KeyError, TypeError, ValueError):
+                continue
+
+
 def _info(cid: str, data: dict | None, runtime: str, source: str) -> Container:
     if not data:
         return Container(id=cid, runtime=runtime, source=source)
@@ -123,6 +183,7 @@ class ContainerResolver:
         # "<namespace>/<id>" of each containerd shim seen: the cgroup a plain
         # containerd client (ctr run) puts that container's processes in
         self._shim_cgroups: dict[str, tuple[str, str]] = {}
+        self.podman = PodmanState()
         self._by_mnt: dict[int, tuple[str, str]] = {}      # mount ns inode -> (runtime, id)
         # shims and their descendants: pid -> (start_ns, read from /proc, (runtime, id));
         # a process is its pid and its start time (proctable.same_start)
@@ -150,6 +211,9 @@ class ContainerResolver:
             shim = shim_container(proc.argv)
             if shim is not None:
                 self._by_pid[proc.pid] = (proc.start_ns, True, self._shim_key(*shim))
+            monitor = conmon_container(proc.argv)
+            if monitor is not None:
+                self._by_pid[proc.pid] = (proc.start_ns, True, ("podman", monitor[0]))
         if self.client is None:
             return
         self._watch = self.client.follow(self._on_created, self._on_engine_back)
@@ -232,6 +296,11 @@ class ContainerResolver:
 
     def _details_for(self, runtime: str, cid: str, source: str) -> Container:
         known = self._details.get(cid)
+        if (known is None or known.image is None) and runtime == "podman":
+            found = self.podman.lookup(cid)
+            if found is not None:
+                known = self._details[cid] = Container(id=cid, name=found[0], image=found[1],
+                                                       runtime="podman")
         if known is None:
             if self.client is not None and runtime == "docker" and cid not in self._missing:
                 known = self._ask(cid, runtime, source)
@@ -350,10 +419,18 @@ class ContainerResolver:
             del by_pid[pid]
 
     def on_exec(self, pid: int, argv: tuple[str, ...], start: int = 0) -> None:
-        """A process ran a program: a shim's names its container."""
+        """A process ran a program: a shim's (containerd) or a monitor's
+        (podman's conmon) names its container."""
         shim = shim_container(argv)
         if shim is not None:
             self._by_pid[pid] = (start, False, self._shim_key(*shim))
+            return
+        monitor = conmon_container(argv)
+        if monitor is not None:
+            self._by_pid[pid] = (start, False, ("podman", monitor[0]))
+            if monitor[1] and monitor[0] not in self._details:
+                self._details[monitor[0]] = Container(id=monitor[0], name=monitor[1],
+                                                      runtime="podman")
 
     def on_exit(self, pid: int, vpid: int, mnt: int, found: Container | None,
                 start: int = 0) -> None:
