@@ -13,7 +13,7 @@ import pytest
 from conftest import UnixServer
 
 from tracer.model.codec import event_of
-from tracer.model.events import Header, Namespaces
+from tracer.model.events import Container, Header, Namespaces
 from tracer.state.containers import ContainerResolver, container_from_cgroup, shim_container
 from tracer.state.dockerapi import DockerClient, EventWatch
 
@@ -59,6 +59,13 @@ def test_ctr_runs_cgroup_is_its_shims():
     # docker's own namespace keeps its cgroups (docker/<id>): no <namespace>/<id> rule
     r.on_exec(21, ("/usr/bin/containerd-shim-runc-v2", "-namespace", "moby", "-id", ID))
     assert r.attribute_process(f"moby/{ID}", 0, 12) is None
+
+
+def test_views_name_the_runtime_unless_docker():
+    assert Container(id=ID, name="web").label == "web"
+    assert Container(id=ID).label == ID[:12]
+    assert Container(id=ID, name="web", runtime="podman").label == "podman:web"
+    assert Container(id="c1", name="c1", runtime="containerd").label == "containerd:c1"
 
 
 def test_shim_command_line():

@@ -78,7 +78,10 @@ class Container(NamedTuple):
 
     @property
     def label(self) -> str:
-        return self.name or self.id[:12]
+        """How the views name it: its name (else its id's first 12 characters),
+        after its runtime when that is not Docker ("podman:web")."""
+        name = self.name or self.id[:12]
+        return name if self.runtime == "docker" else f"{self.runtime}:{name}"
 
 
 _new = tuple.__new__

@@ -339,6 +339,7 @@ class Story:
         if f.container is not None:
             c = f.container
             title = f"Container {c.name or c.id[:12]} ({c.id[:12]}"
+            title += "" if c.runtime == "docker" else f", {c.runtime}"
             title += f", image {c.image})" if c.image else ")"
         else:
             title = "Not in a container"
