@@ -3,6 +3,7 @@ attributed to it, checked against the runtime's own word and /proc."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import pytest
@@ -116,3 +117,84 @@ def test_podman_run_is_attributed_with_its_name_and_image(capture, podman_image)
                                 and e.container.source == "shim" for e in monitors)
     finally:
         podman("rm", "-f", PODMAN_NAME, check=False)
+
+
+NSPAWN_MACHINE = "ctrtrace-ns"
+
+
+@pytest.fixture
+def busybox_root(tmp_path):
+    """A root directory holding busybox: enough of a machine for nspawn."""
+    root = tmp_path / "root"
+    for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "run", "var", "usr"):
+        (root / d).mkdir(parents=True)
+    shutil.copy("/bin/busybox", root / "bin" / "busybox")
+    for tool in ("sh", "sleep", "cat"):
+        (root / "bin" / tool).symlink_to("busybox")
+    (root / "etc" / "os-release").write_text("ID=busybox\n")
+    return root
+
+
+@pytest.mark.root
+def test_systemd_nspawn_without_systemd_is_attributed_by_its_lineage(capture, busybox_root):
+    """PID 1 here is not systemd: nspawn registers no machine and makes no
+    cgroup (--register=no --keep-unit), so its machine is known by nspawn's
+    own command line and the lineage below it."""
+    cap = capture()
+    nspawn = subprocess.Popen(["systemd-nspawn", "-D", str(busybox_root), "--register=no",
+                               "--keep-unit", "-M", NSPAWN_MACHINE, "-q", "/bin/sleep", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ev = cap.wait_for(lambda e: isinstance(e, ExecEvent) and not e.ret
+                          and e.argv == ("/bin/sleep", "1"), timeout=15)
+        truth = proc_ns(ev.pid)
+        nspawn.wait(timeout=30)
+        cap.finish()
+    finally:
+        if nspawn.poll() is None:
+            nspawn.kill()
+    assert ev.vpid == 1 and ev.ns == truth
+    assert ev.ns.mnt != cap.session.header.host_ns.mnt
+    assert ev.ns.pid != cap.session.header.host_ns.pid
+    c = ev.container
+    assert c is not None and (c.runtime, c.id, c.name, c.source) == (
+        "systemd-nspawn", NSPAWN_MACHINE, NSPAWN_MACHINE, "shim")
+    assert c.label == f"systemd-nspawn:{NSPAWN_MACHINE}"
+
+
+LXC_NAME = "ctrtrace-lxc"
+
+
+@pytest.fixture
+def lxc_container():
+    """A busybox container made offline by LXC's busybox template, with no
+    network device (its default bridge, lxcbr0, is not set up here)."""
+    subprocess.run(["lxc-destroy", "-n", LXC_NAME, "-f"], capture_output=True)
+    subprocess.run(["lxc-create", "-n", LXC_NAME, "-t", "busybox"], capture_output=True,
+                   check=True, timeout=120)
+    config = f"/var/lib/lxc/{LXC_NAME}/config"
+    with open(config) as f:
+        lines = [line for line in f if not line.startswith("lxc.net.0.")]
+    with open(config, "w") as f:
+        f.writelines(lines + ["lxc.net.0.type = empty\n"])
+    yield LXC_NAME
+    subprocess.run(["lxc-stop", "-n", LXC_NAME, "-k"], capture_output=True, timeout=60)
+    subprocess.run(["lxc-destroy", "-n", LXC_NAME, "-f"], capture_output=True, timeout=60)
+
+
+@pytest.mark.root
+def test_lxc_start_is_attributed_by_its_payload_cgroup(capture, lxc_container):
+    cap = capture()
+    subprocess.run(["lxc-start", "-n", lxc_container, "-d"], check=True, timeout=60)
+    pid = int(subprocess.run(["lxc-info", "-n", lxc_container, "-pH"], capture_output=True,
+                             text=True, check=True).stdout)
+    ev = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.pid == pid and not e.ret,
+                      timeout=15)
+    truth = proc_ns(pid)
+    cap.finish()
+    assert ev.vpid == 1 and ev.ns == truth
+    with open(f"/proc/{pid}/cgroup") as f:
+        assert f"/lxc.payload.{lxc_container}" in f.read()
+    c = ev.container
+    assert c is not None and (c.runtime, c.id, c.name, c.source) == (
+        "lxc", lxc_container, lxc_container, "cgroup")

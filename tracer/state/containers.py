@@ -116,6 +116,35 @@ def conmon_container(argv: tuple[str, ...]) -> tuple[str, str | None] | None:
     return cid, options.get("-n") or options.get("--name")
 
 
+@functools.lru_cache(maxsize=512)
+def nspawn_container(argv: tuple[str, ...]) -> str | None:
+    """The machine systemd-nspawn runs: its -M/--machine name, else its
+    -D/--directory's last part (nspawn's own default for the name)."""
+    if not argv or not argv[0].endswith("systemd-nspawn"):
+        return None
+    name = directory = None
+    args = iter(argv[1:])
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if key in ("-M", "--machine", "-D", "--directory") and not eq:
+            value = next(args, "")
+        elif key.startswith("-M") and len(key) > 2:
+            key, value = "-M", key[2:]
+        elif key.startswith("-D") and len(key) > 2:
+            key, value = "-D", key[2:]
+        if key in ("-M", "--machine"):
+            name = value
+        elif key in ("-D", "--directory"):
+            directory = value
+        elif not arg.startswith("-"):
+            break  # the command to run inside: nspawn's options end here
+    if name:
+        return name
+    if directory:
+        return directory.rstrip("/").rsplit("/", 1)[-1] or None
+    return None
+
+
 PODMAN_STATE = "/var/lib/containers/storage/overlay-containers/containers.json"
 PODMAN_STATE_MAX = 64 << 20
 
@@ -214,6 +243,9 @@ class ContainerResolver:
             monitor = conmon_container(proc.argv)
             if monitor is not None:
                 self._by_pid[proc.pid] = (proc.start_ns, True, ("podman", monitor[0]))
+            machine = nspawn_container(proc.argv)
+            if machine is not None:
+                self._by_pid[proc.pid] = (proc.start_ns, True, ("systemd-nspawn", machine))
         if self.client is None:
             return
         self._watch = self.client.follow(self._on_created, self._on_engine_back)
@@ -431,6 +463,10 @@ class ContainerResolver:
             if monitor[1] and monitor[0] not in self._details:
                 self._details[monitor[0]] = Container(id=monitor[0], name=monitor[1],
                                                       runtime="podman")
+            return
+        machine = nspawn_container(argv)
+        if machine is not None:  # without systemd, nspawn makes no cgroup: its lineage
+            self._by_pid[pid] = (start, False, ("systemd-nspawn", machine))
 
     def on_exit(self, pid: int, vpid: int, mnt: int, found: Container | None,
                 start: int = 0) -> None:
