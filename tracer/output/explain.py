@@ -21,6 +21,7 @@ and runc are named by their own events.
 
 from __future__ import annotations
 
+import bisect
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -55,6 +56,10 @@ class _Proc:
         return self.key[0]
 
 
+def _at(ev: ProcessEvent) -> int:
+    return ev.ktime_ns
+
+
 def _command(argv: tuple[str, ...]) -> str:
     text = shlex.join(argv)
     return text if len(text) <= ARGV_SHOWN else text[:ARGV_SHOWN - 4] + " ..."
@@ -73,10 +78,21 @@ class Story:
         self.header = header
         self.host = header.host_ns
         self.procs: dict[ProcKey, _Proc] = {}
+        self.by_pid: dict[int, list[_Proc]] = {}  # every process that had a pid, in order seen
         self.order: list[ProcessEvent] = []
         self.known: dict[int, dict] = {p["pid"]: p for p in header.processes}
+        # what each story looks up, indexed once: exits that hand children
+        # on, by pid; successful setns calls; namespaces by their PID 1
+        self.handovers: dict[int, list[ExitEvent]] = {}
+        self.entered: dict[tuple[str, int], list[SetnsEvent]] = {}  # (kind, inode) -> setns
+        self._inits: dict[tuple[str, int], _Proc] | None = None
         for ev in events:
             self.order.append(ev)
+            if isinstance(ev, ExitEvent) and ev.reaper is not None:
+                self.handovers.setdefault(ev.pid, []).append(ev)
+            elif isinstance(ev, SetnsEvent) and ev.ret == 0:
+                for k in ev.ns_before.changed(ev.ns):
+                    self.entered.setdefault((k, getattr(ev.ns, k)), []).append(ev)
             if isinstance(ev, ForkEvent):
                 if ev.thread:
                     continue
@@ -89,6 +105,7 @@ class Story:
         proc = self.procs.get((pid, start_ns))
         if proc is None:
             proc = self.procs[(pid, start_ns)] = _Proc((pid, start_ns), comm)
+            self.by_pid.setdefault(pid, []).append(proc)
         proc.comm = comm  # its name as of its latest event (an exec renames it)
         return proc
 
@@ -123,9 +140,9 @@ class Story:
     def _latest(self, pid: int, before: ProcessEvent) -> _Proc | None:
         """The process with this pid born last before an event (a caller by pid alone)."""
         best = None
-        for key, proc in self.procs.items():
-            if key[0] == pid and (proc.fork is None or proc.fork.ktime_ns <= before.ktime_ns):
-                if best is None or key[1] > best.key[1]:
+        for proc in self.by_pid.get(pid, ()):
+            if proc.fork is None or proc.fork.ktime_ns <= before.ktime_ns:
+                if best is None or proc.key[1] > best.key[1]:
                     best = proc
         return best
 
@@ -159,10 +176,10 @@ class Story:
     # -- telling ---------------------------------------------------------------
 
     def _who(self, pid: int) -> str:
-        for key in sorted(self.procs, reverse=True):
-            if key[0] == pid:
-                proc = self.procs[key]
-                return f"{proc.comm} ({pid})"
+        procs = self.by_pid.get(pid)
+        if procs:
+            latest = max(procs, key=lambda p: p.key[1])
+            return f"{latest.comm} ({pid})"
         known = self.known.get(pid)
         return f"{known['comm']} ({pid})" if known else f"{pid}"
 
@@ -177,10 +194,16 @@ class Story:
         """Whose namespace an inode is: a process known to live in it."""
         if inode == getattr(self.host, kind):
             return "the host's"
-        for proc in self.procs.values():
-            first = proc.fork or (proc.events[0] if proc.events else None)
-            if first is not None and getattr(first.ns, kind) == inode and first.vpid == 1:
-                return f"PID 1's ({proc.comm}, {proc.pid})"
+        if self._inits is None:
+            self._inits = {}
+            for proc in self.procs.values():
+                first = proc.fork or (proc.events[0] if proc.events else None)
+                if first is not None and first.vpid == 1:
+                    for k in NS_ORDER:
+                        self._inits.setdefault((k, getattr(first.ns, k)), proc)
+        init = self._inits.get((kind, inode))
+        if init is not None:
+            return f"PID 1's ({init.comm}, {init.pid})"
         known = [d for d in self.header.processes if d["ns"].get(kind) == inode]
         known.sort(key=lambda d: d.get("vpid") != 1)  # a namespace's PID 1 names it best
         if known:
@@ -293,20 +316,28 @@ class Story:
             line += f"; the kernel handed its children{which} to {self._reaper(ev.reaper)}"
         return line
 
-    def _visitors(self, start: _Proc, members: set[ProcKey]) -> list[str]:
-        """Processes outside the story that entered the start's namespaces."""
+    def _visitors(self, start: _Proc, members: set[ProcKey], since: int) -> list[str]:
+        """Processes outside the story that entered the start's namespaces
+        while it lived (inode numbers are reused once a namespace is gone)."""
         f = start.fork
         assert f is not None
         mine = {(k, getattr(f.ns, k)) for k in NS_ORDER
                 if getattr(f.ns, k) and getattr(f.ns, k) != getattr(self.host, k)}
         seen: dict[tuple[str, int], list[str]] = {}
-        for ev in self.order:
-            if (isinstance(ev, SetnsEvent) and ev.ret == 0
-                    and (ev.pid, ev.start_ns) not in members):
+        until = next((e.ktime_ns for e in start.events if isinstance(e, ExitEvent)), None)
+        found: dict[int, SetnsEvent] = {}
+        for key in mine:
+            calls_in = self.entered.get(key, [])
+            for ev in calls_in[bisect.bisect_left(calls_in, since, key=_at):]:
+                if until is not None and ev.ktime_ns > until:
+                    break
+                found[id(ev)] = ev
+        calls = sorted(found.values(), key=_at)
+        for ev in calls:
+            if (ev.pid, ev.start_ns) not in members:
                 kinds = [k for k in ev.ns_before.changed(ev.ns) if (k, getattr(ev.ns, k)) in mine]
-                if kinds:
-                    who = seen.setdefault((ev.comm, ev.pid), [])
-                    who += [k for k in kinds if k not in who]
+                who = seen.setdefault((ev.comm, ev.pid), [])
+                who += [k for k in kinds if k not in who]
         return ["  Also entered its namespaces with setns: "
                 + "; ".join(f"{comm} ({pid}): {', '.join(kinds)}"
                             for (comm, pid), kinds in seen.items())] if seen else []
@@ -316,15 +347,18 @@ class Story:
         reparenting: each exit that handed children on while start's parent."""
         f = start.fork
         assert f is not None
-        parent = f.ppid
+        parent, t = f.ppid, f.ktime_ns
+        own_exit = next((e.ktime_ns for e in start.events if isinstance(e, ExitEvent)), None)
         moves = []
-        for ev in self.order:
-            if ev.ktime_ns < f.ktime_ns:
-                continue
-            if isinstance(ev, ExitEvent) and ev.pid == parent and ev.reaper is not None:
-                moves.append(f"{self._who(parent)} exited")
-                parent = ev.reaper
-            if isinstance(ev, ExitEvent) and ev.pid == start.pid and ev.start_ns == start.key[1]:
+        for _ in range(CHAIN_MAX):
+            handover = next((e for e in self.handovers.get(parent, ())
+                             if e.ktime_ns >= t and (own_exit is None or e.ktime_ns < own_exit)),
+                            None)
+            if handover is None:
+                break
+            moves.append(f"{self._who(parent)} exited")
+            parent, t = handover.reaper or 0, handover.ktime_ns
+            if not parent:
                 break
         text = self._who(parent)
         if moves:
@@ -372,7 +406,8 @@ class Story:
         else:
             lines.append(f"  {start.pid} has not exec'd a program of its own in the trace "
                          "(the trace ended before it did).")
-        lines += self._visitors(start, {p.key for p in [*chain, start]})
+        lines += self._visitors(start, {p.key for p in [*chain, start]},
+                                steps[0][0] if steps else f.ktime_ns)
         exits = [e for e in start.events if isinstance(e, ExitEvent)]
         end = "when it exited" if exits else "at the end of the trace"
         lines.append(f"  Its parent {end}: {self._parent_at_end(start)}.")
