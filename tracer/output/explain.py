@@ -36,7 +36,8 @@ from ..model.events import (
     SetnsEvent,
     UnshareEvent,
 )
-from ..model.flags import NS_FLAGS, signal_name, unshare_flag_names
+from ..model.flags import NS_FLAGS, unshare_flag_names
+from .text import status_words
 
 ProcKey = tuple[int, int]  # (pid, start_ns)
 NS_ORDER = ("mnt", "uts", "ipc", "pid", "net", "cgroup", "user", "time")
@@ -63,12 +64,6 @@ def _at(ev: ProcessEvent) -> int:
 def _command(argv: tuple[str, ...]) -> str:
     text = shlex.join(argv)
     return text if len(text) <= ARGV_SHOWN else text[:ARGV_SHOWN - 4] + " ..."
-
-
-def _status(ev: ExitEvent) -> str:
-    if ev.signal:
-        return f"killed by {signal_name(ev.signal) or ev.signal}"
-    return f"exit {ev.exit_code}"
 
 
 class Story:
@@ -306,7 +301,7 @@ class Story:
         return line
 
     def _exit_line(self, ev: ExitEvent, members: list[_Proc]) -> str:
-        line = f"{self._t(ev)}  {ev.comm} ({ev.pid}) exited ({_status(ev)})"
+        line = f"{self._t(ev)}  {ev.comm} ({ev.pid}) exited ({status_words(ev)})"
         if ev.reaper is not None:
             # the story's own processes among the children handed on
             mine = [p.pid for p in members if p.fork is not None and p.fork.ppid == ev.pid

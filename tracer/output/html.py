@@ -37,8 +37,8 @@ from ..model.events import (
     SetnsEvent,
     UnshareEvent,
 )
-from ..model.flags import nstype_name, signal_name, unshare_flag_names
 from .recording import write_file
+from .text import detail
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timeline.html")
 DATA_MARK = "/*CTRTRACE_DATA*/null"
@@ -75,17 +75,6 @@ class _Tables:
 def _argv(argv: tuple[str, ...]) -> str:
     text = " ".join(argv)
     return text if len(text) <= ARGV_MAX else text[:ARGV_MAX - 4] + " ..."
-
-
-def _status(ev: ExitEvent) -> str:
-    if ev.signal:
-        return f"killed by {signal_name(ev.signal) or ev.signal}" + (
-            " (core dumped)" if ev.core_dumped else "")
-    return f"exit {ev.exit_code}"
-
-
-def _change(before: Namespaces, after: Namespaces) -> str:
-    return " ".join(f"{k}:{getattr(before, k)}->{getattr(after, k)}" for k in before.changed(after))
 
 
 def model(header: Header, events: Iterable[ProcessEvent], note: str = "") -> dict:
@@ -170,10 +159,8 @@ def model(header: Header, events: Iterable[ProcessEvent], note: str = "") -> dic
             lane_of[(ev.pid, ev.start_ns)] = i
             alive[ev.pid] = i
             link(i, parent)
-            flags = ev.clone_flags
-            rows.append([us(ev.ktime_ns), FORK, i, caller, t.text(
-                f"forked by {ev.parent_pid}" + (f" (clone flags {flags:#x})" if flags else "")),
-                ns_i, ev.ppid, ev.vpid])
+            rows.append([us(ev.ktime_ns), FORK, i, caller, t.text(detail(ev)), ns_i, ev.ppid,
+                         ev.vpid])
             continue
         i = lane_for(ev.pid, ev.start_ns, ev.comm, ev.ns)
         lane = lanes[i]
@@ -181,22 +168,16 @@ def model(header: Header, events: Iterable[ProcessEvent], note: str = "") -> dic
         lane["ns"], lane["vpid"], lane["cgroup"] = ns_i, ev.vpid, t.text(ev.cgroup)
         if ev.container is not None:
             lane["container"] = container(ev)
-        ref, text, kind = -1, "", EXEC
+        ref, kind = -1, EXEC
         if isinstance(ev, ExecEvent):
-            text = _argv(ev.argv) or ev.filename
             if ev.ret:
                 kind = EXEC_FAILED
-                text = f"{ev.filename}: {text} (failed: {-ev.ret})"
             else:
                 lane["argv"] = t.text(_argv(ev.argv))
-                if ev.filename != (ev.argv[0] if ev.argv else ""):
-                    text += f"  [{ev.filename}]"
         elif isinstance(ev, ExitEvent):
             kind = EXIT
             lane["end"], lane["status"] = us(ev.ktime_ns), ev.status
-            text = _status(ev)
             if ev.reaper is not None:
-                text += f", children to {ev.reaper or '?'}"
                 if ev.reaper:
                     ref = lane_for(ev.reaper, 0, "", None)
                     for j in kids.pop(i, ()):
@@ -205,13 +186,11 @@ def model(header: Header, events: Iterable[ProcessEvent], note: str = "") -> dic
                             adoptions.append([us(ev.ktime_ns), j, i, ref])
         elif isinstance(ev, SetnsEvent):
             kind = SETNS
-            text = f"setns(fd {ev.fd}, {nstype_name(ev.nstype)}) = {ev.ret}  " \
-                   f"{_change(ev.ns_before, ev.ns)}"
         elif isinstance(ev, UnshareEvent):
             kind = UNSHARE
-            text = f"unshare({'|'.join(unshare_flag_names(ev.flags)) or '0'}) = {ev.ret}  " \
-                   f"{_change(ev.ns_before, ev.ns)}"
-        rows.append([us(ev.ktime_ns), kind, i, ref, t.text(text), ns_i, ev.ppid, ev.vpid])
+        # the text view's words for it: one wording for every view
+        rows.append([us(ev.ktime_ns), kind, i, ref, t.text(detail(ev)), ns_i, ev.ppid,
+                     ev.vpid])
     return {
         "meta": {"host": escape(header.hostname), "kernel": escape(header.kernel),
                  "backend": header.backend, "events": len(rows),

@@ -117,14 +117,17 @@ def _fork_detail(ev: ForkEvent) -> str:
     return f"{ev.comm} {kind}{flags}{parent}"
 
 
+def status_words(ev: ExitEvent) -> str:
+    """How a process ended, in the views' words: "exit 3", "killed by SIGKILL"."""
+    if ev.signal:
+        return f"killed by {signal_name(ev.signal) or ev.signal}"
+    return f"exit {ev.exit_code}"
+
+
 def _exit_detail(ev: ExitEvent) -> str:
-    status = ev.status
-    if status & 0x7F:
-        what = f"killed by {signal_name(ev.signal) or ev.signal}"
-        if ev.core_dumped:
-            what += " (core dumped)"
-    else:
-        what = f"exit {ev.exit_code}"
+    what = status_words(ev)
+    if ev.core_dumped:
+        what += " (core dumped)"
     if ev.reaper is not None:
         # its children are reparented right after: say to whom
         what += f", children to {ev.reaper or '?'}"
@@ -187,7 +190,7 @@ def _alert(ev: ProcessEvent, text: str) -> tuple[int, int, str] | None:
         if text.endswith("  " + words):
             return len(text) - len(words), len(text), SGR_FAILED
     elif isinstance(ev, ExitEvent) and ev.signal:
-        words = f"killed by {signal_name(ev.signal) or ev.signal}"
+        words = status_words(ev)
         start = len(ev.comm) + 1
         if text.startswith(ev.comm + " ") and text.startswith(words, start):
             return start, start + len(words), SGR_KILLED
