@@ -256,6 +256,7 @@ struct ns_ids {
 	struct user_namespace *user_ns;
 	struct pid_namespace *pid_ns;
 	__u32 vnr;  /* the pid's number in that pid namespace */
+	__u32 level;  /* that namespace's depth: 0 = the host's */
 };
 
 /* pid: any of the process's thread pids, as all its threads share one pid
@@ -269,6 +270,7 @@ static __always_inline void read_ns_ids(struct task_struct *t, const struct cred
 	ids->user_ns = BPF_CORE_READ(cred, user_ns);
 	ids->pid_ns = up.ns;
 	ids->vnr = up.nr;
+	ids->level = BPF_CORE_READ(pid, level);
 }
 
 static __always_inline void read_ns(const struct ns_ids *ids, struct ct_ns *ns, __u16 *flags)
@@ -330,6 +332,8 @@ static __always_inline void read_task(struct task_struct *t, struct ct_task *out
 	struct task_struct *leader = BPF_CORE_READ(t, group_leader);
 	struct task_struct *parent = BPF_CORE_READ(t, real_parent);
 	const struct cred *cred = BPF_CORE_READ(t, real_cred);
+	struct pid *tgid_pid = BPF_CORE_READ(leader, thread_pid);
+	struct user_namespace *user_ns;
 
 	out->pid = BPF_CORE_READ(t, tgid);
 	out->tid = BPF_CORE_READ(t, pid);
@@ -338,8 +342,19 @@ static __always_inline void read_task(struct task_struct *t, struct ct_task *out
 	out->gid = BPF_CORE_READ(cred, gid.val);
 	out->start_ns = BPF_CORE_READ(leader, start_time);
 	out->parent_start_ns = BPF_CORE_READ(parent, group_leader, start_time);
-	read_ns_ids(t, cred, BPF_CORE_READ(leader, thread_pid), ids);
+	read_ns_ids(t, cred, tgid_pid, ids);
 	out->vpid = ids->vnr;  /* the tgid as seen in the process's own pid namespace */
+	out->pid_level = ids->level;
+	ct_pids_between(tgid_pid, ids->level, out->vpids_between);
+	/* the ids the process sees of itself: the host's unless a user namespace
+	 * below the host's maps them (the host's map is the identity) */
+	user_ns = ids->user_ns;
+	out->ns_uid = out->uid;
+	out->ns_gid = out->gid;
+	if (BPF_CORE_READ(user_ns, level) > 0) {
+		out->ns_uid = ct_map_id_up(&user_ns->uid_map, out->uid);
+		out->ns_gid = ct_map_id_up(&user_ns->gid_map, out->gid);
+	}
 	__builtin_memset(out->comm, 0, sizeof(out->comm));  /* as the cgroup names */
 	BPF_CORE_READ_STR_INTO(&out->comm, t, comm);
 	read_ns(ids, &out->ns, flags);
@@ -538,8 +553,10 @@ CT_LOOP_STEP read_failed_arg(__u32 i, void *data)
 	m = bpf_probe_read_user_str(a->e->data + base + off, CT_FAILED_ARG_MAX, arg);
 	if (m <= 0)
 		return 1;
-	if (m == CT_FAILED_ARG_MAX)
-		a->e->hdr.flags |= CT_F_ARGS_TRUNCATED;
+	/* an entry that filled its room was cut short; said without a branch,
+	 * whose two sides the verifier would follow through every later turn
+	 * of an unrolled loop (bcc): ct_below(CT_FAILED_ARG_MAX - 1, m) */
+	a->e->hdr.flags |= ct_below(CT_FAILED_ARG_MAX - 1, m) & CT_F_ARGS_TRUNCATED;
 	a->off = off + m;
 	return 0;
 }

@@ -19,6 +19,8 @@
 #define CT_FAILED_ARGC_MAX 24    /* argv entries read for a failed exec */
 #define CT_FAILED_ARG_MAX  128   /* bytes per argv entry of a failed exec */
 #define CT_CGROUP_NAME_LEN 80    /* "docker-<64 hex>.scope" and its NUL fit */
+#define CT_PID_LEVELS_BETWEEN 7  /* pid levels kept between the host's and the task's own */
+#define CT_ID_UNMAPPED 0xffffffffU /* an id its user namespace does not map ((uid_t)-1) */
 
 enum ct_event_type {
 	CT_EVENT_EXEC        = 1,  /* sched_process_exec: the exec succeeded */
@@ -88,6 +90,15 @@ struct ct_task {
 	 * "system.slice"/"docker-<id>.scope"; container attribution starts here */
 	char cgroup_parent[CT_CGROUP_NAME_LEN];
 	char cgroup_leaf[CT_CGROUP_NAME_LEN];
+	/* uid and gid as the task's own user namespace maps them (its uid_map
+	 * and gid_map): what the process sees of itself; uid, gid are the host's */
+	__u32 ns_uid;
+	__u32 ns_gid;
+	/* the task's pid at every level: pid at level 0 (the host's), vpid at
+	 * pid_level (its own namespace's), these in between (levels 1, 2, ...;
+	 * 0 past pid_level - 1, and past CT_PID_LEVELS_BETWEEN levels) */
+	__u32 pid_level;
+	__u32 vpids_between[CT_PID_LEVELS_BETWEEN];
 };
 
 struct ct_exec_event {

@@ -26,6 +26,100 @@ static __always_inline struct upid ct_pid_at_level(struct pid *pid)
 	return up;
 }
 
+/*
+ * The reads below are branch-free: every record carries them, and the
+ * verifier follows both sides of a branch through everything after it
+ * until their states meet; under bcc (no bpf_loop) that is every turn of
+ * the failed-exec argv loop.  CT_SELECT(mask, a, b) is a when mask is all
+ * ones, b when it is zero; ct_below(x, y) the mask of x < y.  The compiler
+ * is kept from seeing the comparison in the mask (CT_OPAQUE): it would make
+ * it a branch again.
+ */
+#define CT_OPAQUE(x) asm volatile("" : "+r"(x))
+#define CT_SELECT(mask, a, b) (((a) & (mask)) | ((b) & ~(mask)))
+
+static __always_inline __u64 ct_below(__u32 x, __u32 y)
+{
+	__u64 d = (__u64)x - (__u64)y;
+	__u64 mask;
+
+	CT_OPAQUE(d);
+	mask = (__u64)((__s64)d >> 63);
+	CT_OPAQUE(mask);
+	return mask;
+}
+
+/*
+ * The pid's numbers between the host's level and its own: numbers[1] ..
+ * numbers[level - 1] (numbers[0] is the host's pid, numbers[level] the one
+ * ct_pid_at_level() reads), as /proc/PID/status lists them in NSpid.  Past
+ * level - 1, numbers[level] is read and dropped: never past the array.
+ */
+static __always_inline void ct_pids_between(struct pid *pid, unsigned int level, __u32 *out)
+{
+	int i;
+
+	for (i = 1; i <= CT_PID_LEVELS_BETWEEN; i++) {
+		__u64 inside = ct_below(i, level);
+		__u32 at = CT_SELECT(inside, i, level);
+		__u32 nr = 0;
+
+		bpf_core_read(&nr, sizeof(nr), &pid->numbers[at].nr);
+		out[i - 1] = CT_SELECT(inside, nr, 0);
+	}
+}
+
+/*
+ * An id as a user namespace's map gives it (the kernel's map_id_up(), what
+ * from_kuid() answers): the map's extents hold kernel ids (lower_first) and
+ * the namespace's own (first); extents never overlap.  Up to
+ * UID_GID_MAP_MAX_BASE_EXTENTS (5) they are in the map itself (the unused
+ * ones zero: the namespace is allocated zeroed); past them, in an array
+ * sorted by lower_first (at most UID_GID_MAP_MAX_EXTENTS, 340: a binary
+ * search of nine halvings).
+ */
+#define CT_MAP_BASE_EXTENTS 5
+#define CT_MAP_HALVINGS 9
+
+/* found, or the id extent e maps kid to; below: the mask of kid < e's first kernel id */
+static __always_inline __u32 ct_extent_up(const struct uid_gid_extent *e, __u32 kid,
+					  __u32 found, __u64 *below)
+{
+	__u32 first = BPF_CORE_READ(e, first);
+	__u32 lower = BPF_CORE_READ(e, lower_first);
+	__u32 count = BPF_CORE_READ(e, count);
+	__u32 off = kid - lower;
+
+	*below = ct_below(kid, lower);
+	return CT_SELECT(ct_below(off, count), first + off, found);
+}
+
+static __always_inline __u32 ct_map_id_up(const struct uid_gid_map *map, __u32 kid)
+{
+	__u32 n = BPF_CORE_READ(map, nr_extents);
+	const struct uid_gid_extent *sorted;
+	__u32 id = CT_ID_UNMAPPED;
+	__u64 below;
+	__u32 lo = 0, hi = n;
+	int i;
+
+	if (n <= CT_MAP_BASE_EXTENTS) {
+		for (i = 0; i < CT_MAP_BASE_EXTENTS; i++)
+			id = ct_extent_up(&map->extent[i], kid, id, &below);
+		return id;
+	}
+	sorted = BPF_CORE_READ(map, reverse);
+	for (i = 0; i < CT_MAP_HALVINGS; i++) {
+		__u64 open = ct_below(lo, hi);  /* an empty range reads [0], and keeps nothing */
+		__u32 mid = CT_SELECT(open, (lo + hi) / 2, 0);
+
+		id = CT_SELECT(open, ct_extent_up(&sorted[mid], kid, id, &below), id);
+		hi = CT_SELECT(open & below, mid, hi);
+		lo = CT_SELECT(open & ~below, mid + 1, lo);
+	}
+	return id;
+}
+
 static __always_inline bool ct_has_children(struct task_struct *t)
 {
 	return BPF_CORE_READ(t, children.next) != &t->children;

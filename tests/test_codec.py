@@ -42,7 +42,7 @@ def recorded():
 
 def common(**changes):
     values = dict(wall_ns=OFFSET + 2_000_000_123, ktime_ns=2_000_000_123, cpu=1, pid=42, tid=42,
-                  ppid=1, vpid=42, comm="sh", uid=0, gid=0, start_ns=5, parent_start_ns=1,
+                  ppid=1, vpid=42, vpids=(42,), comm="sh", uid=0, gid=0, ns_uid=0, ns_gid=0, start_ns=5, parent_start_ns=1,
                   ns=HOST, cgroup_id=7, cgroup="user.slice/x")
     values.update(changes)
     return values
@@ -254,8 +254,8 @@ def test_attribution_learns_and_forgets_on_the_one_path():
         exit_.replace(pid=100, tid=100, start_ns=exec_.start_ns),  # the shim's
         fork.replace(pid=100, tid=100, parent_pid=1, parent_tid=1, ppid=1),
         # a container's init (cgroup) teaches its mount namespace; its exit forgets it
-        fork.replace(pid=300, tid=300, vpid=1, ns=mnt, cgroup=f"docker/{cid}"),
-        exit_.replace(pid=300, tid=300, vpid=1, ns=mnt, cgroup=f"docker/{cid}"),
+        fork.replace(pid=300, tid=300, vpid=1, vpids=(300, 1), ns=mnt, cgroup=f"docker/{cid}"),
+        exit_.replace(pid=300, tid=300, vpid=1, vpids=(300, 1), ns=mnt, cgroup=f"docker/{cid}"),
         fork.replace(pid=301, tid=301, ns=mnt, cgroup="/init.scope"),
     ]
     resolver, decoder = ContainerResolver(None, HOST), Decoder(OFFSET)

@@ -50,7 +50,7 @@ NS = Namespaces(*range(4026531830, 4026531840))
 
 def _exec(comm: str, filename: str, argv, container=None) -> ExecEvent:
     return ExecEvent(ktime_ns=2_000_000_000, wall_ns=1_795_815_313_563_861_468, cpu=0, pid=42,
-                     tid=42, ppid=1, vpid=42, comm=comm, uid=0, gid=0, start_ns=5,
+                     tid=42, ppid=1, vpid=42, vpids=(42,), comm=comm, uid=0, gid=0, ns_uid=0, ns_gid=0, start_ns=5,
                      parent_start_ns=1, ns=NS, no_nsproxy=False, cgroup="user.slice/x",
                      container=container, filename=filename, argv=tuple(argv),
                      argv_truncated=False, filename_truncated=False, old_pid=42, ret=0)

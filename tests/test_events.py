@@ -62,8 +62,8 @@ def test_events_are_light():
     """No instance dictionary: an event is its tuple (25 fields for an exec)."""
     for cls in EVENT_CLASSES.values():
         assert not hasattr(record_of(cls, (0,) * len(cls.FIELDS)), "__dict__"), cls
-    ev = ForkEvent(wall_ns=2, ktime_ns=1, cpu=0, pid=5, tid=5, ppid=1, vpid=5, comm="sh", uid=0,
-                   gid=0, start_ns=3, parent_start_ns=2, ns=Namespaces(), parent_pid=1,
+    ev = ForkEvent(wall_ns=2, ktime_ns=1, cpu=0, pid=5, tid=5, ppid=1, vpid=5, vpids=(5,), comm="sh",
+                   uid=0, gid=0, ns_uid=0, ns_gid=0, start_ns=3, parent_start_ns=2, ns=Namespaces(), parent_pid=1,
                    parent_tid=1, clone_flags=None)
     assert not hasattr(ev, "__dict__")
     assert len(ev) == len(ForkEvent.FIELDS) and ev.container is None and ev.thread is False
@@ -74,8 +74,8 @@ def test_events_are_light():
 
 
 def test_exit_status_words():
-    ev = ExitEvent(wall_ns=2, ktime_ns=1, cpu=0, pid=5, tid=5, ppid=1, vpid=5, comm="sh", uid=0,
-                   gid=0, start_ns=3, parent_start_ns=2, ns=Namespaces(), status=0x8B)
+    ev = ExitEvent(wall_ns=2, ktime_ns=1, cpu=0, pid=5, tid=5, ppid=1, vpid=5, vpids=(5,), comm="sh",
+                   uid=0, gid=0, ns_uid=0, ns_gid=0, start_ns=3, parent_start_ns=2, ns=Namespaces(), status=0x8B)
     assert (ev.exit_code, ev.signal, ev.core_dumped) == (0, 11, True)
     ev = ev.replace(status=3 << 8)
     assert (ev.exit_code, ev.signal, ev.core_dumped) == (3, 0, False)

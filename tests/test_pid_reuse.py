@@ -46,7 +46,8 @@ SHELL_EXACT = SHELL[1] + 4_321_987    # what the kernel says of the shell: withi
 
 def _common(key, parent, parent_start, comm, ns, t):
     return dict(ktime_ns=T0 + t, wall_ns=BOOT + T0 + t, cpu=0, pid=key[0], tid=key[0],
-                ppid=parent, vpid=key[0], comm=comm, uid=0, gid=0, start_ns=key[1],
+                ppid=parent, vpid=key[0], vpids=(key[0],), comm=comm, uid=0, gid=0,
+                ns_uid=0, ns_gid=0, start_ns=key[1],
                 parent_start_ns=parent_start, ns=ns, no_nsproxy=False)
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..model.codec import COMMAND_LINES_MAX, keep
+from ..model.contract import PID_LEVELS_MAX
 from ..model.errors import CtrtraceError, ExitStatus
 from ..model.events import (
     EVENT_CLASSES,
@@ -91,6 +92,14 @@ _TASK_FLAGS = tuple((bool(flags & layout.CT_F_NO_NSPROXY), bool(flags & layout.C
 TYPE_LO, TYPE_HI = (0, 1) if sys.byteorder == "little" else (1, 0)
 
 
+def pid_levels(pid: int, vpid: int, level: int, between: tuple[int, ...]) -> tuple[int, ...]:
+    """The pid at every level, the host's first, from a record's: 0 for the
+    levels deeper than it keeps between the host's and the task's own."""
+    level = min(level, PID_LEVELS_MAX - 1)
+    kept = between[:level - 1]
+    return (pid, *kept, *(0,) * (level - 1 - len(kept)), vpid)
+
+
 def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="surrogateescape")
 
@@ -122,6 +131,10 @@ _WORKED_OUT = {
     "cpu": "v[{hdr.cpu}]",
     "comm": "comm", "ns": "ns", "cgroup": "cgroup",
     "no_nsproxy": "no_nsproxy", "cgroup_v1": "cgroup_v1", "ns_change": "ns_change",
+    "vpids": ("(v[{task.pid}],) if not v[{task.pid_level}] else"
+              " (v[{task.pid}], v[{task.vpid}]) if v[{task.pid_level}] == 1 else"
+              " _pid_levels(v[{task.pid}], v[{task.vpid}], v[{task.pid_level}],"
+              " v[{task.vpids_between.0}:{task.vpids_between.0} + _BETWEEN])"),
     "container": "None",   # decided by the session (containers.py)
     "filename": "filename", "argv": "argv",
     "argv_truncated": "flags & _ARGS_TRUNCATED != 0",
@@ -151,7 +164,7 @@ def _decoder_source(rtype: int) -> str:
             expr = f"v[{{{name}}}]"
         else:
             raise ImportError(f"decode.py: no record field for {kind}.{name}")
-        values.append(re.sub(r"\{([a-z_.]+)\}", at, expr))
+        values.append(re.sub(r"\{([a-z0-9_.]+)\}", at, expr))
     lines = [f"def decode_{rtype}(rec):",
              f"    v = _S{rtype}.unpack_from(rec) if len(rec) >= {s.size}"
              f" else _padded(_S{rtype}, rec)",
@@ -184,6 +197,7 @@ class Decoder:
             "_offset": wall_offset_ns, "_IDENT": IDENT, "_idents": self._idents,
             "_ident": self.ident, "_execs": self._execs, "_exec_strings": self._exec_strings,
             "_padded": self._padded, "_ns_of": self._ns, "_NS": _NS, "_new": record_of,
+            "_pid_levels": pid_levels, "_BETWEEN": layout.CT_PID_LEVELS_BETWEEN,
             "_TASK_FLAGS": _TASK_FLAGS, "_TASK_MASK": _TASK_MASK,
             "_ARGS_TRUNCATED": layout.CT_F_ARGS_TRUNCATED,
             "_FILENAME_TRUNCATED": layout.CT_F_FILENAME_TRUNCATED,
@@ -267,8 +281,12 @@ def encode(ev: ProcessEvent, wall_offset_ns: int) -> bytes:
              | (layout.CT_F_NO_NSPROXY if ev.no_nsproxy else 0))
     t = e.task
     for name, *_ in layout.CtTask._fields_:
-        if name not in ("comm", "ns", "cgroup_parent", "cgroup_leaf"):
+        if name not in ("comm", "ns", "cgroup_parent", "cgroup_leaf", "pid_level",
+                        "vpids_between"):
             setattr(t, name, getattr(ev, name))
+    t.pid_level = len(ev.vpids) - 1
+    between = ev.vpids[1:-1][:layout.CT_PID_LEVELS_BETWEEN]
+    t.vpids_between[:len(between)] = between
     t.comm = ev.comm.encode(errors="surrogateescape")[:layout.CT_COMM_LEN - 1]
     t.ns = layout.CtNs(*ev.ns)
     parent, _, leaf = ev.cgroup.rpartition("/")

@@ -40,7 +40,9 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "pid_namespace": ("ns.inum", "child_reaper"),
     "nsproxy": ("mnt_ns", "uts_ns", "ipc_ns", "pid_ns_for_children", "net_ns", "cgroup_ns",
                 "time_ns?", "time_ns_for_children?"),
-    "user_namespace": ("ns.inum",),
+    "uid_gid_extent": ("first", "lower_first", "count"),  # before uid_gid_map's extent[]
+    "uid_gid_map": ("nr_extents", "extent", "reverse"),  # before user_namespace's maps
+    "user_namespace": ("ns.inum", "level", "uid_map", "gid_map"),
     "mnt_namespace": ("ns.inum",),
     "uts_namespace": ("ns.inum",),
     "ipc_namespace": ("ns.inum",),

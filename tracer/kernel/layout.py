@@ -19,6 +19,8 @@ CT_ARGS_MAX = 2048
 CT_FAILED_ARGC_MAX = 24
 CT_FAILED_ARG_MAX = 128
 CT_CGROUP_NAME_LEN = 80
+CT_PID_LEVELS_BETWEEN = 7
+CT_ID_UNMAPPED = 0xFFFFFFFF
 
 # enum ct_event_type
 CT_EVENT_EXEC = 1
@@ -76,6 +78,10 @@ class CtTask(ctypes.Structure):
         ("ns", CtNs),
         ("cgroup_parent", c_char * CT_CGROUP_NAME_LEN),
         ("cgroup_leaf", c_char * CT_CGROUP_NAME_LEN),
+        ("ns_uid", c_uint32),
+        ("ns_gid", c_uint32),
+        ("pid_level", c_uint32),
+        ("vpids_between", c_uint32 * CT_PID_LEVELS_BETWEEN),
     ]
 
 
@@ -198,10 +204,14 @@ def struct_layout(cls, prefix: str = "=", skip: Collection[str] = ()):
             if isinstance(typ, type) and issubclass(typ, ctypes.Structure):
                 walk(typ, off, f"{path}{name}.")
                 continue
-            names.append(path + name)
             if getattr(typ, "_type_", None) is ctypes.c_char and hasattr(typ, "_length_"):
+                names.append(path + name)
                 out.append(f"{typ._length_}s")
+            elif hasattr(typ, "_length_"):  # an array of numbers: NAME.0, NAME.1, ...
+                names.extend(f"{path}{name}.{i}" for i in range(typ._length_))
+                out.append(f"{typ._length_}{codes[typ._type_]}")
             else:
+                names.append(path + name)
                 out.append(codes[typ])
             pos = off + ctypes.sizeof(typ)
 

@@ -99,6 +99,9 @@ def _piece(kind: str, f: Field) -> tuple[str, str]:
             return "%s", f"(b'{key}true' if {f.when} else b'')"
         if isinstance(k, Int) and not k.nullable:
             return "%s", f"(b'{key}%d' % ({x}) if {f.when} else b'')"
+        if isinstance(k, ListOf) and isinstance(k.item, Int):
+            items = f"b','.join([b'%d' % i for i in {x}])"
+            return "%s", f"(b'{key}[%s]' % {items} if {f.when} else b'')"
         raise TypeError(f"{kind}.{f.name}: no optional form for {type(k).__name__}")
     if isinstance(k, Timestamp):  # its second and nanoseconds: _sec, _ns_in_sec
         return key + '"%s%09dZ"', "_seconds.get(_sec) or _second(_sec), _ns_in_sec"
@@ -327,7 +330,15 @@ def _reader_source(kind: str) -> tuple[str, dict[str, Any]]:
             tests.append(f"{x} is not _MISSING")
         else:
             reads.append(f"{x} = {got}")
-            tests.append(f.kind.inline(x, env))
+            if isinstance(f.kind, ListOf) and not _has_raw(kind, f):
+                # held as a tuple, as the decoder makes it; JSON has no tuple:
+                # one is the default
+                tests.append(f"(type({x}) is tuple or {f.kind.inline(x, env)})")
+                after.append(f"{x} = tuple({x})")
+            else:
+                tests.append(f.kind.inline(x, env))
+        if f.agrees:
+            tests.append(f"({f.agrees})")
         if _has_raw(kind, f):
             # the exact text, then one object per distinct text: a recording
             # repeats a few hundred names and command lines, which the

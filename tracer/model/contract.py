@@ -55,6 +55,8 @@ _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
 _S32 = (-(1 << 31), (1 << 31) - 1)
 PID_MAX = 1 << 22  # the kernel's PID_MAX_LIMIT
+PID_LEVELS_MAX = 33  # the host's pid namespace and MAX_PID_NS_LEVEL (32) nested in it
+ID_UNMAPPED = _U32   # an id the user namespace does not map: the kernel's (uid_t)-1
 
 
 # -- time ----------------------------------------------------------------------
@@ -342,8 +344,8 @@ class Base64(Kind):
 
 
 class ListOf(Kind):
-    def __init__(self, item: Kind, max_items: int, doc: str = "") -> None:
-        self.item, self.max_items = item, max_items
+    def __init__(self, item: Kind, max_items: int, doc: str = "", min_items: int = 0) -> None:
+        self.item, self.max_items, self.min_items = item, max_items, min_items
         self.doc = doc or f"list of {item.doc}"
 
     def check(self, v: Any) -> str | None:
@@ -351,6 +353,8 @@ class ListOf(Kind):
             return f"{_show(v)} is not a list"
         if len(v) > self.max_items:
             return f"more than {self.max_items} items"
+        if len(v) < self.min_items:
+            return f"fewer than {self.min_items} items"
         check = self.item.check
         for i, item in enumerate(v):
             why = check(item)
@@ -359,7 +363,8 @@ class ListOf(Kind):
         return None
 
     def inline(self, x: str, env: dict[str, Any]) -> str:
-        if isinstance(self.item, Str) and not self.item.one_of and not self.item.nullable:
+        if (isinstance(self.item, Str) and not self.item.one_of and not self.item.nullable
+                and not self.min_items):
             # argv: a list of strings, the common case, checked in one pass
             return (f"(type({x}) is list and len({x}) <= {self.max_items} "
                     f"and all([type(_i) is str for _i in {x}]))")
@@ -390,7 +395,8 @@ class Field:
     an expression over the attributes, for a field worked out from others),
     when it is written (when: an expression; empty: always), and what a
     reader takes when it is absent (default: an expression over the fields
-    read before it, by their JSON names)."""
+    read before it, by their JSON names).  agrees: what must hold of it and
+    the fields before it (by their JSON names) when it is there."""
 
     name: str
     kind: Kind
@@ -400,6 +406,7 @@ class Field:
     value: str = ""
     when: str = ""
     default: str = ""
+    agrees: str = ""
 
     @property
     def held_as(self) -> str | None:
@@ -413,7 +420,6 @@ class Obj(Kind):
         self.fields = tuple(fields)
         self.nullable = nullable
         self.doc = doc or ("object" + (" or null" if nullable else ""))
-        self._checks = tuple((f.name, f.kind.check, f.required) for f in self.fields)
         # argv and argv_base64: one base64 string per argument
         self._lists = tuple(f.name for f in self.fields if isinstance(f.kind, ListOf)
                             and f.name + RAW_SUFFIX in {g.name for g in self.fields})
@@ -433,13 +439,17 @@ class Obj(Kind):
                 "    if type(v) is not dict:",
                 f"        return {'v is None' if self.nullable else 'False'}",
                 "    get = v.get"]
+        local: dict[str, str] = {}
         for i, f in enumerate(self.fields):
-            x = f"x{i}"
+            x = local[f.name] = f"x{i}"
             body.append(f"    {x} = get({f.name!r}, _missing)")
             body.append(f"    if {x} is _missing:")
             body.append("        return False" if f.required else "        pass")
             body.append(f"    elif not ({f.kind.inline(x, env)}):")
             body.append("        return False")
+            if f.agrees:
+                body.append(f"    elif not ({_over(f.agrees, local)}):")
+                body.append("        return False")
         for name in self._lists:
             body.append(f"    r = get({name + RAW_SUFFIX!r})")
             body.append(f"    if r is not None and len(r) != len(get({name!r}) or ()):")
@@ -461,18 +471,25 @@ class Obj(Kind):
             if v is None and self.nullable:
                 return None
             return f"{_show(v)} is not an object"
-        for name, check, required in self._checks:
-            if name in v:
-                why = check(v[name])
+        for f in self.fields:
+            if f.name in v:
+                why = f.kind.check(v[f.name])
                 if why is not None:
-                    return f"{name}: {why}"
-            elif required:
-                return f"no {name}"
+                    return f"{f.name}: {why}"
+                if f.agrees and not eval(f.agrees, {}, v):  # noqa: S307 - the contract's own
+                    return f"{f.name} does not agree with the fields before it ({f.agrees})"
+            elif f.required:
+                return f"no {f.name}"
         for name in self._lists:
             raw = v.get(name + RAW_SUFFIX)
             if raw is not None and len(raw) != len(v.get(name) or ()):
                 return f"{name}{RAW_SUFFIX} does not match {name}"
         return "does not keep the contract"  # ok() and the loop above disagree
+
+
+def _over(expr: str, names: dict[str, str]) -> str:
+    """expr with the fields it names (JSON names) as the local variables that hold them."""
+    return re.sub(r"\b[a-z_][a-z0-9_]*\b", lambda m: names.get(m.group(0), m.group(0)), expr)
 
 
 def _raw(name: str, kind: Kind, required: bool = True, doc: str = "") -> tuple[Field, Field]:
@@ -486,6 +503,7 @@ def _raw(name: str, kind: Kind, required: bool = True, doc: str = "") -> tuple[F
 
 COUNT = Int(0, _U64, doc="count")
 PID = Int(0, PID_MAX, doc="pid")
+PID_LEVELS = ListOf(PID, PID_LEVELS_MAX, min_items=1, doc="list of pids")
 INODE = Int(0, _U32, doc="inode")
 NS = Obj([Field(n, INODE) for n in NS_NAMES], doc="namespaces")
 CONTAINER = Obj([
@@ -510,9 +528,20 @@ COMMON = (
     Field("tid", PID, doc="the thread"),
     Field("ppid", PID, doc="the parent at the event"),
     Field("vpid", PID, doc="the pid in the process's own pid namespace"),
+    Field("vpids", PID_LEVELS, False,
+          "its pid in every pid namespace from the host's down: [pid, ..., vpid] (0: a level "
+          "deeper than the kernel's record keeps); absent: [pid] or [pid, vpid]",
+          when="len(vpids) != 1 + (vpid != pid)",
+          default="(pid,) if vpid == pid else (pid, vpid)",
+          agrees="vpids[0] == pid and vpids[-1] == vpid"),
     *_raw("comm", Str(), doc="the task's command name (15 bytes at most)"),
     Field("uid", Int(0, _U32), doc="real uid"),
     Field("gid", Int(0, _U32), doc="real gid"),
+    Field("ns_uid", Int(0, _U32), False, "the real uid as its own user namespace maps it "
+          f"(what the process sees of itself; {ID_UNMAPPED}: unmapped); absent: uid",
+          when="ns_uid != uid", default="uid"),
+    Field("ns_gid", Int(0, _U32), False, "the same for gid; absent: gid",
+          when="ns_gid != gid", default="gid"),
     Field("start_ns", Int(0, _U64), False, "start time since boot: with pid, the identity",
           default="0"),
     Field("parent_start_ns", Int(0, _U64), False, "the parent's start time", default="0"),
@@ -578,11 +607,15 @@ PROCESS = Obj([
     Field("pid", PID, doc="the process"),
     Field("ppid", PID, doc="its parent"),
     Field("vpid", PID, False, "its pid in its own pid namespace"),
+    Field("vpids", PID_LEVELS, False, "its pid at every level (/proc's NSpid), when more than two",
+          agrees="vpids[0] == pid"),
     *_raw("comm", Str(), doc="its command name"),
     *_raw("argv", ARGV, False, "as much of /proc's command line as an exec event carries"),
     Field("argv_truncated", Bool(), False, "true: the command line was longer"),
     Field("start_ns", Int(0, _U64), False, "start time since boot, to /proc's clock tick"),
     Field("uid", Int(0, _U32), False, "real uid"),
+    Field("ns_uid", Int(0, _U32), False, "the real uid as its user namespace maps it, "
+          "when not uid"),
     Field("ns", NS, doc="its namespaces"),
     *_raw("cgroup", Str(), False, "its cgroup's directory and its parent's"),
     Field("container", CONTAINER, False, "its container, or null"),

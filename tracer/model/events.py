@@ -156,9 +156,12 @@ class ProcessEvent(Record):
     tid: int
     ppid: int
     vpid: int
+    vpids: tuple[int, ...]  # the pid at every level, the host's first: (pid, ..., vpid)
     comm: str
     uid: int
     gid: int
+    ns_uid: int   # uid as its own user namespace maps it (what it sees of itself)
+    ns_gid: int
     start_ns: int
     parent_start_ns: int
     ns: Namespaces

@@ -25,7 +25,7 @@ from ..model.escape import escape
 from ..model.events import Namespaces
 from ..state.proctable import Process, ProcessTable
 from .recording import write_file
-from .views import NS_KINDS, Shown, displayed
+from .views import NS_KINDS, Shown, displayed, vpid_text
 
 LABEL_MAX = 60  # characters of a command line on a node
 
@@ -46,7 +46,7 @@ def _label(p: Process) -> str:
     command = " ".join(p.argv) if p.argv else f"[{p.comm}]"
     if len(command) > LABEL_MAX:
         command = command[:LABEL_MAX - 4] + " ..."
-    head = f"{p.pid} {p.comm}" + (f" (PID {p.vpid} inside)" if p.vpid != p.pid else "")
+    head = f"{p.pid} {p.comm}" + (f" (PID {vpid_text(p)} inside)" if p.vpid != p.pid else "")
     return _quote(head, command)
 
 

@@ -37,7 +37,7 @@ from ..model.events import (
     UnshareEvent,
 )
 from ..model.flags import NS_FLAGS, unshare_flag_names
-from .text import status_words
+from .text import ids_text, levels_text, status_words
 
 ProcKey = tuple[int, int]  # (pid, start_ns)
 NS_ORDER = ("mnt", "uts", "ipc", "pid", "net", "cgroup", "user", "time")
@@ -253,8 +253,13 @@ class Story:
         assert f is not None
         # a child starts with its creator's name: the fork's comm is the caller's then
         line = f"{self._t(f)}  {f.comm} ({f.parent_pid}) forked {f.pid}"
-        if f.vpid != f.pid:
+        if len(f.vpids) > 2:
+            line += (f" (PID {f.vpid} in its pid namespace, {levels_text(f.vpids)} from the"
+                     " host's down)")
+        elif f.vpid != f.pid:
             line += f" (PID {f.vpid} in its pid namespace)"
+        if f.ns_uid != f.uid or f.ns_gid != f.gid:
+            line += f", as {ids_text(f.uid, f.gid, f.ns_uid, f.ns_gid)}"
         if f.parent_pid != f.ppid:
             line += f" with CLONE_PARENT: its parent is {self._who(f.ppid)}"
         new = [NS_FLAGS[b] for b in sorted(NS_FLAGS) if (f.clone_flags or 0) & b]

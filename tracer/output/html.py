@@ -38,7 +38,7 @@ from ..model.events import (
     UnshareEvent,
 )
 from .recording import write_file
-from .text import detail
+from .text import detail, nesting
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timeline.html")
 DATA_MARK = "/*CTRTRACE_DATA*/null"
@@ -159,8 +159,8 @@ def model(header: Header, events: Iterable[ProcessEvent], note: str = "") -> dic
             lane_of[(ev.pid, ev.start_ns)] = i
             alive[ev.pid] = i
             link(i, parent)
-            rows.append([us(ev.ktime_ns), FORK, i, caller, t.text(detail(ev)), ns_i, ev.ppid,
-                         ev.vpid])
+            rows.append([us(ev.ktime_ns), FORK, i, caller, t.text(detail(ev) + nesting(ev)),
+                         ns_i, ev.ppid, ev.vpid])
             continue
         i = lane_for(ev.pid, ev.start_ns, ev.comm, ev.ns)
         lane = lanes[i]
@@ -189,8 +189,8 @@ def model(header: Header, events: Iterable[ProcessEvent], note: str = "") -> dic
         elif isinstance(ev, UnshareEvent):
             kind = UNSHARE
         # the text view's words for it: one wording for every view
-        rows.append([us(ev.ktime_ns), kind, i, ref, t.text(detail(ev)), ns_i, ev.ppid,
-                     ev.vpid])
+        rows.append([us(ev.ktime_ns), kind, i, ref, t.text(detail(ev) + nesting(ev)), ns_i,
+                     ev.ppid, ev.vpid])
     return {
         "meta": {"host": escape(header.hostname), "kernel": escape(header.kernel),
                  "backend": header.backend, "events": len(rows),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from ..model.codec import EventLines, keep
-from ..model.contract import NS_NAMES, json_bytes
+from ..model.contract import ID_UNMAPPED, NS_NAMES, json_bytes
 from ..model.escape import escape
 from ..model.events import (
     ExecEvent,
@@ -45,9 +45,10 @@ _OWN = {"pid_for_children": "pid", "time_for_children": "time"}
 
 COLUMNS = (f"{'TIME(s)':>10} {'EVENT':<7} {'PID':>7} {'PPID':>7} {'VPID':>5}  "
            "COMMAND / DETAIL  [namespaces not the host's]  @container")
-# seconds since the start, event, pid, ppid, vpid; then detail, marks, container
+# seconds since the start, event, pid, ppid, vpid; then detail, marks,
+# levels and ids (when they say more than the columns), container
 _HEAD = "%10.6f %-7s %7d %7d %5d  "
-_LINE = _HEAD + "%s%s%s"
+_LINE = _HEAD + "%s%s%s%s"
 
 
 def ns_marks(ns: Namespaces, host: Namespaces) -> list[str]:
@@ -63,6 +64,34 @@ def ns_marks(ns: Namespaces, host: Namespaces) -> list[str]:
             continue  # same as the task's own, already marked
         marks.append("+" + SHORT[name])
     return marks
+
+
+def levels_text(vpids: tuple[int, ...]) -> str:
+    """A pid at every level, the host's first: "7834/12/1" ("?": a level
+    deeper than the kernel's record keeps)."""
+    return "/".join([str(pid) if pid else "?" for pid in vpids])
+
+
+def id_text(value: int) -> str:
+    """A uid or gid of a user namespace ("unmapped": none maps to it)."""
+    return "unmapped" if value == ID_UNMAPPED else str(value)
+
+
+def ids_text(uid: int, gid: int, ns_uid: int, ns_gid: int) -> str:
+    """The uid:gid a process sees of itself in its user namespace, and the host's."""
+    return f"id {id_text(ns_uid)}:{id_text(ns_gid)} (host {uid}:{gid})"
+
+
+def nesting(ev: ProcessEvent) -> str:
+    """"  pids 7834/12/1" when a process is nested deeper than one pid
+    namespace, "  id 0:0 (host 100000:100000)" when its user namespace maps
+    its ids to others: what the columns do not say."""
+    out = ""
+    if len(ev.vpids) > 2:
+        out = "  pids " + levels_text(ev.vpids)
+    if ev.ns_uid != ev.uid or ev.ns_gid != ev.gid:
+        out += "  " + ids_text(ev.uid, ev.gid, ev.ns_uid, ev.ns_gid)
+    return out
 
 
 def ns_transitions(before: Namespaces, after: Namespaces) -> str:
@@ -234,6 +263,8 @@ class TextRenderer:
         container = ev.container
         text = _LINE % ((ev.ktime_ns - self.start_ktime_ns) / 1e9, ev.type, ev.pid, ev.ppid,
                         ev.vpid, _DETAIL[type(ev)](ev), self._marks[ev.ns],
+                        "" if len(ev.vpids) < 3 and ev.ns_uid == ev.uid and ev.ns_gid == ev.gid
+                        else nesting(ev),
                         "" if container is None else "  @" + container.label)
         return text if text.isprintable() else escape(text)
 
@@ -253,6 +284,7 @@ class TextRenderer:
         marks = self._marks[ev.ns]
         if marks:
             body += "  " + _sgr(SGR_NEW_NS, marks[2:])
+        body += nesting(ev)
         if ev.container is not None:
             body += escape(f"  @{ev.container.label}")
         head = _HEAD % (t, ev.type, ev.pid, ev.ppid, ev.vpid)

@@ -11,6 +11,7 @@ from ..model.escape import escape
 from ..model.events import Namespaces
 from ..model.flags import signal_name
 from ..state.proctable import Process, ProcessTable, ProcKey
+from .text import id_text, levels_text
 
 # the namespace kinds a process lives in (the *_for_children ones are where
 # its children will live, shown by the event lines)
@@ -37,8 +38,19 @@ def _end(p: Process) -> str:
     return f"exit {(p.exit_status >> 8) & 0xFF}"
 
 
-def _user(uid: int) -> str:
-    return "root" if uid == 0 else str(uid)
+def _user(p: Process) -> str:
+    """The host's uid ("root"), and the one its user namespace maps it to
+    when that differs: "100000 (0 inside)"."""
+    host = "root" if p.uid == 0 else str(p.uid)
+    if p.ns_uid is None or p.ns_uid == p.uid:
+        return host
+    return f"{host} ({id_text(p.ns_uid)} inside)"
+
+
+def vpid_text(p: Process) -> str:
+    """Its pid in its own pid namespace; nested deeper, in each below the
+    host's ("12/1": 12 one level down, 1 in its own)."""
+    return levels_text(p.vpids[1:]) if len(p.vpids) > 2 else str(p.vpid)
 
 
 def tree_marks(p: Process, parent: Process | None, host: Namespaces) -> str:
@@ -126,7 +138,7 @@ def process_tree(table: ProcessTable, host: Namespaces,
     for p, text in rows:
         parent = procs.get(p.birth_key)
         cont = escape(p.container.label) if p.container else ""
-        cells.append((str(p.pid), str(p.vpid), tree_marks(p, parent, host), cont, _end(p), text))
+        cells.append((str(p.pid), vpid_text(p), tree_marks(p, parent, host), cont, _end(p), text))
     heads = ("PID", "VPID", "NAMESPACES", "CONTAINER", "END", "COMMAND")
     w = [max(len(heads[i]), *(len(c[i]) for c in cells)) if cells else len(heads[i])
          for i in range(5)]
@@ -155,7 +167,7 @@ def namespace_table(table: ProcessTable, host: Namespaces,
             owner = "host"
         else:
             owner = next((escape(p.container.label) for p in members if p.container), "-")
-        rows.append((str(inode), kind, str(len(alive)), str(first.pid), _user(first.uid),
+        rows.append((str(inode), kind, str(len(alive)), str(first.pid), _user(first),
                      owner, _command(first)))
     heads = ("NS", "TYPE", "NPROCS", "PID", "USER", "CONTAINER", "COMMAND")
     w = [max(len(heads[i]), *(len(r[i]) for r in rows)) if rows else len(heads[i])

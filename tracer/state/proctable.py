@@ -8,12 +8,20 @@ the kernel's events.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..model.contract import ARGV_MAX, HEADER_LINE_MAX, text_of, texts_of, with_raw_text
+from ..model.contract import (
+    ARGV_MAX,
+    HEADER_LINE_MAX,
+    ID_UNMAPPED,
+    text_of,
+    texts_of,
+    with_raw_text,
+)
 from ..model.events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
 from .system import read_ns
 
@@ -60,7 +68,9 @@ class Process:
     start_ns: int              # since boot; from /proc only to the clock tick (see same_start)
     ns: Namespaces
     vpid: int = 0
+    vpids: tuple[int, ...] = ()  # the pid at every level, the host's first (() : pid alone)
     uid: int = 0
+    ns_uid: int | None = None    # uid as its user namespace maps it (None: as uid)
     cgroup: str = ""
     container: Container | None = None
     from_proc: bool = False    # seen at start-up rather than born during the trace
@@ -87,6 +97,10 @@ class Process:
              "argv": list(self.argv), "start_ns": self.start_ns, "uid": self.uid,
              "ns": self.ns.to_dict(), "cgroup": self.cgroup,
              "container": self.container.to_json() if self.container else None}
+        if len(self.vpids) > 2:
+            d["vpids"] = list(self.vpids)
+        if self.ns_uid is not None and self.ns_uid != self.uid:
+            d["ns_uid"] = self.ns_uid
         if self.argv_truncated:
             d["argv_truncated"] = True
         return with_raw_text(d, ("comm", "argv", "cgroup"))
@@ -97,8 +111,15 @@ class Process:
                    argv=tuple(texts_of(d, "argv")), argv_truncated=bool(d.get("argv_truncated")),
                    start_ns=int(d.get("start_ns", 0)),
                    ns=Namespaces.from_dict(d["ns"]), vpid=int(d.get("vpid", d["pid"])),
-                   uid=int(d.get("uid", 0)), cgroup=text_of(d, "cgroup"),
+                   vpids=tuple(d.get("vpids", ())) or _levels(int(d["pid"]), d.get("vpid")),
+                   uid=int(d.get("uid", 0)),
+                   ns_uid=d.get("ns_uid"), cgroup=text_of(d, "cgroup"),
                    container=Container.from_json(d.get("container")), from_proc=True)
+
+
+def _levels(pid: int, vpid: Any) -> tuple[int, ...]:
+    """The pid levels a record without them implies: one, or the host's and its own."""
+    return (pid,) if vpid is None or vpid == pid else (pid, int(vpid))
 
 
 def _slurp(path: str, limit: int = 65536) -> bytes:
@@ -139,6 +160,36 @@ def _status_field(status: bytes, key: bytes, index: int, default: int) -> int:
         return default
 
 
+def _status_numbers(status: bytes, key: bytes) -> tuple[int, ...]:
+    """All the numbers of a /proc/PID/status line (() if it has none)."""
+    at = status.find(key)
+    if at < 0:
+        return ()
+    end = status.find(b"\n", at + 1)
+    try:
+        return tuple(int(n) for n in status[at + len(key):end if end >= 0 else None].split())
+    except ValueError:
+        return ()
+
+
+@functools.cache
+def _own_user_ns() -> int:
+    """The user namespace ctrtrace reads /proc from (the host's, as root)."""
+    return os.stat("/proc/self/ns/user").st_ino
+
+
+def map_id_up(id_map: str, kid: int) -> int:
+    """An id as a /proc/PID/uid_map (or gid_map) read from the host's user
+    namespace maps it: each line is "first lower count", lower in the
+    host's ids; contract.ID_UNMAPPED if no line maps it (as the kernel's
+    map_id_up)."""
+    for line in id_map.splitlines():
+        first, lower, count = (int(n) for n in line.split())
+        if 0 <= kid - lower < count:
+            return first + (kid - lower)
+    return ID_UNMAPPED
+
+
 def read_process(pid: int) -> Process | None:
     """A live process as /proc shows it; None if it is gone (or half gone)."""
     base = f"/proc/{pid}/"
@@ -159,15 +210,23 @@ def read_process(pid: int) -> Process | None:
     except (ValueError, IndexError):
         return None
     uid = _status_field(status, b"\nUid:", 0, 0)  # the real uid
-    vpid = _status_field(status, b"\nNSpid:", -1, pid)  # in its own pid namespace
+    vpids = _status_numbers(status, b"\nNSpid:") or (pid,)  # at every level, the host's first
+    ns = read_ns(pid)
+    ns_uid = None
+    if ns.user and ns.user != _own_user_ns():
+        try:
+            ns_uid = map_id_up(_slurp(base + "uid_map").decode(), uid)
+        except (OSError, ValueError):
+            pass
     truncated = len(cmdline) > ARGV_MAX
     args = cmdline[:ARGV_MAX].split(b"\0")
     if args[-1] == b"":
         args.pop()
     argv = tuple([arg.decode(errors="surrogateescape") for arg in args])
     return Process(pid=pid, ppid=ppid, comm=comm, argv=argv, argv_truncated=truncated,
-                   start_ns=start_ticks * 1_000_000_000 // _CLK_TCK, ns=read_ns(pid),
-                   vpid=vpid, uid=uid, cgroup=_cgroup(cgroup), from_proc=True)
+                   start_ns=start_ticks * 1_000_000_000 // _CLK_TCK, ns=ns,
+                   vpid=vpids[-1], vpids=vpids, uid=uid, ns_uid=ns_uid, cgroup=_cgroup(cgroup),
+                   from_proc=True)
 
 
 # The header lists every process alive at start; replay reads a header line
@@ -393,7 +452,8 @@ class ProcessTable:
         if cur is not None and (cur.from_proc or not ev.start_ns or ev.start_ns > cur.start_ns):
             self._end(cur)
         proc = Process(pid=ev.pid, ppid=ev.ppid, comm=ev.comm, argv=argv,
-                       start_ns=ev.start_ns, ns=ev.ns, vpid=ev.vpid, uid=ev.uid,
+                       start_ns=ev.start_ns, ns=ev.ns, vpid=ev.vpid, vpids=ev.vpids,
+                       uid=ev.uid, ns_uid=ev.ns_uid,
                        cgroup=ev.cgroup, container=ev.container,
                        birth_ppid=ev.ppid, parent_key=parent_key, birth_key=parent_key)
         self._insert(proc)
@@ -423,7 +483,9 @@ class ProcessTable:
         proc.comm = ev.comm
         proc.ns = ev.ns
         proc.vpid = ev.vpid
+        proc.vpids = ev.vpids
         proc.uid = ev.uid
+        proc.ns_uid = ev.ns_uid
         proc.cgroup = ev.cgroup
         if ev.container is not None:
             proc.container = ev.container
