@@ -14,7 +14,15 @@ from conftest import UnixServer
 
 from tracer.model.codec import event_of
 from tracer.model.events import Container, Header, Namespaces
-from tracer.state.containers import ContainerResolver, container_from_cgroup, shim_container
+from tracer.state.containers import (
+    ContainerResolver,
+    PodmanState,
+    conmon_container,
+    container_from_cgroup,
+    pod_of_cgroup,
+    read_owned,
+    shim_container,
+)
 from tracer.state.dockerapi import DockerClient, EventWatch
 
 DATA = Path(__file__).parent / "data"
@@ -43,6 +51,32 @@ ID = "3df112ebced56878fee4b83fd49e463a99621d4dc7e1ac1cd048284ab069df62"
 ])
 def test_container_from_cgroup(cgroup, want):
     assert container_from_cgroup(cgroup) == want
+
+
+@pytest.mark.parametrize("cgroup,pod", [
+    (f"kubepods-burstable-pod0c4e9a1b_1111_2222_3333_444455556666.slice/cri-containerd-{ID}.scope",
+     "0c4e9a1b-1111-2222-3333-444455556666"),                     # systemd driver
+    (f"kubepods-pod0c4e9a1b_1111_2222_3333_444455556666.slice/crio-{ID}.scope",
+     "0c4e9a1b-1111-2222-3333-444455556666"),                     # guaranteed QoS, CRI-O
+    (f"pod0c4e9a1b-1111-2222-3333-444455556666/{ID}",
+     "0c4e9a1b-1111-2222-3333-444455556666"),                     # cgroupfs driver
+    (f"pod6f1b3e0c2d4a5b6c7d8e9f0a1b2c3d4e/{ID}", "6f1b3e0c2d4a5b6c7d8e9f0a1b2c3d4e"),  # static pod
+    (f"docker/{ID}", None),
+    (f"machine.slice/libpod-{ID}.scope", None),
+    (f"mypod0c4e9a1b-1111-2222-3333-444455556666/{ID}", None),   # not kubelet's word
+])
+def test_pod_from_cgroup(cgroup, pod):
+    assert pod_of_cgroup(cgroup) == pod
+
+
+def test_a_kubernetes_container_carries_its_pod():
+    r = ContainerResolver(None, HOST)
+    uid = "0c4e9a1b-1111-2222-3333-444455556666"
+    c = r.attribute_process(
+        f"kubepods-besteffort-pod{uid.replace('-', '_')}.slice/cri-containerd-{ID}.scope", 0, 5)
+    assert c is not None and (c.runtime, c.id, c.pod) == ("containerd", ID, uid)
+    assert Container.from_json(c.to_json()) == c
+    assert "pod" not in Container(id=ID).to_json()  # recordings without pods are unchanged
 
 
 def test_ctr_runs_cgroup_is_its_shims():
@@ -76,6 +110,52 @@ def test_shim_command_line():
                            "-address", "x", "-publish-binary", "y", "-id", "abc", "start")) == ("k8s.io", "abc")
     assert shim_container(("runc", "-id", ID)) is None
     assert shim_container(("/usr/bin/containerd-shim-runc-v2", "-v")) is None
+
+
+def test_monitor_command_line_names_its_storage():
+    rootless = "/home/u/.local/share/containers/storage/vfs-containers"
+    argv = ("/usr/bin/conmon", "--api-version", "1", "-c", ID, "-u", ID, "-r", "/usr/bin/runc",
+            "-b", f"{rootless}/{ID}/userdata", "-n", "web")
+    assert conmon_container(argv) == (ID, "web", f"{rootless}/containers.json")
+    # a bundle that is not <storage>/<driver>-containers/<id>/userdata names no storage
+    assert conmon_container(("/usr/bin/conmon", "-c", ID, "-b", "/tmp/x/userdata")) == (
+        ID, None, None)
+    assert conmon_container(("/usr/bin/conmon", "-c", ID, "-b", f"rel/{ID}/userdata"))[2] is None
+    assert conmon_container(("/usr/bin/podman", "-c", ID)) is None
+
+
+def _state(path: Path, cid: str, name: str, image: str) -> None:
+    path.write_text(json.dumps([{"id": cid, "names": [name],
+                                 "metadata": json.dumps({"image-name": image})}]))
+
+
+def test_a_rootless_storage_is_read_only_when_its_user_owns_it(tmp_path):
+    """The storage a monitor names is its user's: read as root, it is not
+    followed through a link, not waited on (a FIFO), and a file of another
+    user is not read."""
+    import os
+
+    me = os.geteuid()
+    state = PodmanState(str(tmp_path / "rootful.json"))
+    good = tmp_path / "good.json"
+    _state(good, "a" * 64, "web", "localhost/alpine:latest")
+    state.follow(str(good), me)
+    assert state.lookup("a" * 64) == ("web", "localhost/alpine:latest")
+
+    target = tmp_path / "target.json"
+    _state(target, "b" * 64, "secret", "x")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    other = PodmanState(str(tmp_path / "none.json"))
+    other.follow(str(link), me)
+    other.follow(str(fifo), me)
+    assert other.lookup("b" * 64) is None  # returns at once: nothing waits on the FIFO
+    assert read_owned(str(target), {me}, 1 << 20) is not None
+    assert read_owned(str(target), {me + 1}, 1 << 20) is None  # not the owner's
+    assert read_owned(str(target), {me}, 8) is None            # past the limit
+    assert read_owned(str(link), {me}, 1 << 20) is None
 
 
 def _reattribute(*names: str):

@@ -3,6 +3,8 @@ attributed to it, checked against the runtime's own word and /proc."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import subprocess
 
@@ -10,6 +12,7 @@ import pytest
 from conftest import proc_ns
 
 from tracer.model.events import ExecEvent
+from tracer.output.text import TextRenderer
 
 pytestmark = pytest.mark.docker  # containerd runs beside dockerd (docker_engine)
 
@@ -117,6 +120,77 @@ def test_podman_run_is_attributed_with_its_name_and_image(capture, podman_image)
                                 and e.container.source == "shim" for e in monitors)
     finally:
         podman("rm", "-f", PODMAN_NAME, check=False)
+
+
+ROOTLESS_USER = "ctrtrace-rootless"  # made by the set-up (./run), with subordinate ids
+ROOTLESS_NAME = "ctrtrace-rootless-web"
+
+
+@pytest.fixture
+def rootless(docker_engine):
+    """podman as the unprivileged set-up user: run(*args) -> its output.
+    Its runtime directory is made here (no login session makes one), and
+    alpine loaded into its own storage, offline."""
+    try:
+        user = pwd.getpwnam(ROOTLESS_USER)
+    except KeyError:
+        pytest.fail(f"no user {ROOTLESS_USER}: the set-up makes it (sudo ./run setup)",
+                    pytrace=False)
+    runtime_dir = f"/run/user/{user.pw_uid}"
+    if not os.path.isdir(runtime_dir):
+        os.makedirs(runtime_dir, mode=0o700)
+        os.chown(runtime_dir, user.pw_uid, user.pw_gid)
+    env = ["env", f"HOME={user.pw_dir}", f"XDG_RUNTIME_DIR={runtime_dir}",
+           "PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+
+    def run(*args: str, check: bool = True, stdin: bytes | None = None) -> str:
+        r = subprocess.run(["runuser", "-u", ROOTLESS_USER, "--", *env, "podman", *args],
+                           input=stdin, capture_output=True, timeout=180, cwd="/")
+        if check and r.returncode != 0:
+            raise AssertionError(f"podman (rootless) {' '.join(args)} failed: "
+                                 f"{r.stderr.decode(errors='replace').strip()}")
+        return r.stdout.decode(errors="replace").strip()
+
+    if "localhost/alpine:latest" not in run("images", "--format", "{{.Repository}}:{{.Tag}}"):
+        save = subprocess.run(["docker", "save", "alpine:latest"], capture_output=True,
+                              check=True, timeout=120)
+        run("load", stdin=save.stdout)
+    run.uid, run.gid = user.pw_uid, user.pw_gid  # type: ignore[attr-defined]
+    return run
+
+
+def test_rootless_podman_is_attributed_with_the_ids_it_sees(capture, rootless):
+    """A rootless container: its own user namespace maps the user to root
+    inside.  No cgroup of its own here (cgroup v1 without systemd): its
+    monitor's lineage ties it to the container, its storage names it."""
+    rootless("rm", "-f", ROOTLESS_NAME, check=False)
+    cap = capture()
+    try:
+        cid = rootless(*PODMAN_RUN[1:], "--network", "none", "--name", ROOTLESS_NAME,
+                       "localhost/alpine:latest", "sleep", "60")
+        pid = int(rootless("inspect", "-f", "{{.State.Pid}}", ROOTLESS_NAME))
+        ev = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.pid == pid and not e.ret,
+                          timeout=20)
+        truth = proc_ns(pid)
+        with open(f"/proc/{pid}/status") as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+        inside = rootless("exec", ROOTLESS_NAME, "sh", "-c", "id -u; id -g").split()
+        cap.finish()
+    finally:
+        rootless("rm", "-f", ROOTLESS_NAME, check=False)
+    assert ev.argv == ("sleep", "60") and ev.ns == truth
+    assert ev.vpids == tuple(int(n) for n in status["NSpid"].split()) == (pid, 1)
+    # the host's ids (/proc), and the ones the process sees (podman exec id)
+    assert (ev.uid, ev.gid) == (int(status["Uid"].split()[0]), int(status["Gid"].split()[0]))
+    assert (ev.uid, ev.gid) == (rootless.uid, rootless.gid)  # type: ignore[attr-defined]
+    assert (ev.ns_uid, ev.ns_gid) == tuple(int(n) for n in inside) == (0, 0)
+    assert truth.user != cap.session.header.host_ns.user
+    c = ev.container
+    assert c is not None and (c.runtime, c.id, c.name, c.image) == (
+        "podman", cid, ROOTLESS_NAME, "localhost/alpine:latest")
+    line = TextRenderer(cap.session.header.host_ns, cap.session.header.start_ktime_ns).line(ev)
+    assert "+user" in line and f"id 0:0 (host {ev.uid}:{ev.gid})" in line, line
+    assert line.endswith(f"@podman:{ROOTLESS_NAME}"), line
 
 
 NSPAWN_MACHINE = "ctrtrace-ns"

@@ -514,6 +514,7 @@ CONTAINER = Obj([
           "docker, containerd, cri-o, podman, lxc or systemd-nspawn"),
     Field("source", Str(one_of=("cgroup", "namespace", "shim")), False,
           "what tied the process to it (README: Containers)"),
+    Field("pod", Str(nullable=True), False, "the Kubernetes pod's uid, from its cgroup"),
 ], nullable=True, doc="container or null")
 ARGV = ListOf(Str(), 1 << 16, doc="list of strings")
 

@@ -65,16 +65,21 @@ class Container(NamedTuple):
     image: str | None = None
     runtime: str = "docker"
     source: str = "cgroup"         # cgroup | namespace | shim: what tied the process to it
+    pod: str | None = None         # a Kubernetes pod's uid, from its cgroup
 
     def to_json(self) -> dict[str, Any]:
-        return self._asdict()
+        d = self._asdict()
+        if self.pod is None:
+            del d["pod"]
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> Container | None:
         if not d:
             return None
         return cls(id=str(d["id"]), name=d.get("name"), image=d.get("image"),
-                   runtime=str(d.get("runtime", "docker")), source=str(d.get("source", "cgroup")))
+                   runtime=str(d.get("runtime", "docker")), source=str(d.get("source", "cgroup")),
+                   pod=d.get("pod"))
 
     @property
     def label(self) -> str:

@@ -23,6 +23,7 @@ import functools
 import json
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Iterable
@@ -51,6 +52,18 @@ RETRY_INTERVAL = 1.0  # seconds between two questions about one id to an engine 
 def _unescape_unit(name: str) -> str:
     """A systemd unit name's \\xNN escapes undone (systemd-escape(1))."""
     return re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), name)
+
+
+# a Kubernetes pod's cgroup: pod<uid> (cgroupfs) or kubepods-<qos>-pod<uid>.slice
+# (systemd, the uid's "-" as "_"); a static pod's uid is 32 hex digits
+_POD = re.compile(r"(?:^|[-/])pod([0-9a-f]{8}(?:[-_][0-9a-f]{4}){3}[-_][0-9a-f]{12}|[0-9a-f]{32})"
+                  r"(?:\.slice)?$")
+
+
+def pod_of_cgroup(cgroup: str) -> str | None:
+    """The uid of the Kubernetes pod whose container a "parent/leaf" cgroup is."""
+    m = _POD.search(cgroup.rpartition("/")[0])
+    return m.group(1).replace("_", "-") if m else None
 
 
 def container_from_cgroup(cgroup: str) -> tuple[str, str] | None:
@@ -105,15 +118,23 @@ def shim_container(argv: tuple[str, ...]) -> tuple[str, str] | None:
 
 
 @functools.lru_cache(maxsize=512)
-def conmon_container(argv: tuple[str, ...]) -> tuple[str, str | None] | None:
-    """(id, name) from podman's monitor's command line (conmon -c ID -n NAME)."""
+def conmon_container(argv: tuple[str, ...]) -> tuple[str, str | None, str | None] | None:
+    """(id, name, its storage's list of containers) from podman's monitor's
+    command line: conmon -c ID -n NAME -b <storage>/<driver>-containers/ID/userdata.
+    The list is <storage>/<driver>-containers/containers.json: the rootful
+    one (/var/lib/containers) or a rootless user's (~/.local/share/containers)."""
     if not argv or not argv[0].endswith("conmon"):
         return None
     options = {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("-")}
     cid = options.get("-c") or options.get("--cid")
     if not cid:
         return None
-    return cid, options.get("-n") or options.get("--name")
+    bundle = (options.get("-b") or options.get("--bundle") or "").rstrip("/")
+    parts = bundle.split("/")
+    state = None
+    if len(parts) > 3 and parts[-1] == "userdata" and parts[-2] == cid and bundle.startswith("/"):
+        state = "/".join(parts[:-2] + ["containers.json"])
+    return cid, options.get("-n") or options.get("--name"), state
 
 
 @functools.lru_cache(maxsize=512)
@@ -147,38 +168,84 @@ def nspawn_container(argv: tuple[str, ...]) -> str | None:
 
 PODMAN_STATE = "/var/lib/containers/storage/overlay-containers/containers.json"
 PODMAN_STATE_MAX = 64 << 20
+PODMAN_STATES_MAX = 64  # storages followed (one a podman user, rootful and rootless)
+
+
+def read_owned(path: str, owners: Iterable[int], limit: int) -> bytes | None:
+    """A regular file's bytes (None past limit), when one of owners owns it.
+
+    A rootless user's storage is the user's: ctrtrace, as root, does not
+    follow a link as its last part, block on a FIFO, or read a file that
+    is not theirs (or root's)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid not in owners or st.st_size > limit:
+            return None
+        data = b""
+        while len(data) <= limit and (more := os.read(fd, limit + 1 - len(data))):
+            data += more
+        return data if len(data) <= limit else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+class _StateFile:
+    """One storage's list of containers, read again only when it changed."""
+
+    def __init__(self, owner: int) -> None:
+        self.owner = owner
+        self.seen: tuple[int, int] | None = None
+        self.read_at = -RETRY_INTERVAL
 
 
 class PodmanState:
-    """Names and images of podman's (rootful) containers, from its storage's
-    own list, read again only when it changed and an id is not in it: never
-    a `podman inspect` per event."""
+    """Names and images of podman's containers, rootful and rootless, from
+    each storage's own list, read again only when it changed and an id is
+    not in it: never a `podman inspect` per event.  The rootful storage is
+    always followed; a rootless one once its monitor (conmon) names it."""
 
     def __init__(self, path: str = PODMAN_STATE) -> None:
-        self.path = path
-        self._seen: tuple[int, int] | None = None
-        self._read_at = -RETRY_INTERVAL
+        self._files: dict[str, _StateFile] = {path: _StateFile(0)}
         self._known: dict[str, tuple[str | None, str | None]] = {}
+
+    def follow(self, path: str, owner: int) -> None:
+        """A storage's list, as a monitor run by owner (a uid) names it."""
+        if path not in self._files and len(self._files) < PODMAN_STATES_MAX:
+            self._files[path] = _StateFile(owner)
 
     def lookup(self, cid: str) -> tuple[str | None, str | None] | None:
         """(name, image) of a container id, or None."""
         if cid not in self._known:
-            self._read()
+            for path, state in self._files.items():
+                self._read(path, state)
+                if cid in self._known:
+                    break
         return self._known.get(cid)
 
-    def _read(self) -> None:
+    def _read(self, path: str, state: _StateFile) -> None:
         now = time.monotonic()
-        if now - self._read_at < RETRY_INTERVAL:  # asked about an id it lacks: not every event
+        if now - state.read_at < RETRY_INTERVAL:  # asked about an id it lacks: not every event
             return
-        self._read_at = now
+        state.read_at = now
         try:
-            st = os.stat(self.path)
-            if (st.st_mtime_ns, st.st_size) == self._seen or st.st_size > PODMAN_STATE_MAX:
-                return
-            self._seen = (st.st_mtime_ns, st.st_size)
-            with open(self.path, "rb") as f:
-                entries = json.loads(f.read(PODMAN_STATE_MAX))
-        except (OSError, ValueError):
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return
+        if (st.st_mtime_ns, st.st_size) == state.seen:
+            return
+        data = read_owned(path, {0, state.owner}, PODMAN_STATE_MAX)
+        if data is None:
+            return
+        state.seen = (st.st_mtime_ns, st.st_size)
+        try:
+            entries = json.loads(data)
+        except ValueError:
             return
         if not isinstance(entries, list):
             return
@@ -186,7 +253,9 @@ class PodmanState:
             try:
                 meta = json.loads(e.get("metadata") or "{}")
                 names = e.get("names") or [None]
-                self._known[str(e["id"])] = (names[0], meta.get("image-name"))
+                name, image = names[0], meta.get("image-name")
+                if isinstance(name, (str, type(None))) and isinstance(image, (str, type(None))):
+                    self._known[str(e["id"])] = (name, image)
             except (AttributeError, KeyError, TypeError, ValueError):
                 continue
 
@@ -209,6 +278,7 @@ class ContainerResolver:
         # (id, source) -> (the details it was made from, the container)
         self._variants: dict[tuple[str, str], tuple[Container | None, Container]] = {}
         self._by_cgroup: dict[str, tuple[str, str] | None] = {}
+        self._pods: dict[str, str] = {}                     # id -> its Kubernetes pod's uid
         # "<namespace>/<id>" of each containerd shim seen: the cgroup a plain
         # containerd client (ctr run) puts that container's processes in
         self._shim_cgroups: dict[str, tuple[str, str]] = {}
@@ -243,6 +313,8 @@ class ContainerResolver:
             monitor = conmon_container(proc.argv)
             if monitor is not None:
                 self._by_pid[proc.pid] = (proc.start_ns, True, ("podman", monitor[0]))
+                if monitor[2]:
+                    self.podman.follow(monitor[2], proc.uid)
             machine = nspawn_container(proc.argv)
             if machine is not None:
                 self._by_pid[proc.pid] = (proc.start_ns, True, ("systemd-nspawn", machine))
@@ -286,6 +358,9 @@ class ContainerResolver:
             if found is None and cgroup in self._shim_cgroups:
                 found = self._shim_cgroups[cgroup]  # ctr run's <namespace>/<id>
             self._by_cgroup[cgroup] = found
+            pod = pod_of_cgroup(cgroup) if found is not None else None
+            if pod is not None and found is not None and len(self._pods) < 4096:
+                self._pods[found[1]] = pod
         if found is not None:
             if mnt and mnt != self.host_mnt:
                 self._by_mnt.setdefault(mnt, found)  # who enters this mount namespace joins it
@@ -348,10 +423,11 @@ class ContainerResolver:
             # not (yet) known: the event stream, or asking again, may still name
             # it; a runtime whose ids are names (LXC, nspawn, ctr run) is named
             made = Container(id=cid, name=None if _HEX64.fullmatch(cid) else cid,
-                             runtime=runtime, source=source)
+                             runtime=runtime, source=source, pod=self._pods.get(cid))
         else:
             made = Container(id=known.id, name=known.name, image=known.image,
-                             runtime=known.runtime, source=source)
+                             runtime=known.runtime, source=source,
+                             pod=known.pod or self._pods.get(cid))
         if len(self._variants) >= 4096:
             self._variants.clear()
         self._variants[(cid, source)] = (known, made)
@@ -428,7 +504,7 @@ class ContainerResolver:
             if not ev.thread:
                 self.on_fork(ev.pid, ev.parent_pid, ev.ppid, ev.start_ns, ev.parent_start_ns)
         elif type(ev) is ExecEvent and not ev.ret:
-            self.on_exec(ev.pid, ev.argv, ev.start_ns)
+            self.on_exec(ev.pid, ev.argv, ev.start_ns, ev.uid)
         found = self.attribute_process(ev.cgroup, ev.ns.mnt, ev.pid, ev.start_ns)
         if type(ev) is ExitEvent:
             self.on_exit(ev.pid, ev.vpid, ev.ns.mnt, found, ev.start_ns)
@@ -450,9 +526,9 @@ class ContainerResolver:
         elif pid in by_pid:
             del by_pid[pid]
 
-    def on_exec(self, pid: int, argv: tuple[str, ...], start: int = 0) -> None:
+    def on_exec(self, pid: int, argv: tuple[str, ...], start: int = 0, uid: int = 0) -> None:
         """A process ran a program: a shim's (containerd) or a monitor's
-        (podman's conmon) names its container."""
+        (podman's conmon, run by uid) names its container."""
         shim = shim_container(argv)
         if shim is not None:
             self._by_pid[pid] = (start, False, self._shim_key(*shim))
@@ -460,6 +536,8 @@ class ContainerResolver:
         monitor = conmon_container(argv)
         if monitor is not None:
             self._by_pid[pid] = (start, False, ("podman", monitor[0]))
+            if monitor[2]:
+                self.podman.follow(monitor[2], uid)
             if monitor[1] and monitor[0] not in self._details:
                 self._details[monitor[0]] = Container(id=monitor[0], name=monitor[1],
                                                       runtime="podman")
