@@ -2,10 +2,11 @@
 """How soon after a runtime's start command returns is the trace of the start complete?
 
     sudo python3 bench/container_start.py [--rounds 5] [--ctrtrace CMD]
-                                          [--runtimes docker,podman,ctr,lxc,nspawn]
+                               [--runtimes docker,podman,podman-rootless,ctr,lxc,nspawn]
 
 One ctrtrace --json runs throughout (output to a file). Each round starts a
-container with each runtime (docker run -d, podman run -d, ctr run -d,
+container with each runtime (docker run -d, podman run -d as root and as
+the set-up's unprivileged user, ctr run -d,
 lxc-start -d: they return once the container runs; systemd-nspawn stays in
 the foreground and is started in the background), notes when the command
 returned, and watches the output until the workload's exec (attributed to
@@ -80,6 +81,43 @@ class Podman(Runtime):
         _quiet("podman", "rm", "-f", n)
 
 
+class RootlessPodman(Runtime):
+    """podman as the set-up's unprivileged user (./run makes it)."""
+
+    USER = "ctrtrace-rootless"
+
+    def __init__(self) -> None:
+        super().__init__("podman-rootless", ["sleep", "30"])
+
+    def _as_user(self, *argv: str) -> list[str]:
+        import pwd
+
+        user = pwd.getpwnam(self.USER)
+        runtime_dir = f"/run/user/{user.pw_uid}"
+        if not os.path.isdir(runtime_dir):
+            os.makedirs(runtime_dir, mode=0o700)
+            os.chown(runtime_dir, user.pw_uid, user.pw_gid)
+        return ["runuser", "-u", self.USER, "--", "env", f"HOME={user.pw_dir}",
+                f"XDG_RUNTIME_DIR={runtime_dir}", *argv]
+
+    def prepare(self, n, work):
+        images = subprocess.run(self._as_user("podman", "images", "-q", "localhost/alpine:latest"),
+                                capture_output=True, text=True, cwd="/").stdout
+        if not images.strip():
+            save = subprocess.run(["docker", "save", "alpine:latest"], capture_output=True,
+                                  check=True)
+            subprocess.run(self._as_user("podman", "load"), input=save.stdout,
+                           capture_output=True, check=True, cwd="/")
+
+    def start(self, n, work):
+        return self._as_user("podman", "run", "-d", *PODMAN_LIMITS, "--network", "none",
+                             "--name", n, "localhost/alpine:latest", "sleep", "30")
+
+    def remove(self, n):
+        subprocess.run(self._as_user("podman", "rm", "-f", n), capture_output=True, timeout=120,
+                       cwd="/")
+
+
 class Ctr(Runtime):
     NS = "ctrtrace-bench"
 
@@ -148,7 +186,7 @@ class Nspawn(Runtime):
         _quiet("pkill", "-f", f"systemd-nspawn .*-M {n} ")
 
 
-RUNTIMES = {r.name: r for r in (Docker(), Podman(), Ctr(), Lxc(), Nspawn())}
+RUNTIMES = {r.name: r for r in (Docker(), Podman(), RootlessPodman(), Ctr(), Lxc(), Nspawn())}
 
 
 def wait_ready(tracer: subprocess.Popen, path: str) -> None:
@@ -197,7 +235,8 @@ def main() -> None:
                 rt.prepare(n, work)
                 started = time.monotonic()
                 if rt.detached:
-                    subprocess.run(rt.start(n, work), capture_output=True, check=True, timeout=120)
+                    subprocess.run(rt.start(n, work), capture_output=True, check=True, timeout=120,
+                                   cwd="/")
                     proc = None
                 else:
                     proc = subprocess.Popen(rt.start(n, work), stdout=subprocess.DEVNULL,

@@ -134,6 +134,27 @@ def proc_ns(pid: int):
     return ns
 
 
+def nspid(pid: int) -> tuple[int, ...]:
+    """/proc/PID/status NSpid: the pid at every level, the host's first."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return tuple(int(n) for n in line.split()[1:])
+    raise AssertionError(f"/proc/{pid}/status has no NSpid line")
+
+
+def lsns_of(pid: int) -> dict[str, int]:
+    """lsns -p PID: each namespace kind's inode, as util-linux reads it."""
+    out = subprocess.run(["lsns", "-p", str(pid), "-n", "-r", "-o", "NS,TYPE"],
+                         capture_output=True, text=True, check=True).stdout
+    return {kind: int(ns) for ns, kind in (line.split() for line in out.splitlines())}
+
+
+def lsns_agrees(ns, listed: dict[str, int]) -> bool:
+    """Each namespace lsns listed (lsns_of) is the event's (ns: its Namespaces)."""
+    return bool(listed) and all(getattr(ns, kind) == inode for kind, inode in listed.items())
+
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINE = os.path.join(REPO, "scripts", "docker-engine")
 

@@ -14,7 +14,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import docker
+from conftest import docker, nspid
 
 from tracer.model.codec import EventLines, EventReader
 from tracer.model.contract import ID_UNMAPPED, PID_LEVELS_MAX
@@ -24,15 +24,6 @@ pytestmark = pytest.mark.bpf
 
 # the pid levels the kernel's record keeps in full (bpf/ctrtrace.h)
 KEPT = 1 + 7 + 1
-
-
-def nspid(pid: int) -> tuple[int, ...]:
-    """/proc/PID/status NSpid: the pid at every level, the host's first."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("NSpid:"):
-                return tuple(int(n) for n in line.split()[1:])
-    raise AssertionError(f"/proc/{pid}/status has no NSpid line")
 
 
 def status_ids(pid: int) -> tuple[int, int]:

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import proc_ns
+from conftest import lsns_agrees, lsns_of, nspid, proc_ns
 
 from tracer.model.events import ExecEvent
 from tracer.output.text import TextRenderer
@@ -57,8 +57,10 @@ def test_ctr_run_is_attributed_by_its_cgroup(capture, ctr_image):
         ev = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.pid == pid and not e.ret,
                           timeout=10)
         truth = proc_ns(pid)
+        levels, listed = nspid(pid), lsns_of(pid)
         cap.finish()
         assert ev.argv == ("sleep", "60") and ev.vpid == 1
+        assert ev.vpids == levels and len(levels) == 2 and lsns_agrees(ev.ns, listed)
         assert ev.ns == truth
         c = ev.container
         assert c is not None and (c.runtime, c.id, c.name, c.source) == (
@@ -108,8 +110,10 @@ def test_podman_run_is_attributed_with_its_name_and_image(capture, podman_image)
         ev = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.pid == pid and not e.ret,
                           timeout=10)
         truth = proc_ns(pid)
+        levels, listed = nspid(pid), lsns_of(pid)
         cap.finish()
         assert ev.argv == ("sleep", "60") and ev.vpid == 1 and ev.ns == truth
+        assert ev.vpids == levels and len(levels) == 2 and lsns_agrees(ev.ns, listed)
         c = ev.container
         assert c is not None and (c.runtime, c.id, c.name, c.image, c.source) == (
             "podman", cid, PODMAN_NAME, podman_image, "cgroup")
@@ -172,13 +176,15 @@ def test_rootless_podman_is_attributed_with_the_ids_it_sees(capture, rootless):
         ev = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.pid == pid and not e.ret,
                           timeout=20)
         truth = proc_ns(pid)
+        levels, listed = nspid(pid), lsns_of(pid)
         with open(f"/proc/{pid}/status") as f:
             status = dict(line.split(":", 1) for line in f if ":" in line)
         inside = rootless("exec", ROOTLESS_NAME, "sh", "-c", "id -u; id -g").split()
         cap.finish()
     finally:
         rootless("rm", "-f", ROOTLESS_NAME, check=False)
-    assert ev.argv == ("sleep", "60") and ev.ns == truth
+    assert ev.argv == ("sleep", "60") and ev.ns == truth and lsns_agrees(ev.ns, listed)
+    assert ev.vpids == levels
     assert ev.vpids == tuple(int(n) for n in status["NSpid"].split()) == (pid, 1)
     # the host's ids (/proc), and the ones the process sees (podman exec id)
     assert (ev.uid, ev.gid) == (int(status["Uid"].split()[0]), int(status["Gid"].split()[0]))
@@ -222,12 +228,14 @@ def test_systemd_nspawn_without_systemd_is_attributed_by_its_lineage(capture, bu
         ev = cap.wait_for(lambda e: isinstance(e, ExecEvent) and not e.ret
                           and e.argv == ("/bin/sleep", "1"), timeout=15)
         truth = proc_ns(ev.pid)
+        levels, listed = nspid(ev.pid), lsns_of(ev.pid)
         nspawn.wait(timeout=30)
         cap.finish()
     finally:
         if nspawn.poll() is None:
             nspawn.kill()
     assert ev.vpid == 1 and ev.ns == truth
+    assert ev.vpids == levels and len(levels) == 2 and lsns_agrees(ev.ns, listed)
     assert ev.ns.mnt != cap.session.header.host_ns.mnt
     assert ev.ns.pid != cap.session.header.host_ns.pid
     c = ev.container
@@ -265,8 +273,10 @@ def test_lxc_start_is_attributed_by_its_payload_cgroup(capture, lxc_container):
     ev = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.pid == pid and not e.ret,
                       timeout=15)
     truth = proc_ns(pid)
+    levels, listed = nspid(pid), lsns_of(pid)
     cap.finish()
     assert ev.vpid == 1 and ev.ns == truth
+    assert ev.vpids == levels and len(levels) == 2 and lsns_agrees(ev.ns, listed)
     with open(f"/proc/{pid}/cgroup") as f:
         assert f"/lxc.payload.{lxc_container}" in f.read()
     c = ev.container
