@@ -43,8 +43,9 @@ def _renderer(cap) -> TextRenderer:
 
 
 def _nested(levels: int, *command: str) -> list[str]:
-    """unshare --fork --pid, levels times: each child is PID 1 one level down."""
-    return ["unshare", "--fork", "--pid"] * levels + list(command)
+    """unshare --fork --pid, levels times: each child is PID 1 one level down
+    (and is killed when its unshare is: killing the first ends them all)."""
+    return ["unshare", "--fork", "--pid", "--kill-child"] * levels + list(command)
 
 
 def _kill(p: subprocess.Popen) -> None:
