@@ -78,7 +78,7 @@ class Podman(Runtime):
         return ["podman", "run", "-d", *PODMAN_LIMITS, "--name", n, "alpine", "sleep", "30"]
 
     def remove(self, n):
-        _quiet("podman", "rm", "-f", n)
+        _quiet("podman", "rm", "-f", "-t", "0", n)
 
 
 class RootlessPodman(Runtime):
@@ -114,8 +114,8 @@ class RootlessPodman(Runtime):
                              "--name", n, "localhost/alpine:latest", "sleep", "30")
 
     def remove(self, n):
-        subprocess.run(self._as_user("podman", "rm", "-f", n), capture_output=True, timeout=120,
-                       cwd="/")
+        subprocess.run(self._as_user("podman", "rm", "-f", "-t", "0", n), capture_output=True,
+                       timeout=120, cwd="/")
 
 
 class Ctr(Runtime):

@@ -256,8 +256,12 @@ def test_attribution_learns_and_forgets_on_the_one_path():
         # a container's init (cgroup) teaches its mount namespace; its exit forgets it
         fork.replace(pid=300, tid=300, vpid=1, vpids=(300, 1), ns=mnt, cgroup=f"docker/{cid}"),
         exit_.replace(pid=300, tid=300, vpid=1, vpids=(300, 1), ns=mnt, cgroup=f"docker/{cid}"),
+        # a member the init leaves behind exits after it: it does not teach again
+        exit_.replace(pid=302, tid=302, vpid=2, vpids=(302, 2), ns=mnt, cgroup=f"docker/{cid}"),
+        # the inode, free again, names another container's mount namespace
         fork.replace(pid=301, tid=301, ns=mnt, cgroup="/init.scope"),
     ]
     resolver, decoder = ContainerResolver(None, HOST), Decoder(OFFSET)
     found = [resolver.attribute(decoder.decode(encode(ev, OFFSET))) for ev in seq]
-    assert [c and c.source for c in found] == ["shim", "shim", None, "cgroup", "cgroup", None]
+    assert [c and c.source for c in found] == [
+        "shim", "shim", None, "cgroup", "cgroup", "cgroup", None]

@@ -18,6 +18,7 @@ from conftest import docker, nspid
 
 from tracer.model.codec import EventLines, EventReader
 from tracer.model.contract import ID_UNMAPPED, PID_LEVELS_MAX
+from tracer.output.explain import explain
 from tracer.output.text import TextRenderer
 
 pytestmark = pytest.mark.bpf
@@ -76,6 +77,12 @@ def test_every_pid_level_of_nested_pid_namespaces(capture, levels):
     text = _renderer(cap).line(sleep)
     shown = "/".join(map(str, truth))
     assert (f"pids {shown}" in text) == (levels >= 2), text
+    # the story of the start says each level of the fork of its PID 1
+    story = "\n".join(explain(cap.session.header, cap.events))
+    fork = next(e for e in cap.events if e.type == "fork" and e.pid == sleep.pid)
+    assert fork.vpids == truth
+    assert (f"(PID 1 in its pid namespace, {shown} from the host's down)" in story) == (
+        levels >= 2), story
     _recorded_as_read(cap.events)
 
 

@@ -102,7 +102,7 @@ def podman_image(docker_engine):
 
 
 def test_podman_run_is_attributed_with_its_name_and_image(capture, podman_image):
-    podman("rm", "-f", PODMAN_NAME, check=False)
+    podman("rm", "-f", "-t", "0", PODMAN_NAME, check=False)
     cap = capture()
     try:
         cid = podman(*PODMAN_RUN[1:], "--name", PODMAN_NAME, podman_image, "sleep", "60")
@@ -123,7 +123,7 @@ def test_podman_run_is_attributed_with_its_name_and_image(capture, podman_image)
         assert monitors and all(e.container is not None and e.container.id == cid
                                 and e.container.source == "shim" for e in monitors)
     finally:
-        podman("rm", "-f", PODMAN_NAME, check=False)
+        podman("rm", "-f", "-t", "0", PODMAN_NAME, check=False)
 
 
 ROOTLESS_USER = "ctrtrace-rootless"  # made by the set-up (./run), with subordinate ids
@@ -167,7 +167,7 @@ def test_rootless_podman_is_attributed_with_the_ids_it_sees(capture, rootless):
     """A rootless container: its own user namespace maps the user to root
     inside.  No cgroup of its own here (cgroup v1 without systemd): its
     monitor's lineage ties it to the container, its storage names it."""
-    rootless("rm", "-f", ROOTLESS_NAME, check=False)
+    rootless("rm", "-f", "-t", "0", ROOTLESS_NAME, check=False)
     cap = capture()
     try:
         cid = rootless(*PODMAN_RUN[1:], "--network", "none", "--name", ROOTLESS_NAME,
@@ -182,7 +182,7 @@ def test_rootless_podman_is_attributed_with_the_ids_it_sees(capture, rootless):
         inside = rootless("exec", ROOTLESS_NAME, "sh", "-c", "id -u; id -g").split()
         cap.finish()
     finally:
-        rootless("rm", "-f", ROOTLESS_NAME, check=False)
+        rootless("rm", "-f", "-t", "0", ROOTLESS_NAME, check=False)
     assert ev.argv == ("sleep", "60") and ev.ns == truth and lsns_agrees(ev.ns, listed)
     assert ev.vpids == levels
     assert ev.vpids == tuple(int(n) for n in status["NSpid"].split()) == (pid, 1)

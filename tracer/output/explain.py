@@ -277,6 +277,8 @@ class Story:
             line += ": the program its creator runs, started again"
         if failed:
             line += f" (after {failed} failed exec{'s' if failed > 1 else ''}: a PATH search)"
+        if ev.ns_uid != ev.uid or ev.ns_gid != ev.gid:
+            line += f", as {ids_text(ev.uid, ev.gid, ev.ns_uid, ev.ns_gid)}"
         return line
 
     def _unshare_line(self, ev: UnshareEvent) -> str:

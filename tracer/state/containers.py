@@ -348,9 +348,13 @@ class ContainerResolver:
         return entry[2]
 
     def attribute_process(self, cgroup: str, mnt: int, pid: int,
-                          start: int = 0) -> Container | None:
+                          start: int = 0, teaches: bool = True) -> Container | None:
         """The decision, in order of trust, for a process (seen at start-up or
-        at an event); start: its start time (0: unknown)."""
+        at an event); start: its start time (0: unknown).  teaches: whether a
+        process in a container's cgroup teaches that its mount namespace is
+        the container's -- not as it exits: the members a container's init
+        leaves behind exit after it, and the namespace's inode is free for
+        reuse once they have (by a rootless podman container, say)."""
         try:
             found = self._by_cgroup[cgroup]
         except KeyError:  # a cgroup seen for the first time
@@ -362,7 +366,7 @@ class ContainerResolver:
             if pod is not None and found is not None and len(self._pods) < 4096:
                 self._pods[found[1]] = pod
         if found is not None:
-            if mnt and mnt != self.host_mnt:
+            if teaches and mnt and mnt != self.host_mnt:
                 self._by_mnt.setdefault(mnt, found)  # who enters this mount namespace joins it
             return self._details_for(found[0], found[1], "cgroup")
         found = self._by_mnt.get(mnt)
@@ -505,7 +509,8 @@ class ContainerResolver:
                 self.on_fork(ev.pid, ev.parent_pid, ev.ppid, ev.start_ns, ev.parent_start_ns)
         elif type(ev) is ExecEvent and not ev.ret:
             self.on_exec(ev.pid, ev.argv, ev.start_ns, ev.uid)
-        found = self.attribute_process(ev.cgroup, ev.ns.mnt, ev.pid, ev.start_ns)
+        found = self.attribute_process(ev.cgroup, ev.ns.mnt, ev.pid, ev.start_ns,
+                                       type(ev) is not ExitEvent)
         if type(ev) is ExitEvent:
             self.on_exit(ev.pid, ev.vpid, ev.ns.mnt, found, ev.start_ns)
         return found
