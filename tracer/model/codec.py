@@ -328,15 +328,18 @@ def _reader_source(kind: str) -> tuple[str, dict[str, Any]]:
                       f"{x} = None if {x} is None else"
                       f" _containers.get(tuple({x}.items())) or _reading.container({x})"]
             tests.append(f"{x} is not _MISSING")
+        elif isinstance(f.kind, ListOf) and not _has_raw(kind, f) and f.default:
+            # held as a tuple, as the decoder makes it: a list read is checked
+            # and made one; an absent one (most lines) is its default, which
+            # keeps the contract by construction and is made only then
+            reads.append(f"{x} = get({f.name!r}, _MISSING)")
+            agrees = f" and ({f.agrees})" if f.agrees else ""
+            tests.append(f"({x} is _MISSING or ({f.kind.inline(x, env)}{agrees}))")
+            after.append(f"{x} = ({f.default}) if {x} is _MISSING else tuple({x})")
+            continue
         else:
             reads.append(f"{x} = {got}")
-            if isinstance(f.kind, ListOf) and not _has_raw(kind, f):
-                # held as a tuple, as the decoder makes it; JSON has no tuple:
-                # one is the default
-                tests.append(f"(type({x}) is tuple or {f.kind.inline(x, env)})")
-                after.append(f"{x} = tuple({x})")
-            else:
-                tests.append(f.kind.inline(x, env))
+            tests.append(f.kind.inline(x, env))
         if f.agrees:
             tests.append(f"({f.agrees})")
         if _has_raw(kind, f):

@@ -68,7 +68,9 @@ class Process:
     start_ns: int              # since boot; from /proc only to the clock tick (see same_start)
     ns: Namespaces
     vpid: int = 0
-    vpids: tuple[int, ...] = ()  # the pid at every level, the host's first (() : pid alone)
+    # the pid at every level, the host's first, when there are more than two
+    # (pid and vpid say the rest: most processes keep the one empty tuple)
+    vpids: tuple[int, ...] = ()
     uid: int = 0
     ns_uid: int | None = None    # uid as its user namespace maps it (None: as uid)
     cgroup: str = ""
@@ -111,15 +113,14 @@ class Process:
                    argv=tuple(texts_of(d, "argv")), argv_truncated=bool(d.get("argv_truncated")),
                    start_ns=int(d.get("start_ns", 0)),
                    ns=Namespaces.from_dict(d["ns"]), vpid=int(d.get("vpid", d["pid"])),
-                   vpids=tuple(d.get("vpids", ())) or _levels(int(d["pid"]), d.get("vpid")),
-                   uid=int(d.get("uid", 0)),
+                   vpids=_deep(tuple(d.get("vpids", ()))), uid=int(d.get("uid", 0)),
                    ns_uid=d.get("ns_uid"), cgroup=text_of(d, "cgroup"),
                    container=Container.from_json(d.get("container")), from_proc=True)
 
 
-def _levels(pid: int, vpid: Any) -> tuple[int, ...]:
-    """The pid levels a record without them implies: one, or the host's and its own."""
-    return (pid,) if vpid is None or vpid == pid else (pid, int(vpid))
+def _deep(vpids: tuple[int, ...]) -> tuple[int, ...]:
+    """The pid levels a process keeps: those of more than two levels."""
+    return vpids if len(vpids) > 2 else ()
 
 
 def _slurp(path: str, limit: int = 65536) -> bytes:
@@ -225,8 +226,8 @@ def read_process(pid: int) -> Process | None:
     argv = tuple([arg.decode(errors="surrogateescape") for arg in args])
     return Process(pid=pid, ppid=ppid, comm=comm, argv=argv, argv_truncated=truncated,
                    start_ns=start_ticks * 1_000_000_000 // _CLK_TCK, ns=ns,
-                   vpid=vpids[-1], vpids=vpids, uid=uid, ns_uid=ns_uid, cgroup=_cgroup(cgroup),
-                   from_proc=True)
+                   vpid=vpids[-1], vpids=_deep(vpids), uid=uid, ns_uid=ns_uid,
+                   cgroup=_cgroup(cgroup), from_proc=True)
 
 
 # The header lists every process alive at start; replay reads a header line
@@ -452,7 +453,7 @@ class ProcessTable:
         if cur is not None and (cur.from_proc or not ev.start_ns or ev.start_ns > cur.start_ns):
             self._end(cur)
         proc = Process(pid=ev.pid, ppid=ev.ppid, comm=ev.comm, argv=argv,
-                       start_ns=ev.start_ns, ns=ev.ns, vpid=ev.vpid, vpids=ev.vpids,
+                       start_ns=ev.start_ns, ns=ev.ns, vpid=ev.vpid, vpids=_deep(ev.vpids),
                        uid=ev.uid, ns_uid=ev.ns_uid,
                        cgroup=ev.cgroup, container=ev.container,
                        birth_ppid=ev.ppid, parent_key=parent_key, birth_key=parent_key)
@@ -483,7 +484,7 @@ class ProcessTable:
         proc.comm = ev.comm
         proc.ns = ev.ns
         proc.vpid = ev.vpid
-        proc.vpids = ev.vpids
+        proc.vpids = _deep(ev.vpids)
         proc.uid = ev.uid
         proc.ns_uid = ev.ns_uid
         proc.cgroup = ev.cgroup
