@@ -10,7 +10,7 @@ import pytest
 
 from tracer.kernel.decode import Decoder, encode
 from tracer.model.codec import CACHE_MAX, COMMAND_LINES_MAX, EventLines, EventReader, event_of
-from tracer.model.contract import EVENTS, RAW_SUFFIX, Invalid
+from tracer.model.contract import EVENTS, ID_UNMAPPED, RAW_SUFFIX, Invalid
 from tracer.model.events import (
     EVENT_CLASSES,
     Container,
@@ -147,6 +147,15 @@ def test_the_odd_cases_round_trip():
         ForkEvent(**common(no_nsproxy=True), parent_pid=41, parent_tid=41,
                   clone_flags=0x7E020000, thread=False),
         ExitEvent(**common(), status=3 << 8, reaper=None),
+        # nested three pid namespaces down, in a user namespace that maps it to root
+        ForkEvent(**common(vpid=1, vpids=(42, 7, 1), ns_uid=0, ns_gid=ID_UNMAPPED, uid=100000,
+                           gid=100000), parent_pid=41, parent_tid=41, clone_flags=0, thread=False),
+        # one level down with the same pid number as the host's: vpids is written
+        ForkEvent(**common(vpid=42, vpids=(42, 42)), parent_pid=41, parent_tid=41,
+                  clone_flags=0, thread=False),
+        # deeper than the record keeps: the levels it did not keep are 0
+        ForkEvent(**common(vpid=1, vpids=(42, 2, 3, 4, 5, 6, 7, 8, 0, 0, 1)), parent_pid=41,
+                  parent_tid=41, clone_flags=0, thread=False),
     ]
     for ev in odd:
         line = EventLines().line(ev)
@@ -158,6 +167,21 @@ def test_the_odd_cases_round_trip():
     assert d["comm"] == "a\nb\ufffd\ufffd" and "comm_base64" in d and "argv_base64" in d
     assert "old_pid" not in json.loads(EventLines().line(odd[1]))
     assert json.loads(EventLines().line(odd[3]))["reaper"] is None
+    nested = json.loads(EventLines().line(odd[4]))
+    assert (nested["vpids"], nested["ns_uid"], nested["ns_gid"]) == ([42, 7, 1], 0, ID_UNMAPPED)
+    assert json.loads(EventLines().line(odd[5]))["vpids"] == [42, 42]
+    plain = json.loads(EXACT[0][1])  # one level, ids the host's: nothing more written
+    assert not {"vpids", "ns_uid", "ns_gid"} & set(plain)
+
+
+def test_pid_levels_that_do_not_agree_are_refused():
+    good = json.loads(EXACT[0][1])  # pid 42, vpid 42
+    for vpids, why in (([], "fewer than 1 items"), ([41, 42], "does not agree"),
+                       ([42, 7], "does not agree"), ([42, "7", 42], r"\[1\]"),
+                       ([42] * 34, "more than 33 items")):
+        with pytest.raises(Invalid, match=why):
+            EventReader().read({**good, "vpids": vpids})
+    assert EventReader().read({**good, "vpids": [42, 9, 42]}).vpids == (42, 9, 42)
 
 
 def test_absent_optional_fields_take_the_contracts_defaults():
