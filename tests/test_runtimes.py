@@ -197,6 +197,12 @@ def test_rootless_podman_is_attributed_with_the_ids_it_sees(capture, rootless):
     line = TextRenderer(cap.session.header.host_ns, cap.session.header.start_ktime_ns).line(ev)
     assert "+user" in line and f"id 0:0 (host {ev.uid}:{ev.gid})" in line, line
     assert line.endswith(f"@podman:{ROOTLESS_NAME}"), line
+    # podman exec: its own monitor's lineage ties the process that joins to the container
+    joined = [e for e in cap.events if isinstance(e, ExecEvent) and not e.ret
+              and e.argv == ("sh", "-c", "id -u; id -g")]
+    assert joined and all(e.container is not None and e.container.id == cid
+                          and e.ns.pid == ev.ns.pid and (e.ns_uid, e.ns_gid) == (0, 0)
+                          for e in joined), joined
 
 
 NSPAWN_MACHINE = "ctrtrace-ns"
