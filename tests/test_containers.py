@@ -490,3 +490,50 @@ def test_a_shim_from_proc_matches_its_events_to_the_clock_tick():
     assert r.attribute_process("host/x", 5, 100, 5_004_000_000).source == "shim"
     r.on_fork(101, 100, 100, start=6_000_000_000, parent_start=5_004_000_000)
     assert r.attribute_process("host/x", 5, 101, 6_000_000_000).source == "shim"
+
+
+def _conmon(pid: int, cid: str, start: int, uid: int = 995):
+    from tracer.model.events import Namespaces
+    from tracer.state.proctable import Process
+
+    storage = "/home/u/.local/share/containers/storage/vfs-containers"
+    return Process(pid=pid, ppid=1, comm="conmon", uid=uid, from_proc=True,
+                   argv=("/usr/bin/conmon", "-c", cid, "-n", "web", "-b",
+                         f"{storage}/{cid}/userdata"),
+                   start_ns=start, ns=Namespaces(mnt=50))
+
+
+def test_a_rootless_container_teaches_its_mount_namespace_by_its_init():
+    """No cgroup of its own: the container's init (PID 1 of its pid namespace),
+    known by its monitor's lineage, teaches its mount namespace, so that a
+    process entering it (nsenter) is the container's.  The monitor and runc,
+    in the mount namespace every rootless container of the user shares, do
+    not teach theirs."""
+    cid = "e" * 64
+    r = ContainerResolver(None, Namespaces(mnt=1))
+    r.on_exec(100, _conmon(100, cid, 1_000).argv, start=1_000, uid=995)
+    r.on_fork(101, 100, 100, start=2_000, parent_start=1_000)    # runc, in the user's shared mnt 50
+    assert r.attribute_process("u/x", 50, 101, 2_000, vpid=101).source == "shim"
+    r.on_fork(102, 101, 100, start=3_000, parent_start=1_000)    # the init, new mnt 60
+    assert r.attribute_process("u/x", 60, 102, 3_000, vpid=1).source == "shim"
+    joined = r.attribute_process("u/x", 60, 500, 9_000, vpid=7)  # nsenter'd: no lineage
+    assert joined is not None and (joined.id, joined.source) == (cid, "namespace")
+    assert r.attribute_process("u/x", 50, 501, 9_000, vpid=501) is None  # the shared one
+    # its exit (init, vpid 1) forgets the namespace: the inode may be reused
+    r.on_exit(102, 1, 60, joined, 3_000)
+    assert r.attribute_process("u/x", 60, 502, 9_500, vpid=9) is None
+
+
+def test_containers_running_at_start_are_known_by_their_monitors_lineage():
+    from tracer.state.proctable import Process
+
+    cid = "f" * 64
+    init = Process(pid=201, ppid=200, comm="sleep", argv=("sleep", "60"), start_ns=7_000,
+                   ns=Namespaces(mnt=70), vpid=1, from_proc=True)
+    other = Process(pid=300, ppid=1, comm="bash", argv=("bash",), start_ns=8_000,
+                    ns=Namespaces(mnt=1), from_proc=True)
+    r = ContainerResolver(None, Namespaces(mnt=1))
+    r.seed([init, other, _conmon(200, cid, 6_000)], lambda pid: Namespaces())  # any order
+    c = r.attribute_process("u/x", 70, 201, 7_000, vpid=1)
+    assert c is not None and (c.id, c.name, c.source) == (cid, "web", "shim")
+    assert r.attribute_process("u/x", 1, 300, 8_000, vpid=300) is None

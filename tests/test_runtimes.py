@@ -11,6 +11,7 @@ import subprocess
 import pytest
 from conftest import lsns_agrees, lsns_of, nspid, proc_ns
 
+from tracer.model.contract import ID_UNMAPPED
 from tracer.model.events import ExecEvent
 from tracer.output.text import TextRenderer
 
@@ -205,6 +206,32 @@ def test_rootless_podman_is_attributed_with_the_ids_it_sees(capture, rootless):
                           for e in joined), joined
 
 
+def test_a_rootless_container_running_before_the_trace_and_a_process_entering_it(
+        capture, rootless):
+    """Known from /proc at the start by its monitor's lineage, and its mount
+    namespace taught by its init: root entering it with nsenter is its."""
+    rootless("rm", "-f", "-t", "0", ROOTLESS_NAME, check=False)
+    try:
+        cid = rootless(*PODMAN_RUN[1:], "--network", "none", "--name", ROOTLESS_NAME,
+                       "localhost/alpine:latest", "sleep", "60")
+        pid = int(rootless("inspect", "-f", "{{.State.Pid}}", ROOTLESS_NAME))
+        cap = capture()
+        init = next(p for p in cap.session.table if p.pid == pid)
+        assert init.container is not None and (init.container.id, init.container.name) == (
+            cid, ROOTLESS_NAME)
+        subprocess.run(["nsenter", "-t", str(pid), "-m", "-p", "-U", "--preserve-credentials",
+                        "true"], check=True, timeout=30)
+        ev = cap.wait_for(lambda e: isinstance(e, ExecEvent) and not e.ret
+                          and e.argv == ("true",), timeout=10)
+        cap.finish()
+    finally:
+        rootless("rm", "-f", "-t", "0", ROOTLESS_NAME, check=False)
+    c = ev.container
+    assert c is not None and (c.id, c.name, c.source) == (cid, ROOTLESS_NAME, "namespace")
+    # root on the host, entering with its own ids: the namespace maps none of them
+    assert (ev.uid, ev.ns_uid) == (0, ID_UNMAPPED) and ev.ns.mnt == init.ns.mnt
+
+
 NSPAWN_MACHINE = "ctrtrace-ns"
 
 
@@ -245,9 +272,14 @@ def test_systemd_nspawn_without_systemd_is_attributed_by_its_lineage(capture, bu
     assert ev.ns.mnt != cap.session.header.host_ns.mnt
     assert ev.ns.pid != cap.session.header.host_ns.pid
     c = ev.container
-    assert c is not None and (c.runtime, c.id, c.name, c.source) == (
-        "systemd-nspawn", NSPAWN_MACHINE, NSPAWN_MACHINE, "shim")
+    assert c is not None and (c.runtime, c.id, c.name) == (
+        "systemd-nspawn", NSPAWN_MACHINE, NSPAWN_MACHINE)
     assert c.label == f"systemd-nspawn:{NSPAWN_MACHINE}"
+    # the machine's init is its by nspawn's lineage when it is made; from then
+    # on its mount namespace, which it taught, says so first
+    fork = next(e for e in cap.events if e.type == "fork" and e.pid == ev.pid)
+    assert fork.container is not None and fork.container.source == "shim"
+    assert c.source == "namespace"
 
 
 LXC_NAME = "ctrtrace-lxc"

@@ -129,7 +129,7 @@ class Session:
         self.resolver.seed(self.table, system.read_ns)
         for proc in self.table:
             proc.container = self.resolver.attribute_process(proc.cgroup, proc.ns.mnt, proc.pid,
-                                                             proc.start_ns)
+                                                             proc.start_ns, vpid=proc.vpid)
         processes, omitted = snapshot(self.table)
         self.header = Header(
             hostname=system.hostname(),

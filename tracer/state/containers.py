@@ -304,20 +304,24 @@ class ContainerResolver:
     # -- what is known before the trace starts --------------------------------
 
     def seed(self, table: Iterable, ns_of_pid) -> None:
-        """What existed before the trace: shims (from /proc's command lines), and
-        the running containers' names, images and mount namespaces (from Docker)."""
-        for proc in table:
+        """What existed before the trace: shims (from /proc's command lines) and
+        their descendants, and the running containers' names, images and
+        mount namespaces (from Docker)."""
+        procs = sorted(table, key=lambda p: (p.start_ns, p.pid))  # parents first
+        for proc in procs:
             shim = shim_container(proc.argv)
             if shim is not None:
                 self._by_pid[proc.pid] = (proc.start_ns, True, self._shim_key(*shim))
             monitor = conmon_container(proc.argv)
             if monitor is not None:
-                self._by_pid[proc.pid] = (proc.start_ns, True, ("podman", monitor[0]))
-                if monitor[2]:
-                    self.podman.follow(monitor[2], proc.uid)
+                self._monitor(proc.pid, proc.start_ns, True, monitor, proc.uid)
             machine = nspawn_container(proc.argv)
             if machine is not None:
                 self._by_pid[proc.pid] = (proc.start_ns, True, ("systemd-nspawn", machine))
+            elif proc.pid not in self._by_pid and proc.ppid in self._by_pid:
+                # a container's init and the rest below its runtime's monitor: by
+                # lineage too (a rootless podman container has no cgroup of its own)
+                self._by_pid[proc.pid] = (proc.start_ns, True, self._by_pid[proc.ppid][2])
         if self.client is None:
             return
         self._watch = self.client.follow(self._on_created, self._on_engine_back)
@@ -348,13 +352,17 @@ class ContainerResolver:
         return entry[2]
 
     def attribute_process(self, cgroup: str, mnt: int, pid: int,
-                          start: int = 0, teaches: bool = True) -> Container | None:
+                          start: int = 0, teaches: bool = True,
+                          vpid: int = 0) -> Container | None:
         """The decision, in order of trust, for a process (seen at start-up or
         at an event); start: its start time (0: unknown).  teaches: whether a
-        process in a container's cgroup teaches that its mount namespace is
+        process in a container's cgroup, or the container's init (vpid 1)
+        known by its runtime's lineage, teaches that its mount namespace is
         the container's -- not as it exits: the members a container's init
         leaves behind exit after it, and the namespace's inode is free for
-        reuse once they have (by a rootless podman container, say)."""
+        reuse once they have (by a rootless podman container, say).  Other
+        processes of a lineage do not teach: a rootless podman's monitor and
+        runc share one mount namespace with every container of that user."""
         try:
             found = self._by_cgroup[cgroup]
         except KeyError:  # a cgroup seen for the first time
@@ -375,6 +383,8 @@ class ContainerResolver:
         if pid in self._by_pid:  # most processes are no shim's: no call for them
             found = self._lineage(pid, start)
             if found is not None:
+                if teaches and vpid == 1 and mnt and mnt != self.host_mnt:
+                    self._by_mnt.setdefault(mnt, found)
                 return self._details_for(found[0], found[1], "shim")
         return None
 
@@ -510,7 +520,7 @@ class ContainerResolver:
         elif type(ev) is ExecEvent and not ev.ret:
             self.on_exec(ev.pid, ev.argv, ev.start_ns, ev.uid)
         found = self.attribute_process(ev.cgroup, ev.ns.mnt, ev.pid, ev.start_ns,
-                                       type(ev) is not ExitEvent)
+                                       type(ev) is not ExitEvent, ev.vpid)
         if type(ev) is ExitEvent:
             self.on_exit(ev.pid, ev.vpid, ev.ns.mnt, found, ev.start_ns)
         return found
@@ -540,16 +550,22 @@ class ContainerResolver:
             return
         monitor = conmon_container(argv)
         if monitor is not None:
-            self._by_pid[pid] = (start, False, ("podman", monitor[0]))
-            if monitor[2]:
-                self.podman.follow(monitor[2], uid)
-            if monitor[1] and monitor[0] not in self._details:
-                self._details[monitor[0]] = Container(id=monitor[0], name=monitor[1],
-                                                      runtime="podman")
+            self._monitor(pid, start, False, monitor, uid)
             return
         machine = nspawn_container(argv)
         if machine is not None:  # without systemd, nspawn makes no cgroup: its lineage
             self._by_pid[pid] = (start, False, ("systemd-nspawn", machine))
+
+    def _monitor(self, pid: int, start: int, from_proc: bool,
+                 monitor: tuple[str, str | None, str | None], uid: int) -> None:
+        """podman's monitor (conmon, run by uid): its lineage is its container's,
+        its command line names it and the storage that knows its image."""
+        cid, name, storage = monitor
+        self._by_pid[pid] = (start, from_proc, ("podman", cid))
+        if storage:
+            self.podman.follow(storage, uid)
+        if name and cid not in self._details:
+            self._details[cid] = Container(id=cid, name=name, runtime="podman")
 
     def on_exit(self, pid: int, vpid: int, mnt: int, found: Container | None,
                 start: int = 0) -> None:
