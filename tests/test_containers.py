@@ -14,13 +14,13 @@ from conftest import UnixServer
 
 from tracer.model.codec import event_of
 from tracer.model.events import Container, Header, Namespaces
+from tracer.model.files import read_owned
 from tracer.state.containers import (
     ContainerResolver,
     PodmanState,
     conmon_container,
     container_from_cgroup,
     pod_of_cgroup,
-    read_owned,
     shim_container,
 )
 from tracer.state.dockerapi import DockerClient, EventWatch

@@ -49,6 +49,19 @@ def _nested(levels: int, *command: str) -> list[str]:
     return ["unshare", "--fork", "--pid", "--kill-child"] * levels + list(command)
 
 
+def _innermost_sleep(cap, levels: int):
+    """sleep run levels pid namespaces down: its exec event and /proc's NSpid of it."""
+    p = subprocess.Popen(_nested(levels, "sleep", "30"))
+    try:
+        sleep = cap.wait_for(lambda e: e.type == "exec" and e.ret == 0
+                             and e.argv[:1] == ("sleep",) and e.vpid == 1, timeout=15)
+        truth = nspid(sleep.pid)
+    finally:
+        _kill(p)
+    cap.finish()
+    return sleep, truth
+
+
 def _kill(p: subprocess.Popen) -> None:
     p.kill()
     p.wait()
@@ -57,14 +70,7 @@ def _kill(p: subprocess.Popen) -> None:
 @pytest.mark.parametrize("levels", [1, 2, 3])
 def test_every_pid_level_of_nested_pid_namespaces(capture, levels):
     cap = capture()
-    p = subprocess.Popen(_nested(levels, "sleep", "30"))
-    try:
-        sleep = cap.wait_for(lambda e: e.type == "exec" and e.ret == 0
-                             and e.argv[:1] == ("sleep",) and e.vpid == 1, timeout=10)
-        truth = nspid(sleep.pid)
-    finally:
-        _kill(p)
-    cap.finish()
+    sleep, truth = _innermost_sleep(cap, levels)
     assert len(truth) == levels + 1
     assert sleep.vpids == truth and sleep.vpid == truth[-1] == 1 and sleep.pid == truth[0]
     # each unshare in between: one level less deep; its fork already at the child's level
@@ -90,16 +96,9 @@ def test_deeper_than_the_record_keeps(capture):
     """Nested past the levels the record keeps in full: every level is
     there, those it does not keep are 0, and the host's and the task's own
     pid are always right."""
-    levels = KEPT + 1  # the host's, 9 nested: one level not kept
+    levels = KEPT + 1  # ten nested: eleven levels, of which two are not kept
     cap = capture()
-    p = subprocess.Popen(_nested(levels, "sleep", "30"))
-    try:
-        sleep = cap.wait_for(lambda e: e.type == "exec" and e.ret == 0
-                             and e.argv[:1] == ("sleep",) and e.vpid == 1, timeout=15)
-        truth = nspid(sleep.pid)
-    finally:
-        _kill(p)
-    cap.finish()
+    sleep, truth = _innermost_sleep(cap, levels)
     assert len(truth) == levels + 1 <= PID_LEVELS_MAX
     assert len(sleep.vpids) == len(truth)
     kept = KEPT - 1  # levels 0..7 and the task's own

@@ -16,6 +16,8 @@ import os
 import stat
 from collections.abc import Callable
 
+from ..model.files import read_owned
+
 DEFAULT_DIR = "/var/cache/ctrtrace"
 
 
@@ -47,21 +49,7 @@ def safe_dir(path: str) -> bool:
 def read(path: str, limit: int) -> bytes | None:
     """A cached file's bytes, if it is ours, writable by us only and at most
     limit bytes; None otherwise (missing, a link, someone else's)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022
-                or st.st_size > limit):
-            return None
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(limit + 1)[:limit]
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    return read_owned(path, (os.geteuid(),), limit, private=True)
 
 
 def write(out: str, fill: Callable[[int], bool]) -> bool:

@@ -23,12 +23,12 @@ import functools
 import json
 import os
 import re
-import stat
 import threading
 import time
 from collections.abc import Iterable
 
 from ..model.events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
+from ..model.files import read_owned
 from .dockerapi import DockerClient, EventWatch
 from .proctable import same_start
 
@@ -169,30 +169,6 @@ def nspawn_container(argv: tuple[str, ...]) -> str | None:
 PODMAN_STATE = "/var/lib/containers/storage/overlay-containers/containers.json"
 PODMAN_STATE_MAX = 64 << 20
 PODMAN_STATES_MAX = 64  # storages followed (one a podman user, rootful and rootless)
-
-
-def read_owned(path: str, owners: Iterable[int], limit: int) -> bytes | None:
-    """A regular file's bytes (None past limit), when one of owners owns it.
-
-    A rootless user's storage is the user's: ctrtrace, as root, does not
-    follow a link as its last part, block on a FIFO, or read a file that
-    is not theirs (or root's)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid not in owners or st.st_size > limit:
-            return None
-        data = b""
-        while len(data) <= limit and (more := os.read(fd, limit + 1 - len(data))):
-            data += more
-        return data if len(data) <= limit else None
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 class _StateFile:
