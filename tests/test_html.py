@@ -96,6 +96,24 @@ def test_one_lane_per_process_of_the_trace():
     assert len(doc["events"]) == sum(1 for ev in events if not (ev.type == "fork" and ev.thread))
 
 
+def test_a_lane_and_its_events_say_the_levels_and_ids():
+    """A process nested two pid namespaces down, mapped to root inside its
+    user namespace: its lane and its event say so in the text view's words."""
+    reader = TraceReader(str(DATA / "docker-run.jsonl"))
+    events = [ev for _, _, ev in reader]
+    reader.close()
+    fork = next(ev for ev in events if ev.type == "fork" and not ev.thread)
+    nested = fork.replace(pid=90001, tid=90001, vpid=1, vpids=(90001, 7, 1), uid=100000,
+                          gid=100000, ns_uid=0, ns_gid=0)
+    doc = model(reader.header, events + [nested])
+    words = "pids 90001/7/1  id 0:0 (host 100000:100000)"
+    lane = next(lane for lane in doc["lanes"] if lane[0] == 90001)
+    assert doc["strings"][lane[13]] == words
+    assert doc["strings"][doc["events"][-1][4]].endswith(words)
+    plain = [lane for lane in doc["lanes"] if lane[0] != 90001]
+    assert all(doc["strings"][lane[13]] == "" for lane in plain)
+
+
 def test_chromium_draws_it_with_the_namespaces_proc_showed(tmp_path):
     path = _page("docker-run", tmp_path)
     dom, stderr = _dom(path)

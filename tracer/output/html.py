@@ -128,7 +128,7 @@ def model(header: Header, events: Iterable[ProcessEvent], note: str = "") -> dic
                           t.ns(ns) if ns is not None else -1),
                       "uid": d.get("uid", 0) if d else 0,
                       "cgroup": t.text(d.get("cgroup", "") if d else ""),
-                      "ppid": d.get("ppid", 0) if d else 0})
+                      "ppid": d.get("ppid", 0) if d else 0, "more": t.text("")})
         lane_of[(pid, start_ns)] = i
         alive[pid] = i
         if d is not None and d.get("ppid", 0) in known:
@@ -155,7 +155,8 @@ def model(header: Header, events: Iterable[ProcessEvent], note: str = "") -> dic
                           "argv": lanes[caller]["argv"], "start": us(ev.ktime_ns), "end": None,
                           "status": -1, "parent": -1, "birth": -1,
                           "container": container(ev), "ns": ns_i, "uid": ev.uid,
-                          "cgroup": t.text(ev.cgroup), "ppid": ev.ppid})
+                          "cgroup": t.text(ev.cgroup), "ppid": ev.ppid,
+                          "more": t.text(nesting(ev).strip())})
             lane_of[(ev.pid, ev.start_ns)] = i
             alive[ev.pid] = i
             link(i, parent)
@@ -166,6 +167,7 @@ def model(header: Header, events: Iterable[ProcessEvent], note: str = "") -> dic
         lane = lanes[i]
         lane["comm"] = t.text(ev.comm)
         lane["ns"], lane["vpid"], lane["cgroup"] = ns_i, ev.vpid, t.text(ev.cgroup)
+        lane["more"] = t.text(nesting(ev).strip())  # pid levels, ids inside: as the text view
         if ev.container is not None:
             lane["container"] = container(ev)
         ref, kind = -1, EXEC
@@ -201,7 +203,8 @@ def model(header: Header, events: Iterable[ProcessEvent], note: str = "") -> dic
         "nsSets": t.ns_sets,
         "containers": containers,
         "lanes": [[d["pid"], d["vpid"], d["comm"], d["argv"], d["start"], d["end"], d["status"],
-                   d["parent"], d["birth"], d["container"], d["ns"], d["uid"], d["cgroup"]]
+                   d["parent"], d["birth"], d["container"], d["ns"], d["uid"], d["cgroup"],
+                   d["more"]]
                   for d in lanes],
         "events": rows,
         "adoptions": adoptions,
