@@ -27,10 +27,11 @@ static __always_inline struct upid ct_pid_at_level(struct pid *pid)
 }
 
 /*
- * The reads below are branch-free: every record carries them, and the
- * verifier follows both sides of a branch through everything after it
- * until their states meet; under bcc (no bpf_loop) that is every turn of
- * the failed-exec argv loop.  CT_SELECT(mask, a, b) is a when mask is all
+ * The reads below do not branch on what they read (one branch: where a
+ * map keeps its extents): every record carries them, and the verifier
+ * follows both sides of a branch through everything after it until their
+ * states meet; under bcc (no bpf_loop) that is every turn of the
+ * failed-exec argv loop.  CT_SELECT(mask, a, b) is a when mask is all
  * ones, b when it is zero; ct_below(x, y) the mask of x < y.  The compiler
  * is kept from seeing the comparison in the mask (CT_OPAQUE): it would make
  * it a branch again.
