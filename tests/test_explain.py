@@ -40,6 +40,21 @@ def test_the_story_is_exact(name):
     assert _explained(name) == (DATA / f"{name}.explain.txt").read_text()
 
 
+def test_a_user_namespace_and_nested_levels_are_said():
+    """The same start, its PID 1 mapped to root inside a user namespace and
+    one pid level deeper: its fork says both, in the text view's words."""
+    reader = TraceReader(str(DATA / "docker-run.jsonl"))
+    events = [ev for _, _, ev in reader]
+    reader.close()
+    init = next(ev for ev in events if ev.type == "fork" and ev.vpid == 1)
+    moved = [ev.replace(uid=100000, gid=100000, ns_uid=0, ns_gid=0,
+                        vpids=(ev.pid, 4, 1)) if ev.pid == init.pid else ev for ev in events]
+    line = next(line for line in explain(reader.header, moved)
+                if f"forked {init.pid} " in line)
+    assert f"(PID 1 in its pid namespace, {init.pid}/4/1 from the host's down)" in line, line
+    assert line.endswith(", as id 0:0 (host 100000:100000)"), line
+
+
 def _table(text: str) -> dict[str, int]:
     """The namespace table of a story: type -> inode."""
     rows = re.findall(r"^\s+(\d+) (\w+)\s", text.split("Its namespaces", 1)[1], re.M)

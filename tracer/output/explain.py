@@ -258,13 +258,13 @@ class Story:
                      " host's down)")
         elif f.vpid != f.pid:
             line += f" (PID {f.vpid} in its pid namespace)"
-        if f.ns_uid != f.uid or f.ns_gid != f.gid:
-            line += f", as {ids_text(f.uid, f.gid, f.ns_uid, f.ns_gid)}"
         if f.parent_pid != f.ppid:
             line += f" with CLONE_PARENT: its parent is {self._who(f.ppid)}"
         new = [NS_FLAGS[b] for b in sorted(NS_FLAGS) if (f.clone_flags or 0) & b]
         if new:
             line += f", in new namespaces ({', '.join(new)})"
+        if f.ns_uid != f.uid or f.ns_gid != f.gid:
+            line += f", as {ids_text(f.uid, f.gid, f.ns_uid, f.ns_gid)}"
         return line
 
     def _exec_line(self, ev: ExecEvent, failed: int, creator: str) -> str:
