@@ -17,8 +17,11 @@ everything as root, and a skipped kernel test proves nothing.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -156,6 +159,54 @@ def lsns_agrees(ns, listed: dict[str, int]) -> bool:
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOBODY = 65534
+
+
+def _as_nobody(caps: str) -> list:
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+            f"--inh-caps={caps}", f"--ambient-caps={caps}"]
+
+
+@pytest.fixture(scope="session")
+def ctrtrace_as_nobody():
+    """run(caps, *args) -> ctrtrace run as uid 65534 with those capabilities.
+
+    From the tree when that user can read it; else from a copy of the package
+    and of click (not root, the command parses its options with click) in a
+    directory it can read, with the base interpreter."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1",
+           "CTRTRACE_CACHE_DIR": ""}
+    probe = subprocess.run(_as_nobody("-all") + [sys.executable, "-c", "import tracer.cli"],
+                           cwd=REPO, env=dict(env, PYTHONPATH=REPO), capture_output=True)
+    copy = None
+    if probe.returncode == 0:
+        python, path = sys.executable, REPO
+    else:
+        copy = tempfile.mkdtemp(prefix="ctrtrace-nobody-")
+        import click
+
+        for pkg in (os.path.join(REPO, "tracer"), os.path.dirname(click.__file__)):
+            shutil.copytree(pkg, os.path.join(copy, os.path.basename(pkg)),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        for root, dirs, files in os.walk(copy):
+            for name in dirs + ["."]:
+                os.chmod(os.path.join(root, name), 0o755)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o644)
+        python, path = os.path.realpath(sys.executable), copy
+
+    def run(caps: str, *args: str, code: str = "") -> subprocess.CompletedProcess:
+        """ctrtrace ARGS; with code, python -c CODE ARGS."""
+        how = ["-c", code] if code else ["-m", "tracer"]
+        return subprocess.run(_as_nobody(caps) + [python, *how, *args],
+                              cwd=path, env=dict(env, PYTHONPATH=path),
+                              capture_output=True, text=True, timeout=60)
+
+    yield run
+    if copy:
+        shutil.rmtree(copy)
+
+
 ENGINE = os.path.join(REPO, "scripts", "docker-engine")
 
 

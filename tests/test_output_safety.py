@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 from click.testing import CliRunner
+from conftest import NOBODY
 
 from tracer.cli import main
 
 pytestmark = pytest.mark.bpf
 
-NOBODY = 65534
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
 def run(*args):
@@ -308,3 +311,29 @@ def test_a_closed_pipe_is_noticed_without_output():
     finally:
         err = p.stderr.read()
     assert "Traceback" not in err and "error" not in err, err
+
+
+@pytest.mark.parametrize("option", ["--dot", "--html"])
+def test_a_user_replaying_replaces_its_own_file_it_cannot_read(ctrtrace_as_nobody, option):
+    """An output is written, not read: a user's own write-only file at the
+    name is replaced (not refused as unreadable), with the user's own file."""
+    d = tempfile.mkdtemp(prefix="ctrtrace-out-")
+    try:
+        os.chown(d, NOBODY, NOBODY)
+        rec = os.path.join(d, "run.jsonl")
+        shutil.copy(os.path.join(DATA, "docker-run.jsonl"), rec)
+        os.chmod(rec, 0o644)
+        out = os.path.join(d, "out")
+        with open(out, "w") as f:
+            f.write("old\n")
+        os.chown(out, NOBODY, NOBODY)
+        os.chmod(out, 0o200)
+        r = ctrtrace_as_nobody("-all", "replay", rec, option, out)
+        assert r.returncode == 0, r.stderr
+        st = os.stat(out)
+        assert st.st_uid == NOBODY and stat.S_IMODE(st.st_mode) & 0o400
+        with open(out) as f:
+            text = f.read()
+        assert text != "old\n" and "sleep-container" in text
+    finally:
+        shutil.rmtree(d)

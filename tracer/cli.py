@@ -56,9 +56,9 @@ def filter_options(f: Callable) -> Callable:
                      help="Show the namespace table (like lsns)."),
         click.option("--explain", is_flag=True,
                      help="Tell how each container (or new pid namespace) started, step by step."),
-        click.option("--dot", metavar="FILE", type=click.Path(dir_okay=False),
+        click.option("--dot", metavar="FILE", type=click.Path(dir_okay=False, readable=False),
                      help="Write the process tree as a Graphviz diagram (FILE.svg: drawn by dot)."),
-        click.option("--html", metavar="FILE", type=click.Path(dir_okay=False),
+        click.option("--html", metavar="FILE", type=click.Path(dir_okay=False, readable=False),
                      help="Write the trace as a page to look at: a timeline, offline."),
     ]
     for o in reversed(opts):
@@ -83,7 +83,8 @@ def color_option(f: Callable) -> Callable:
 @click.option("-d", "--duration", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Stop after this many seconds.")
 @filter_options
-@click.option("-w", "--write", "write", metavar="FILE", type=click.Path(dir_okay=False),
+@click.option("-w", "--write", "write", metavar="FILE",
+              type=click.Path(dir_okay=False, readable=False),
               help="Record every event to FILE (JSON Lines; .gz compresses), as the view prints.")
 @click.option("--threads", is_flag=True, help="Also show the creation of threads.")
 @click.option("--docker-socket", metavar="PATH",
