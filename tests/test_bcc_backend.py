@@ -21,7 +21,7 @@ import textwrap
 import pytest
 
 from tracer.commands.session import Session, TraceOptions
-from tracer.kernel import bcc, bpfsys, kheaders, kstructs, layout, loader
+from tracer.kernel import bcc, bpfsys, host, kheaders, kstructs, layout, loader
 from tracer.kernel.btf import Btf
 from tracer.kernel.libbpf import BpfObject
 from tracer.model.events import ForkEvent
@@ -159,7 +159,7 @@ def test_the_headers_build_compiles_and_loads(kernel_btf, tmp_path, monkeypatch)
     built = bcc.build(bcc.source_dir(), headers, bcc.Offsets(True, kernel_btf))
     progs = bcc.BccPrograms(1 << 20)
     try:
-        progs.configure(loader.config_for(loader.LoadConfig(), 1 << 20))
+        progs.configure(host.config_for(host.LoadConfig(), 1 << 20))
         assert len(progs.load(built, bcc.programs(_source()))) == len(bcc.programs(_source()))
     finally:
         progs.close()

@@ -236,7 +236,8 @@ def variants(tmp_path_factory):
 
 def _loaded(path: str):
     """The object loaded and attached as ctrtrace loads it (this process ignored)."""
-    from tracer.kernel.loader import LoadConfig, ProgramLoader
+    from tracer.kernel.host import LoadConfig
+    from tracer.kernel.loader import ProgramLoader
 
     return ProgramLoader(LoadConfig(bpf_object=path)).result()
 

@@ -14,7 +14,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-import tracer.kernel.loader
+import tracer.kernel.host
 from tracer.cli import main
 from tracer.kernel.layout import NS_NAMES
 from tracer.model.events import EVENT_TYPES
@@ -150,19 +150,19 @@ def _one_line_error(r, status: int, text: str) -> None:
 
 
 def test_not_root(monkeypatch):
-    monkeypatch.setattr(tracer.kernel.loader, "effective_caps", lambda: 0)
+    monkeypatch.setattr(tracer.kernel.host, "effective_caps", lambda: 0)
     _one_line_error(run(["-d", "0"]), 3, "needs root")
 
 
 @pytest.mark.root
 def test_no_btf(monkeypatch):
-    monkeypatch.setattr(tracer.kernel.loader, "BTF_PATH", "/nonexistent/vmlinux")
+    monkeypatch.setattr(tracer.kernel.host, "BTF_PATH", "/nonexistent/vmlinux")
     _one_line_error(run(["-d", "0"]), 4, "no BTF")
 
 
 @pytest.mark.root
 def test_no_tracefs(monkeypatch):
-    monkeypatch.setattr(tracer.kernel.loader, "TRACEFS_PATHS", ("/nonexistent/tracing",))
+    monkeypatch.setattr(tracer.kernel.host, "TRACEFS_PATHS", ("/nonexistent/tracing",))
     _one_line_error(run(["-d", "0"]), 4, "tracefs is not mounted")
 
 

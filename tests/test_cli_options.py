@@ -8,7 +8,7 @@ import dataclasses
 from tracer.cli import main
 from tracer.commands.filters import FilterSpec
 from tracer.commands.live import App, LiveOptions
-from tracer.kernel.loader import KernelFilters, LoadConfig
+from tracer.kernel.host import KernelFilters, LoadConfig
 
 
 def parsed(*args: str) -> LiveOptions:

@@ -8,7 +8,8 @@ import struct
 import pytest
 
 from tracer.kernel import btf, corebtf
-from tracer.kernel.loader import LoadConfig, ProgramLoader, default_object_path
+from tracer.kernel.host import LoadConfig
+from tracer.kernel.loader import ProgramLoader, default_object_path
 
 BPF_LD_IMM64 = 0x18
 BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE = 1, 2

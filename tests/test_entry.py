@@ -121,7 +121,7 @@ def test_options_that_change_the_load_are_never_guessed_default(p, monkeypatch):
 
 
 def test_the_default_load_is_what_the_preload_loads():
-    from tracer.kernel.loader import LoadConfig
+    from tracer.kernel.host import LoadConfig
 
     assert LiveOptions().load_config() == LoadConfig()
 

@@ -60,8 +60,8 @@ def test_no_capabilities_is_the_privileges_message(ctrtrace_as_nobody):
 # searched but a tracepoint's id file is closed): libbpf's attach is refused
 PAST_THE_CHECK = """
 import sys
-import tracer.kernel.loader as loader
-loader.ensure_tracefs = lambda: loader.TRACEFS_PATHS[0]
+import tracer.kernel.host as host
+host.ensure_tracefs = lambda: host.TRACEFS_PATHS[0]
 from tracer.entry import main
 sys.argv[0] = "ctrtrace"
 main()

@@ -242,7 +242,8 @@ def test_capture_starts_when_the_programs_load(tmp_path):
     import shutil
 
     from tracer.commands.session import Session, TraceOptions
-    from tracer.kernel.loader import LoadConfig, ProgramLoader
+    from tracer.kernel.host import LoadConfig
+    from tracer.kernel.loader import ProgramLoader
 
     probe = tmp_path / "before-open"
     shutil.copy("/bin/true", probe)

@@ -22,7 +22,7 @@ from .commands.live import (
     run,
     stdout_failed,
 )
-from .kernel.loader import BACKENDS, DEFAULT_RINGBUF_BYTES
+from .kernel.host import BACKENDS, DEFAULT_RINGBUF_BYTES
 from .model.errors import CtrtraceError
 
 __all__ = ["App", "main"]

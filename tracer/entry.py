@@ -21,7 +21,7 @@ import gc
 import os
 import sys
 
-# Options that change what is loaded (loader.LoadConfig), as they begin on the
+# Options that change what is loaded (host.LoadConfig), as they begin on the
 # command line ("--pid=1", "-p1" and "-cbash" included), and words that mean
 # no live trace at all.  Anything after "--" is the traced command's.
 _LOAD_OPTIONS = ("-p", "--pid", "-c", "--comm", "--ns-changes", "--threads", "--buffer-size",
@@ -43,7 +43,8 @@ def speculative(args: list[str]) -> bool:
 def _preload(args: list[str]):  # -> Optional[loader.Loader]
     if not speculative(args):
         return None
-    from .kernel.loader import LoadConfig, start
+    from .kernel.host import LoadConfig
+    from .kernel.loader import start
     from .model.errors import CtrtraceError
 
     try:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..kernel.loader import KernelFilters
+from ..kernel.host import KernelFilters
 from ..model.contract import COMM_MAX, parse_iso_ts
 from ..model.errors import CtrtraceError, ExitStatus
 from ..model.events import ExitEvent, ForkEvent, Header, ProcessEvent

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from ..kernel.loader import DEFAULT_RINGBUF_BYTES, LoadConfig, Loader, start
+from ..kernel.host import DEFAULT_RINGBUF_BYTES, LoadConfig
+from ..kernel.loader import Loader, start
 from ..model.errors import CtrtraceError, ExitStatus
 from ..model.escape import escape, escape_lines
 from .options import TraceOptions, kernel_filtered
@@ -64,7 +65,7 @@ class LiveOptions:
     docker_socket: str | None = None
     no_docker: bool = False
     buffer_size: int = DEFAULT_RINGBUF_BYTES >> 20  # MiB
-    backend: str = "auto"  # loader.BACKENDS
+    backend: str = "auto"  # host.BACKENDS
     linger: float = 0.5
     color: str = "auto"  # COLOR_MODES: colour in the text view
     command: list[str] | None = None  # what follows "--"

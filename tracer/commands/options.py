@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..kernel.loader import KernelFilters, LoadConfig
+from ..kernel.host import KernelFilters, LoadConfig
 from ..kernel.schedule import reader_slice_ns
 
 

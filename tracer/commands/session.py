@@ -31,7 +31,8 @@ from typing import (
 
 from ..kernel import layout
 from ..kernel.decode import Decoder
-from ..kernel.loader import DEFAULT_RINGBUF_BYTES, Loader, Programs, default_object_path, start
+from ..kernel.host import DEFAULT_RINGBUF_BYTES
+from ..kernel.loader import Loader, Programs, default_object_path, start
 from ..kernel.ringbuf import RecordReader, open_reader
 from ..kernel.schedule import giving_way
 from ..model.errors import CtrtraceError, ExitStatus

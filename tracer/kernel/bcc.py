@@ -32,8 +32,8 @@ import time
 from typing import NamedTuple
 
 from ..model.errors import CtrtraceError, ExitStatus
-from . import bpfsys, cache, corebtf, kheaders, layout
-from .loader import LoadConfig, check_host, config_for, ensure_tracefs, ringbuf_size
+from . import bpfsys, cache, corebtf, host, kheaders, layout
+from .host import LoadConfig, check_host, config_for, ensure_tracefs, ringbuf_size
 
 SOURCE_NAME = "ctrtrace.bpf.c"
 BUILD_FORMAT = "ctrtrace-bcc-build 1"
@@ -390,9 +390,7 @@ def choose_offsets(headers: kheaders.Headers, btf_path: str | None = None) -> Of
     only if they are this kernel's (another's would be read at the wrong
     offsets, silently).  $CTRTRACE_BCC_OFFSETS=headers takes the headers
     even with BTF there."""
-    from . import loader
-
-    has_btf = os.path.exists(btf_path or loader.BTF_PATH)
+    has_btf = os.path.exists(btf_path or host.BTF_PATH)  # read now: tests point it elsewhere
     wanted = os.environ.get(OFFSETS_ENV, "")
     if wanted not in ("", "btf", "headers"):
         raise CtrtraceError(f"{OFFSETS_ENV} is btf or headers, not {wanted!r}", ExitStatus.USAGE)

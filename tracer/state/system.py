@@ -1,6 +1,6 @@
 """Facts about the host: its namespaces, name, kernel and clocks.
 
-(What it must offer before the BPF programs can load is checked in loader.py.)
+(What it must offer before the BPF programs can load is checked in kernel/host.py.)
 """
 
 from __future__ import annotations
