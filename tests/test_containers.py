@@ -5,6 +5,7 @@ a unix socket; tests/test_docker.py has the real one)."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,12 +16,16 @@ from conftest import UnixServer
 from tracer.model.codec import event_of
 from tracer.model.events import Container, Header, Namespaces
 from tracer.model.files import read_owned
+from tracer.state import containers
 from tracer.state.containers import (
+    PODMAN_ENTRIES_MAX,
+    PODMAN_TEXT_MAX,
     ContainerResolver,
     PodmanState,
     conmon_container,
     container_from_cgroup,
     pod_of_cgroup,
+    podman_entries,
     shim_container,
 )
 from tracer.state.dockerapi import DockerClient, EventWatch
@@ -156,6 +161,63 @@ def test_a_rootless_storage_is_read_only_when_its_user_owns_it(tmp_path):
     assert read_owned(str(target), {me + 1}, 1 << 20) is None  # not the owner's
     assert read_owned(str(target), {me}, 8) is None            # past the limit
     assert read_owned(str(link), {me}, 1 << 20) is None
+
+
+# podman 4.3's entry for a container, as it wrote it on this machine
+PODMAN_ENTRY = {
+    "id": "1f5787073acc6a17b3fba3d17b381eb4e163259d2f3e2a8b9e47fd4d89926c20",
+    "names": ["ratio-probe"],
+    "image": "143e1d4372ccea3c3ac759bdfbcbdd1751dafdb387432a1740fac86f163ed9bf",
+    "layer": "5c218659bb816e9c3091f5418f29cfc0f1af995da362df94d624d8ab9df83d29",
+    "metadata": json.dumps({"image-name": "localhost/alpine:latest",
+                            "image-id": "143e1d4372ccea3c3ac759bdfbcbdd1751dafdb387432a1740fac86f163ed9bf",
+                            "name": "ratio-probe", "created-at": 1796278878},
+                           separators=(",", ":")),
+    "created": "2026-12-03T06:21:18.976934661Z",
+    "flags": {"MountLabel": "", "ProcessLabel": ""},
+}
+
+
+def _entry(i: int, **fields) -> dict:
+    return dict(PODMAN_ENTRY, id=f"{i:064x}", **fields)
+
+
+def test_a_storage_list_is_read_within_bounds():
+    """A list podman wrote is read; what a user could write instead is read
+    only as far as podman's own lists go: no nesting past the parser's depth,
+    no more than a bracket in 32 bytes (millions of objects), the newest
+    entries only, names and images cut short."""
+    real = json.dumps([PODMAN_ENTRY], separators=(",", ":")).encode()
+    assert podman_entries(real) == {PODMAN_ENTRY["id"]: ("ratio-probe", "localhost/alpine:latest")}
+    many = json.dumps([_entry(i) for i in range(PODMAN_ENTRIES_MAX + 10)]).encode()
+    found = podman_entries(many)
+    assert found is not None and len(found) == PODMAN_ENTRIES_MAX
+    assert f"{PODMAN_ENTRIES_MAX + 9:064x}" in found and f"{9:064x}" not in found  # the newest
+    assert podman_entries(b"[" * 100_000) is None
+    assert podman_entries(b'[{"id":"a","names":["' + b"[" * 5000 + b'"]}]') is None
+    assert podman_entries(b"[" + b"{}," * 300_000 + b"{}]") is None
+    assert podman_entries(b"{}") is None and podman_entries(b"not json") is None
+    long = podman_entries(json.dumps([_entry(1, names=["n" * 10_000],
+                                             metadata=json.dumps({"image-name": "i" * 10_000}))
+                                      ]).encode())
+    assert long == {f"{1:064x}": ("n" * PODMAN_TEXT_MAX, "i" * PODMAN_TEXT_MAX)}
+    odd = podman_entries(json.dumps([_entry(1, names=[7], metadata="[1"), {"id": 5}, 3,
+                                     _entry(2, names=[], metadata=json.dumps([1]))]).encode())
+    assert odd == {f"{1:064x}": (None, None), f"{2:064x}": (None, None)}
+
+
+def test_a_storage_list_read_again_replaces_what_it_said(tmp_path, monkeypatch):
+    """What a list said is forgotten when it is written anew (a long trace
+    does not keep every container ever listed)."""
+    path = tmp_path / "containers.json"
+    monkeypatch.setattr(containers, "RETRY_INTERVAL", 0)  # every lookup may read
+    path.write_text(json.dumps([_entry(1)]))
+    state = PodmanState(str(path))
+    assert state.lookup(f"{1:064x}") == ("ratio-probe", "localhost/alpine:latest")
+    path.write_text(json.dumps([_entry(2, names=["other"])]))
+    os.utime(path, ns=(1, 1))  # another mtime, whatever the clock's grain
+    assert state.lookup(f"{2:064x}") == ("other", "localhost/alpine:latest")
+    assert state.lookup(f"{1:064x}") is None
 
 
 def _reattribute(*names: str):

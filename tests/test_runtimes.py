@@ -7,9 +7,10 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 
 import pytest
-from conftest import lsns_agrees, lsns_of, nspid, proc_ns
+from conftest import NOBODY, lsns_agrees, lsns_of, nspid, proc_ns
 
 from tracer.model.contract import ID_UNMAPPED
 from tracer.model.events import ExecEvent
@@ -230,6 +231,36 @@ def test_a_rootless_container_running_before_the_trace_and_a_process_entering_it
     assert c is not None and (c.id, c.name, c.source) == (cid, ROOTLESS_NAME, "namespace")
     # root on the host, entering with its own ids: the namespace maps none of them
     assert (ev.uid, ev.ns_uid) == (0, ID_UNMAPPED) and ev.ns.mnt == init.ns.mnt
+
+
+def test_a_users_own_monitor_naming_a_hostile_storage(capture):
+    """Anyone can run a process called conmon whose bundle names a storage of
+    their own: a list nested past any parser's depth is not read as podman's,
+    and the trace goes on (it ended in a RecursionError once).  The processes
+    are still the id's, by lineage.  (Other hostile lists: test_containers.)"""
+    cid = "c" * 64
+    home = tempfile.mkdtemp(prefix="ctrtrace-storage-")
+    try:
+        os.chmod(home, 0o755)
+        bundle = os.path.join(home, "vfs-containers", cid, "userdata")
+        os.makedirs(bundle)
+        with open(os.path.join(home, "vfs-containers", "containers.json"), "w") as f:
+            f.write("[" * 100_000)
+        for root, dirs, files in os.walk(home):
+            for name in dirs + files:
+                os.chown(os.path.join(root, name), NOBODY, NOBODY)
+        cap = capture()
+        subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                        "bash", "-c", 'exec -a conmon sh -c "sleep 0.1; true" -c "$0" -b "$1"',
+                        cid, bundle], check=True, timeout=30)
+        ev = cap.wait_for(lambda e: isinstance(e, ExecEvent) and e.argv == ("sleep", "0.1"),
+                          timeout=10)
+        cap.finish()
+    finally:
+        shutil.rmtree(home)
+    c = ev.container
+    assert c is not None and (c.runtime, c.id, c.name, c.image) == ("podman", cid, None, None)
+    assert ev.uid == NOBODY
 
 
 NSPAWN_MACHINE = "ctrtrace-ns"

@@ -13,7 +13,7 @@ import gzip
 import io
 import sys
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -21,19 +21,9 @@ from ..model.codec import EventReader
 from ..model.contract import HEADER_LINE_MAX, LINE_MAX, Invalid, check_header, check_record
 from ..model.errors import CtrtraceError, ExitStatus
 from ..model.events import EVENT_TYPES, Header, ProcessEvent, Summary
+from ..model.jsonparse import NOT_JSON
+from ..model.jsonparse import loads as _loads
 
-try:  # much faster parsing where available; the json module is the fallback
-    import orjson as _orjson
-
-    _loads: Callable[[bytes], Any] = _orjson.loads
-except ImportError:  # pragma: no cover - exercised where orjson is absent
-    import json as _json
-
-    _loads = _json.loads
-
-# what loads() raises on a line that is not JSON (the json module: RecursionError
-# for nesting deeper than the interpreter's limit)
-_NOT_JSON = (ValueError, RecursionError)
 # what reading a damaged or cut-off compressed recording raises
 _DAMAGED = (EOFError, zlib.error, gzip.BadGzipFile)
 
@@ -113,7 +103,7 @@ class TraceReader:
             raise self._error(1, "not a ctrtrace trace (no ctrtrace header on the first line)")
         try:
             d = _loads(line)
-        except _NOT_JSON:
+        except NOT_JSON:
             raise self._error(
                 1, "not a ctrtrace trace (no ctrtrace header on the first line)") from None
         try:
@@ -148,7 +138,7 @@ class TraceReader:
             if line[-1:] == b"\n":
                 try:
                     d = loads(line)
-                except _NOT_JSON as e:
+                except NOT_JSON as e:
                     self.skip(lineno, f"corrupt line ({e})")
                     continue
                 try:

@@ -31,6 +31,7 @@ import threading
 import time
 from typing import NamedTuple
 
+from ..model import jsonparse
 from ..model.errors import CtrtraceError, ExitStatus
 from . import bpfsys, cache, corebtf, host, kheaders, layout
 from .host import LoadConfig, check_host, config_for, ensure_tracefs, ringbuf_size
@@ -188,9 +189,9 @@ def _compile(source: str, names: list[str], headers: kheaders.Headers,
                else f"failed (exit status {r.returncode})")
         raise CtrtraceError(f"bcc's compiler {how}: {detail[:500]}", ExitStatus.BPF)
     try:
-        out = json.loads(r.stdout)
+        out = jsonparse.loads(r.stdout)
         return {name: bytes.fromhex(out[name]) for name in names}
-    except (ValueError, KeyError, TypeError):
+    except (*jsonparse.NOT_JSON, KeyError, TypeError):
         raise CtrtraceError("bcc's compiler gave no programs", ExitStatus.BPF) from None
 
 
@@ -207,11 +208,11 @@ def parse_build(data: bytes, key: str, names: list[str]) -> dict[str, bytes] | N
         magic, _, body = data.partition(b"\n")
         if magic.decode() != BUILD_FORMAT:
             return None
-        doc = json.loads(body)
+        doc = jsonparse.loads(body)
         if doc.get("key") != key or sorted(doc["programs"]) != sorted(names):
             return None
         progs = {name: bytes.fromhex(doc["programs"][name]) for name in names}
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (*jsonparse.NOT_JSON, KeyError, TypeError, AttributeError):
         return None
     if any(not insns or len(insns) % 8 for insns in progs.values()):
         return None

@@ -20,13 +20,13 @@ once every RETRY_INTERVAL seconds and all at once when its event stream
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import threading
 import time
 from collections.abc import Iterable
 
+from ..model import jsonparse
 from ..model.events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
 from ..model.files import read_owned
 from .dockerapi import DockerClient, EventWatch
@@ -167,17 +167,56 @@ def nspawn_container(argv: tuple[str, ...]) -> str | None:
 
 
 PODMAN_STATE = "/var/lib/containers/storage/overlay-containers/containers.json"
-PODMAN_STATE_MAX = 64 << 20
-PODMAN_STATES_MAX = 64  # storages followed (one a podman user, rootful and rootless)
+# A storage's list is read as root and a rootless one is its user's to
+# write: what is read, parsed and kept of it is bounded.  Podman writes some
+# 500 bytes and five brackets a container; a list with more than one bracket
+# in 32 bytes is not podman's (and would parse into millions of objects).
+PODMAN_STATE_MAX = 16 << 20
+PODMAN_STATE_DENSITY = 32       # bytes a bracket at least
+PODMAN_STATES_MAX = 16          # storages followed (rootful, and a rootless one a user)
+PODMAN_ENTRIES_MAX = 4096       # containers kept of each list: its last, the newest
+PODMAN_TEXT_MAX = 255           # characters kept of a name or an image
 
 
 class _StateFile:
-    """One storage's list of containers, read again only when it changed."""
+    """One storage's list of containers, read again only when it changed;
+    what the last read found (id -> (name, image)) replaces what came before."""
 
     def __init__(self, owner: int) -> None:
         self.owner = owner
         self.seen: tuple[int, int] | None = None
         self.read_at = -RETRY_INTERVAL
+        self.entries: dict[str, tuple[str | None, str | None]] = {}
+
+
+def _text(value: object) -> str | None:
+    return value[:PODMAN_TEXT_MAX] if isinstance(value, str) else None
+
+
+def podman_entries(data: bytes) -> dict[str, tuple[str | None, str | None]] | None:
+    """id -> (name, image) of a storage's list of containers (containers.json),
+    or None if it is not one."""
+    if data.count(b"{") + data.count(b"[") > max(16, len(data) // PODMAN_STATE_DENSITY):
+        return None
+    try:
+        entries = jsonparse.loads(data)
+    except jsonparse.NOT_JSON:
+        return None
+    if not isinstance(entries, list):
+        return None
+    found: dict[str, tuple[str | None, str | None]] = {}
+    for e in entries[-PODMAN_ENTRIES_MAX:]:
+        if not isinstance(e, dict) or not isinstance(e.get("id"), str):
+            continue
+        names = e.get("names")
+        try:
+            meta = jsonparse.loads(e.get("metadata") or "{}")
+        except (*jsonparse.NOT_JSON, TypeError):
+            meta = None
+        image = meta.get("image-name") if isinstance(meta, dict) else None
+        found[e["id"][:PODMAN_TEXT_MAX]] = (
+            _text(names[0]) if isinstance(names, list) and names else None, _text(image))
+    return found
 
 
 class PodmanState:
@@ -188,7 +227,6 @@ class PodmanState:
 
     def __init__(self, path: str = PODMAN_STATE) -> None:
         self._files: dict[str, _StateFile] = {path: _StateFile(0)}
-        self._known: dict[str, tuple[str | None, str | None]] = {}
 
     def follow(self, path: str, owner: int) -> None:
         """A storage's list, as a monitor run by owner (a uid) names it."""
@@ -197,12 +235,14 @@ class PodmanState:
 
     def lookup(self, cid: str) -> tuple[str | None, str | None] | None:
         """(name, image) of a container id, or None."""
-        if cid not in self._known:
-            for path, state in self._files.items():
-                self._read(path, state)
-                if cid in self._known:
-                    break
-        return self._known.get(cid)
+        for state in self._files.values():
+            if cid in state.entries:
+                return state.entries[cid]
+        for path, state in self._files.items():
+            self._read(path, state)
+            if cid in state.entries:
+                return state.entries[cid]
+        return None
 
     def _read(self, path: str, state: _StateFile) -> None:
         now = time.monotonic()
@@ -219,21 +259,9 @@ class PodmanState:
         if data is None:
             return
         state.seen = (st.st_mtime_ns, st.st_size)
-        try:
-            entries = json.loads(data)
-        except ValueError:
-            return
-        if not isinstance(entries, list):
-            return
-        for e in entries:
-            try:
-                meta = json.loads(e.get("metadata") or "{}")
-                names = e.get("names") or [None]
-                name, image = names[0], meta.get("image-name")
-                if isinstance(name, (str, type(None))) and isinstance(image, (str, type(None))):
-                    self._known[str(e["id"])] = (name, image)
-            except (AttributeError, KeyError, TypeError, ValueError):
-                continue
+        found = podman_entries(data)
+        if found is not None:
+            state.entries = found
 
 
 def _info(cid: str, data: dict | None, runtime: str, source: str) -> Container:

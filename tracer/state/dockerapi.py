@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..model import jsonparse
+
 DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock"
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
@@ -161,8 +163,8 @@ class DockerClient:
         if resp.status != 200:
             return resp.status, None
         try:
-            return 200, json.loads(body)
-        except ValueError:
+            return 200, jsonparse.loads(body)
+        except jsonparse.NOT_JSON:
             return 200, None
 
     def _get(self, url: str):
@@ -275,8 +277,8 @@ class EventWatch:
         try:
             for line in resp.lines():
                 try:
-                    ev = json.loads(line)
-                except ValueError:
+                    ev = jsonparse.loads(line)
+                except jsonparse.NOT_JSON:
                     continue
                 actor = ev.get("Actor") or {}
                 if actor.get("ID"):
