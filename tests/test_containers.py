@@ -599,3 +599,18 @@ def test_containers_running_at_start_are_known_by_their_monitors_lineage():
     c = r.attribute_process("u/x", 70, 201, 7_000, vpid=1)
     assert c is not None and (c.id, c.name, c.source) == (cid, "web", "shim")
     assert r.attribute_process("u/x", 1, 300, 8_000, vpid=300) is None
+
+
+def test_an_engine_describing_containers_oddly_names_nothing_wrongly(engine, resolver_for):
+    """Fields not of the engine's types are not taken (a name that is not a
+    string is no name; a State that is not an object has no pid), at the
+    start and per event."""
+    engine.containers[CID1] = {"Id": CID1, "Name": 5, "Config": ["alpine"], "Image": {},
+                               "State": "running"}
+    engine.containers[CID2] = {"Id": CID2, "Name": "/two", "Config": {"Image": 7},
+                               "Image": "sha256:x", "State": {"Pid": "12"}}
+    r = resolver_for(engine)  # seeds from the engine's list and inspections
+    one = r.attribute_process(f"docker/{CID1}", 0, 1)
+    two = r.attribute_process(f"docker/{CID2}", 0, 1)
+    assert (one.id, one.name, one.image) == (CID1, None, None)
+    assert (two.id, two.name, two.image) == (CID2, "two", "sha256:x")

@@ -128,6 +128,21 @@ def test_broken_answers_give_none(serve, answer, reachable):
     assert client.reachable is reachable
 
 
+def test_answers_not_shaped_as_the_engines_are_not_taken(serve):
+    """Whatever answers on the socket: a list of containers keeps only what
+    describes one (an object with a string Id); an inspection that is not
+    one is no answer; nesting past the parser's depth is not JSON."""
+    good = {"Id": "a" * 64, "Names": ["/one"]}
+    listed = json.dumps([1, "x", None, [good], {"Id": 5}, {"Names": []}, good]).encode()
+    client = DockerClient(serve(ok(listed), ok(b"[" * 5000), ok(b'{"Id": 1}'),
+                               ok(b'["' + b"a" * 64 + b'"]'), ok(b"{}" * 3)).path)
+    assert client.running() == [good]
+    assert client.running() == []
+    assert client.inspect("a" * 64) is None
+    assert client.inspect("a" * 64) is None
+    assert client.container("a" * 64) == (200, None) and client.reachable is True
+
+
 def test_nobody_listening(tmp_path):
     path = str(tmp_path / "dead.sock")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -150,7 +165,7 @@ def test_an_engine_that_never_answers_costs_the_timeout(serve):
 
 
 def test_event_stream(serve):
-    ids = ["d" * 64, "e" * 64]
+    ids = ["d" * 64, "e" * 64, "f" * 64]
     opened, release = threading.Event(), threading.Event()
 
     def stream(conn):
@@ -158,8 +173,13 @@ def test_event_stream(serve):
         line0 = json.dumps({"Type": "container", "Action": "create",
                             "Actor": {"ID": ids[0], "Attributes": {"name": "one", "image": "alpine"}}})
         line1 = json.dumps({"Actor": {"ID": ids[1]}})
+        # not the engine's shapes: skipped, or only their strings taken
+        odd = ['[1, 2]', '{"Actor": [1]}', '{"Actor": {"ID": 7}}', '"' + "[" * 3000 + '"',
+               "[" * 5000, json.dumps({"Actor": {"ID": ids[2], "Attributes": {
+                   "name": ["x"], "image": "alpine"}}})]
         # a record split over chunks, two records in one chunk, garbage, a blank line
-        data = [line0[:10], line0[10:] + "\n", "not json\n\n" + line1 + "\n"]
+        data = [line0[:10], line0[10:] + "\n", "not json\n\n" + line1 + "\n",
+                "\n".join(odd) + "\n"]
         for part in data:
             conn.sendall(f"{len(part):x}\r\n{part}\r\n".encode())
         opened.set()
@@ -174,9 +194,10 @@ def test_event_stream(serve):
     assert len(_started_since(before)) == 1  # the watch's thread
     assert opened.wait(5)
     deadline = time.monotonic() + 5
-    while len(seen) < 2 and time.monotonic() < deadline:
+    while len(seen) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert seen == [(ids[0], {"name": "one", "image": "alpine"}), (ids[1], {})]
+    assert seen == [(ids[0], {"name": "one", "image": "alpine"}), (ids[1], {}),
+                    (ids[2], {"image": "alpine"})]
     query = server.requests[0].split()[1]
     assert query.startswith("/events?filters=")
     # the filter, percent-encoded: nothing but unreserved characters and %XX

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from ..model import jsonparse
 from ..model.events import Container, ExecEvent, ExitEvent, ForkEvent, Namespaces, ProcessEvent
 from ..model.files import read_owned
-from .dockerapi import DockerClient, EventWatch
+from .dockerapi import DockerClient, EventWatch, text_field
 from .proctable import same_start
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -265,11 +265,14 @@ class PodmanState:
 
 
 def _info(cid: str, data: dict | None, runtime: str, source: str) -> Container:
+    """A container as the engine describes it (dockerapi.described)."""
     if not data:
         return Container(id=cid, runtime=runtime, source=source)
-    name = (data.get("Name") or "").lstrip("/") or None
-    image = (data.get("Config") or {}).get("Image") or data.get("Image") or None
-    return Container(id=data.get("Id", cid), name=name, image=image, runtime=runtime, source=source)
+    name = (text_field(data, "Name") or "").lstrip("/") or None
+    config = data.get("Config")
+    image = (text_field(config, "Image") if isinstance(config, dict) else None) or text_field(
+        data, "Image")
+    return Container(id=data["Id"], name=name, image=image, runtime=runtime, source=source)
 
 
 class ContainerResolver:
@@ -336,8 +339,9 @@ class ContainerResolver:
             if not data:
                 continue
             self._details[data["Id"]] = _info(data["Id"], data, "docker", "cgroup")
-            pid = (data.get("State") or {}).get("Pid") or 0
-            if pid:
+            state = data.get("State")
+            pid = state.get("Pid") if isinstance(state, dict) else None
+            if isinstance(pid, int) and pid > 0:
                 mnt = ns_of_pid(pid).mnt
                 if mnt and mnt != self.host_mnt:
                     self._by_mnt[mnt] = ("docker", data["Id"])
@@ -460,7 +464,7 @@ class ContainerResolver:
         assert self.client is not None
         self._missing.add(cid)
         if not self._engine_down:
-            status, data = self.client.request(f"/containers/{cid}/json")
+            status, data = self.client.container(cid)
             if data:
                 known = self._details[cid] = _info(cid, data, runtime, source)
                 return known
@@ -500,7 +504,7 @@ class ContainerResolver:
                 if self._closed.is_set():
                     return
                 if cid not in self._details:  # else named by its creation event meanwhile
-                    status, data = self.client.request(f"/containers/{cid}/json")
+                    status, data = self.client.container(cid)
                     if status is None:
                         self._engine_down = True
                         break  # still away: the others wait for the next round too

@@ -203,11 +203,30 @@ class DockerClient:
             return None
         return EventWatch(self, on_container, None, first)
 
+    def container(self, cid: str) -> tuple[int | None, dict | None]:
+        """(HTTP status, the engine's description of a container, if it is one)."""
+        status, data = self.request(f"/containers/{cid}/json")
+        return status, described(data)
+
     def inspect(self, cid: str) -> dict | None:
-        return self._get(f"/containers/{cid}/json")
+        return self.container(cid)[1]
 
     def running(self) -> list[dict]:
-        return self._get("/containers/json") or []
+        data = self._get("/containers/json")
+        return [c for c in data if described(c)] if isinstance(data, list) else []
+
+
+def described(data: Any) -> dict | None:
+    """data if it describes a container as the engine does (an object with a
+    string Id), else None: whatever answers on the socket, what the resolver
+    reads has the engine's shape (its other fields are checked where read)."""
+    return data if isinstance(data, dict) and isinstance(data.get("Id"), str) else None
+
+
+def text_field(data: dict, key: str) -> str | None:
+    """data[key] if it is a non-empty string."""
+    value = data.get(key)
+    return value if isinstance(value, str) and value else None
 
 
 class EventWatch:
@@ -280,9 +299,11 @@ class EventWatch:
                     ev = jsonparse.loads(line)
                 except jsonparse.NOT_JSON:
                     continue
-                actor = ev.get("Actor") or {}
-                if actor.get("ID"):
-                    self._cb(actor["ID"], actor.get("Attributes") or {})
+                actor = ev.get("Actor") if isinstance(ev, dict) else None
+                if isinstance(actor, dict) and text_field(actor, "ID"):
+                    attrs = actor.get("Attributes")
+                    self._cb(actor["ID"], {k: v for k, v in attrs.items() if isinstance(v, str)}
+                             if isinstance(attrs, dict) else {})
         except (OSError, ValueError):
             pass  # the engine went away or we closed the stream
 
