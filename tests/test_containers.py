@@ -614,3 +614,27 @@ def test_an_engine_describing_containers_oddly_names_nothing_wrongly(engine, res
     two = r.attribute_process(f"docker/{CID2}", 0, 1)
     assert (one.id, one.name, one.image) == (CID1, None, None)
     assert (two.id, two.name, two.image) == (CID2, "two", "sha256:x")
+
+
+def test_what_traced_processes_name_is_remembered_within_bounds(monkeypatch):
+    """Processes named conmon or containerd-shim name ids, and a delegated
+    cgroup tree its user names: the resolver keeps the newest of each, up to
+    its bound, and attributes the newest as before."""
+    monkeypatch.setattr(containers, "REMEMBERED_MAX", 100)
+    r = ContainerResolver(None, HOST)
+    for i in range(1000):
+        cid = f"{i:064x}"
+        pid = 10_000 + i
+        r.on_exec(pid, ("/usr/bin/conmon", "-c", cid, "-n", f"n{i}"), start=i)
+        r.on_exec(pid + 5000, ("/usr/bin/containerd-shim-runc-v2", "-namespace", "x",
+                               "-id", cid), start=i)
+        r.attribute_process(f"/user.slice/docker-{cid}.scope", 0, 1)
+        r.on_exit(pid, pid, 0, None, i)
+        r.on_exit(pid + 5000, pid + 5000, 0, None, i)
+    sizes = {name: len(getattr(r, name)) for name in
+             ("_details", "_by_cgroup", "_shim_cgroups", "_missing", "_by_pid")}
+    assert max(sizes.values()) <= 100, sizes
+    newest = f"{999:064x}"
+    r.on_exec(1, ("/usr/bin/conmon", "-c", newest, "-n", "n999"), start=1)
+    c = r.attribute_process("/", 0, 1, start=1)
+    assert c is not None and (c.runtime, c.id, c.name) == ("podman", newest, "n999")

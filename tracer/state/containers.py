@@ -275,33 +275,59 @@ def _info(cid: str, data: dict | None, runtime: str, source: str) -> Container:
     return Container(id=data["Id"], name=name, image=image, runtime=runtime, source=source)
 
 
+# What the resolver remembers of ids and cgroups, each: traced processes
+# choose them (a process named conmon or containerd-shim names an id; a
+# delegated cgroup tree is its user's to name), so they are bounded.
+REMEMBERED_MAX = 65_536
+
+
+class _Recent(dict):
+    """A dict that forgets its oldest entry when one more would pass its limit.
+
+    Assigning is the only way in that counts (setdefault and update are not
+    used on it).  The engine's watch thread assigns too: an eviction that
+    meets the other thread's forgets nothing this time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limit = REMEMBERED_MAX
+
+    def __setitem__(self, key, value) -> None:
+        if len(self) >= self.limit and key not in self:
+            try:
+                del self[next(iter(self))]
+            except (KeyError, RuntimeError, StopIteration):
+                pass
+        super().__setitem__(key, value)
+
+
 class ContainerResolver:
     """Attributes events to containers; keeps what it learned for later events."""
 
     def __init__(self, client: DockerClient | None, host_ns: Namespaces) -> None:
         self.client = client
         self.host_mnt = host_ns.mnt
-        self._details: dict[str, Container] = {}          # id -> name/image (source ignored)
+        self._details: dict[str, Container] = _Recent()   # id -> name/image (source ignored)
         # (id, source) -> (the details it was made from, the container)
         self._variants: dict[tuple[str, str], tuple[Container | None, Container]] = {}
-        self._by_cgroup: dict[str, tuple[str, str] | None] = {}
+        self._by_cgroup: dict[str, tuple[str, str] | None] = _Recent()
         self._pods: dict[str, str] = {}                     # id -> its Kubernetes pod's uid
         # "<namespace>/<id>" of each containerd shim seen: the cgroup a plain
         # containerd client (ctr run) puts that container's processes in
-        self._shim_cgroups: dict[str, tuple[str, str]] = {}
+        self._shim_cgroups: dict[str, tuple[str, str]] = _Recent()
         self.podman = PodmanState()
         self._by_mnt: dict[int, tuple[str, str]] = {}      # mount ns inode -> (runtime, id)
         # shims and their descendants: pid -> (start_ns, read from /proc, (runtime, id));
         # a process is its pid and its start time (proctable.same_start)
         self._by_pid: dict[int, tuple[int, bool, tuple[str, str]]] = {}
-        self._missing: set = set()                         # ids the engine did not name when asked
+        self._missing: dict[str, None] = _Recent()         # ids the engine did not name when asked
         self._watch: EventWatch | None = None
         # Ids asked about while the engine did not answer, to ask again (the
         # engine did not know the others in _missing: they are not asked
         # again, though their creation event may still name them).  The
         # retry thread asks; the event path only adds.
         self.retry_interval = RETRY_INTERVAL
-        self._retry: dict[str, None] = {}
+        self._retry: dict[str, None] = _Recent()
         self._engine_down = False      # the last question went unanswered: ask later, not now
         self._lock = threading.Lock()  # _retry and _retrier
         self._wake = threading.Event()
@@ -462,7 +488,7 @@ class ContainerResolver:
         question to an engine that hangs costs the client's timeout); later
         if it does not answer."""
         assert self.client is not None
-        self._missing.add(cid)
+        self._missing[cid] = None
         if not self._engine_down:
             status, data = self.client.container(cid)
             if data:
