@@ -122,8 +122,7 @@ def test_processes_from_proc_keep_their_bytes_and_a_bounded_command_line():
 
 @pytest.mark.bpf
 def test_json_view_straight_from_the_records(tmp_path):
-    """--json alone takes its lines straight from the records (recordlines.py):
-    the same escapes and exact bytes as the event path."""
+    """--json alone: the same escapes and exact bytes as the recording."""
     link = os.path.join(os.fsencode(tmp_path), b"\xff" + TITLE + RLO + NOT_UTF8)
     os.symlink(b"/bin/true", link)
     r = subprocess.run([CTRTRACE, "--json", "--", sys.executable, "-c", CHILD,
@@ -136,3 +135,53 @@ def test_json_view_straight_from_the_records(tmp_path):
     assert base64.b64decode(ex["filename_base64"]) == link
     assert base64.b64decode(ex["comm_base64"]) == b"\xff" + TITLE
     assert [e for e in events if e["type"] == "exit" and e["comm"] == TITLE.decode()]
+
+
+# Lookalikes of runtimes' helpers with odd arguments, run by an unprivileged
+# user: their command lines are what the resolver reads to tie processes to
+# containers (a monitor's -c/-n/-b, a shim's -namespace/-id, nspawn's -M/-D).
+LOOKALIKES = r"""
+t() { bash -c 'exec -a "$0" /bin/true "$@"' "$@"; }
+t conmon -c
+t conmon -c "" -b ""
+t conmon -c x -b /
+t conmon -c y -b /y/userdata -n "$(printf '\033]2;X\007')"
+t conmon -c ../.. -b /tmp/../../userdata -n ""
+t containerd-shim-runc-v2 -namespace
+t containerd-shim-runc-v2 -id "" -namespace ../..
+t containerd-shim-runc-v2 -namespace moby -id "$(printf '\377\376')"
+t systemd-nspawn -M
+t systemd-nspawn --machine= -D /
+t systemd-nspawn -D ""
+t lxc-start -n
+t runc init
+unshare -Urp --fork bash -c 'exec -a conmon /bin/sh -c "/bin/true" -c z -b /z/z/userdata'
+"""
+
+
+@pytest.mark.bpf
+def test_lookalikes_of_runtime_helpers_are_traced_in_every_view(tmp_path):
+    """Every view, live and replayed, of an unprivileged user's processes named
+    like runtimes' helpers with missing, empty, hostile or odd arguments:
+    no error, nothing unescaped; the ids they name are shown as they are,
+    tied by lineage only (source "shim"), escaped."""
+    rec = tmp_path / "lookalikes.jsonl"
+    r = subprocess.run([CTRTRACE, "-w", str(rec), "--html", str(tmp_path / "l.html"),
+                        "--dot", str(tmp_path / "l.dot"), "--", "setpriv", "--reuid=65534",
+                        "--regid=65534", "--clear-groups", "bash", "-c", LOOKALIKES],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    assert b"Traceback" not in r.stderr
+    live = _assert_printable(r.stdout, "live text")
+    assert "[/bin/true] conmon -c x -b /  @podman:x" in live
+    assert "@podman:\\x1b]2;X\\x07" in live and "@\\xff\\xfe" in live
+    assert "[+pid +user]" in live  # the user's own namespaces, with a lookalike inside
+    events = [json.loads(line) for line in rec.read_bytes().splitlines()[1:-1]]
+    tied = {e["container"]["id"]: e["container"]["source"] for e in events
+            if e.get("container")}
+    assert tied.get("x") == tied.get("z") == "shim", tied
+    for view in ("--tree", "--ns", "--explain"):
+        out = subprocess.run([CTRTRACE, "replay", str(rec), view], capture_output=True,
+                             timeout=60)
+        assert out.returncode == 0 and b"Traceback" not in out.stderr, out.stderr
+        _assert_printable(out.stdout, view)
