@@ -231,3 +231,30 @@ def test_the_readme_shows_the_pages_picture():
     pixels = [row[i:i + 3] for row in rows for i in range(0, len(row), 3)]
     assert pixels.count(bytes.fromhex("dbe9f6")) > 2000  # the container's header
     assert pixels.count(bytes.fromhex("ffe9b3")) > 2000  # PID 1's lane, marked
+
+
+def test_a_chain_of_thousands_of_processes_alive_at_the_start(tmp_path):
+    """Each lane links to its parent's, up the processes alive at the start:
+    a chain 5,000 long (sh -c 'sh -c ...') draws, as a loop would."""
+    lines = (DATA / "docker-run.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])
+    base = header["processes"][-1]
+    top = base["pid"]
+    chain = [dict(base, pid=200_000 + i, vpid=200_000 + i, ppid=200_000 + i - 1 if i else top,
+                  comm="sh", argv=["sh", "-c", f"level {i}"]) for i in range(5000)]
+    header["processes"] += chain
+    fork = json.loads(next(line for line in lines if '"type":"fork"' in line))
+    fork.update(ppid=chain[-1]["pid"], parent_pid=chain[-1]["pid"],
+                parent_start_ns=chain[-1]["start_ns"])
+    rec = tmp_path / "chain.jsonl"
+    rec.write_text("\n".join([json.dumps(header), json.dumps(fork), lines[-1]]) + "\n")
+    out = tmp_path / "chain.html"
+    run_replay(str(rec), FilterSpec(), App(out=io.StringIO(), err=io.StringIO()), html=str(out))
+    assert out.stat().st_size > 0
+    reader = TraceReader(str(rec))
+    events = [ev for _, _, ev in reader]
+    reader.close()
+    doc = model(reader.header, events)
+    pid, parent = 0, 7  # a lane's fields, as the page reads them
+    by_pid = {lane[pid]: i for i, lane in enumerate(doc["lanes"])}
+    assert all(doc["lanes"][by_pid[p["pid"]]][parent] == by_pid[p["ppid"]] for p in chain)

@@ -118,6 +118,25 @@ def model(header: Header, events: Iterable[ProcessEvent], note: str = "") -> dic
         if i is not None and (start_ns == 0 or lanes[i]["start"] is None):
             return i
         d = known.get(pid) if i is None else None
+        first = child = new_lane(pid, start_ns, comm, ns, d)
+        # the processes above it that were alive at the start, each linked to
+        # the next: a loop, for a chain of them may be thousands long
+        while d is not None and d.get("ppid", 0) in known:
+            ppid = d["ppid"]
+            parent = lane_of.get((ppid, 0))
+            if parent is None:
+                parent = alive.get(ppid)
+            if parent is not None:
+                link(child, parent)
+                break
+            d = known[ppid]
+            parent = new_lane(ppid, 0, "", None, d)
+            link(child, parent)
+            child = parent
+        return first
+
+    def new_lane(pid: int, start_ns: int, comm: str, ns: Namespaces | None,
+                 d: dict | None) -> int:
         i = len(lanes)
         lanes.append({"pid": pid, "vpid": d.get("vpid", pid) if d else pid,
                       "comm": t.text(d["comm"] if d else comm),
@@ -131,8 +150,6 @@ def model(header: Header, events: Iterable[ProcessEvent], note: str = "") -> dic
                       "ppid": d.get("ppid", 0) if d else 0, "more": t.text("")})
         lane_of[(pid, start_ns)] = i
         alive[pid] = i
-        if d is not None and d.get("ppid", 0) in known:
-            link(i, lane_for(d["ppid"], 0, "", None))
         return i
 
     def link(child: int, parent: int) -> None:
