@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +96,20 @@ def test_valid_text_has_no_sibling():
     d = json.loads(EventLines().line(_exec("sh", "/bin/sh", ["sh"])))
     assert not [k for k in d if k.endswith("_base64")]
     assert text_of(d, "comm") == "sh" and texts_of(d, "argv") == ["sh"]
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+@pytest.mark.parametrize("view", ["", "--tree", "--ns", "--explain"])
+def test_a_terminal_that_is_not_utf8_gets_escapes(tmp_path, encoding, view):
+    """Printable text a process chose that the terminal's encoding lacks
+    ("中" in ASCII or Latin-1) is written as a \\u escape in every view, not
+    an error (it was a UnicodeEncodeError once)."""
+    data = Path(__file__).parent / "data" / "docker-run.jsonl"
+    rec = tmp_path / "u.jsonl"
+    rec.write_text(data.read_text(encoding="utf-8").replace(
+        '"argv":["sleep","900"]', '"argv":["sleep","900","中é"]'), encoding="utf-8")
+    env = dict(os.environ, LC_ALL="C", PYTHONUTF8="0", PYTHONIOENCODING=encoding)
+    r = subprocess.run([sys.executable, "-m", "tracer", "replay", str(rec), *filter(None, [view])],
+                       capture_output=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    assert b"\\u4e2d" in r.stdout

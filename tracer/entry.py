@@ -18,6 +18,7 @@ a wrong trace.
 from __future__ import annotations
 
 import gc
+import io
 import os
 import sys
 
@@ -59,6 +60,13 @@ def main(argv: list[str] | None = None) -> None:
     # command turns it back on (live.collect_garbage) once tracing has begun,
     # or for replay.
     gc.disable()
+    # What a traced process chose is escaped to printable characters, which a
+    # terminal of another encoding than UTF-8 (a Latin-1 locale, or C without
+    # Python's UTF-8 mode) may not have: those are written as \u escapes,
+    # not an error.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     args = sys.argv[1:] if argv is None else argv
     loader = _preload(args)
     try:
