@@ -22,7 +22,7 @@ from conftest import docker
 from tracer.commands.filters import FilterSpec
 from tracer.commands.live import App
 from tracer.commands.replay import TraceReader, run_replay
-from tracer.output.explain import explain
+from tracer.output.explain import VISITORS_SHOWN, explain
 
 DATA = Path(__file__).parent / "data"
 NAMES = ("docker-run", "docker-exec", "session")
@@ -170,3 +170,23 @@ def test_live_docker_run_explained_against_ps_and_proc(docker_engine):
         assert f"{pid} runs sleep 60" in story
     finally:
         docker("rm", "-f", "explain-container", check=False)
+
+
+def test_a_crowd_entering_a_starts_namespaces_is_counted_not_listed():
+    """Anyone may enter a container's namespaces as often as they like: the
+    story names the first VISITORS_SHOWN processes and counts the entries."""
+    header, events = _events("docker-run")
+    text = "\n".join(explain(header, events))
+    (visit,) = [e for e in events if e.type == "setns" and e.comm == "exe"]  # into its net
+    crowd = [visit.replace(pid=50_000 + i, tid=50_000 + i, start_ns=visit.start_ns + i,
+                           ktime_ns=visit.ktime_ns + i + 1) for i in range(1000)]
+    later = [e for e in events if e.ktime_ns > visit.ktime_ns]
+    told = "\n".join(explain(header, [e for e in events if e.ktime_ns <= visit.ktime_ns]
+                             + crowd + later))
+    (line,) = [x for x in told.splitlines() if "Also entered its namespaces" in x]
+    named = re.findall(r"\((\d+)\): net", line)
+    assert len(named) == VISITORS_SHOWN
+    assert line.endswith("; and more: 1002 entries into its namespaces while it lived")
+    # the rest of the story is the one told without the crowd
+    assert [x for x in told.splitlines() if "Also entered" not in x] == \
+        [x for x in text.splitlines() if "Also entered" not in x]

@@ -43,6 +43,10 @@ ProcKey = tuple[int, int]  # (pid, start_ns)
 NS_ORDER = ("mnt", "uts", "ipc", "pid", "net", "cgroup", "user", "time")
 CHAIN_MAX = 32  # creators followed back at most
 ARGV_SHOWN = 120  # characters of a command line in a story
+# Processes named that entered a start's namespaces from outside it: any
+# process may enter them as often as it likes, so a story (and the work of
+# writing it) does not grow with each entry; the rest are counted.
+VISITORS_SHOWN = 16
 
 
 @dataclass
@@ -328,21 +332,32 @@ class Story:
         seen: dict[tuple[str, int], list[str]] = {}
         until = next((e.ktime_ns for e in start.events if isinstance(e, ExitEvent)), None)
         found: dict[int, SetnsEvent] = {}
+        looked = entries = 0  # entries looked at, and in all (a call, a namespace)
+        window = VISITORS_SHOWN * 8  # the story's own calls are among them
         for key in mine:
             calls_in = self.entered.get(key, [])
-            for ev in calls_in[bisect.bisect_left(calls_in, since, key=_at):]:
-                if until is not None and ev.ktime_ns > until:
-                    break
+            lo = bisect.bisect_left(calls_in, since, key=_at)
+            hi = len(calls_in) if until is None else bisect.bisect_right(calls_in, until, key=_at)
+            entries += hi - lo
+            for ev in calls_in[lo:min(hi, lo + window)]:
                 found[id(ev)] = ev
+                looked += 1
         calls = sorted(found.values(), key=_at)
         for ev in calls:
             if (ev.pid, ev.start_ns) not in members:
                 kinds = [k for k in ev.ns_before.changed(ev.ns) if (k, getattr(ev.ns, k)) in mine]
+                if (ev.comm, ev.pid) not in seen and len(seen) == VISITORS_SHOWN:
+                    looked = -1  # more visitors than are named
+                    break
                 who = seen.setdefault((ev.comm, ev.pid), [])
                 who += [k for k in kinds if k not in who]
+        if not seen:
+            return []
+        more = (f"; and more: {entries} entries into its namespaces while it lived"
+                if looked < entries else "")
         return ["  Also entered its namespaces with setns: "
                 + "; ".join(f"{comm} ({pid}): {', '.join(kinds)}"
-                            for (comm, pid), kinds in seen.items())] if seen else []
+                            for (comm, pid), kinds in seen.items()) + more]
 
     def _parent_at_end(self, start: _Proc) -> str:
         """Its parent when the trace ended (or when it exited), by the kernel's
