@@ -638,3 +638,16 @@ def test_what_traced_processes_name_is_remembered_within_bounds(monkeypatch):
     r.on_exec(1, ("/usr/bin/conmon", "-c", newest, "-n", "n999"), start=1)
     c = r.attribute_process("/", 0, 1, start=1)
     assert c is not None and (c.runtime, c.id, c.name) == ("podman", newest, "n999")
+
+
+def test_a_process_named_conmon_does_not_rename_a_docker_container(engine, resolver_for):
+    """The monitor's -n names a podman container; a Docker container with the
+    same id keeps the engine's name, and the lookalike's own processes are
+    not given it either."""
+    r = resolver_for(engine)
+    engine.create(CID1, "real", announce=False)  # after the start: not yet known
+    r.on_exec(4000, ("conmon", "-c", CID1, "-n", "evil"), start=1, uid=1000)
+    real = r.attribute_process(f"system.slice/docker-{CID1}.scope", 0, 4001)
+    assert (real.runtime, real.name, real.image) == ("docker", "real", "alpine")
+    fake = r.attribute_process("/user.slice", 0, 4000, start=1)
+    assert (fake.runtime, fake.id, fake.name) == ("podman", CID1, None)

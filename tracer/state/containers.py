@@ -451,6 +451,10 @@ class ContainerResolver:
 
     def _details_for(self, runtime: str, cid: str, source: str) -> Container:
         known = self._details.get(cid)
+        if known is not None and known.runtime != runtime:
+            # another runtime's word for the id: a process named conmon may
+            # claim a Docker container's id, and name it
+            known = None
         if (known is None or known.image is None) and runtime == "podman":
             found = self.podman.lookup(cid)
             if found is not None:
