@@ -144,7 +144,7 @@ def test_a_rootless_storage_is_read_only_when_its_user_owns_it(tmp_path):
     state = PodmanState(str(tmp_path / "rootful.json"))
     good = tmp_path / "good.json"
     _state(good, "a" * 64, "web", "localhost/alpine:latest")
-    state.follow(str(good), me)
+    state.follow(str(good), me, "a" * 64)
     assert state.lookup("a" * 64) == ("web", "localhost/alpine:latest")
 
     target = tmp_path / "target.json"
@@ -154,9 +154,10 @@ def test_a_rootless_storage_is_read_only_when_its_user_owns_it(tmp_path):
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
     other = PodmanState(str(tmp_path / "none.json"))
-    other.follow(str(link), me)
-    other.follow(str(fifo), me)
-    assert other.lookup("b" * 64) is None  # returns at once: nothing waits on the FIFO
+    other.follow(str(link), me, "b" * 64)
+    other.follow(str(fifo), me, "c" * 64)
+    assert other.lookup("b" * 64) is None  # not through the link
+    assert other.lookup("c" * 64) is None  # returns at once: nothing waits on the FIFO
     assert read_owned(str(target), {me}, 1 << 20) is not None
     assert read_owned(str(target), {me + 1}, 1 << 20) is None  # not the owner's
     assert read_owned(str(target), {me}, 8) is None            # past the limit
@@ -651,3 +652,29 @@ def test_a_process_named_conmon_does_not_rename_a_docker_container(engine, resol
     assert (real.runtime, real.name, real.image) == ("docker", "real", "alpine")
     fake = r.attribute_process("/user.slice", 0, 4000, start=1)
     assert (fake.runtime, fake.id, fake.name) == ("podman", CID1, None)
+
+
+def test_a_users_storage_answers_for_its_own_monitors_ids_only(tmp_path, monkeypatch):
+    """A user's list is read for the ids its monitors named (a list full of
+    other ids names nothing else), at most 2 MiB of it; root's up to 16."""
+    from conftest import NOBODY
+
+    monkeypatch.setattr(containers, "RETRY_INTERVAL", 0)
+    mine, other = f"{1:064x}", f"{2:064x}"
+    users = tmp_path / "containers.json"
+    users.write_text(json.dumps([_entry(1, names=["mine"]), _entry(2, names=["claimed"])]))
+    os.chown(users, NOBODY, NOBODY)
+    state = PodmanState(str(tmp_path / "none.json"))
+    state.follow(str(users), NOBODY, mine)
+    assert state.lookup(other) is None
+    assert state.lookup(mine) == ("mine", "localhost/alpine:latest")
+
+    big = tmp_path / "big.json"
+    entries = [_entry(i) for i in range(3, 3 + 6000)]
+    big.write_text(json.dumps(entries))
+    assert 2 << 20 < big.stat().st_size < 16 << 20
+    for owner, found in ((NOBODY, None), (0, ("ratio-probe", "localhost/alpine:latest"))):
+        os.chown(big, owner, owner)
+        os.utime(big, ns=(owner + 1, owner + 1))  # read again
+        state.follow(str(big), owner, f"{6002:064x}")  # the newest
+        assert state.lookup(f"{6002:064x}") == found

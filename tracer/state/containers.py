@@ -166,12 +166,39 @@ def nspawn_container(argv: tuple[str, ...]) -> str | None:
     return None
 
 
+# What the resolver remembers of ids and cgroups, each: traced processes
+# choose them (a process named conmon or containerd-shim names an id; a
+# delegated cgroup tree is its user's to name), so they are bounded.
+REMEMBERED_MAX = 65_536
+
+
+class _Recent(dict):
+    """A dict that forgets its oldest entry when one more would pass its limit.
+
+    Assigning is the only way in that counts (setdefault and update are not
+    used on it).  The engine's watch thread assigns too: an eviction that
+    meets the other thread's forgets nothing this time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limit = REMEMBERED_MAX
+
+    def __setitem__(self, key, value) -> None:
+        if len(self) >= self.limit and key not in self:
+            try:
+                del self[next(iter(self))]
+            except (KeyError, RuntimeError, StopIteration):
+                pass
+        super().__setitem__(key, value)
+
+
 PODMAN_STATE = "/var/lib/containers/storage/overlay-containers/containers.json"
 # A storage's list is read as root and a rootless one is its user's to
 # write: what is read, parsed and kept of it is bounded.  Podman writes some
 # 500 bytes and five brackets a container; a list with more than one bracket
 # in 32 bytes is not podman's (and would parse into millions of objects).
-PODMAN_STATE_MAX = 16 << 20
+PODMAN_STATE_MAX = 16 << 20     # root's (rootful podman, or a storage root chose)
+PODMAN_USER_STATE_MAX = 2 << 20  # a user's: some 4,000 containers
 PODMAN_STATE_DENSITY = 32       # bytes a bracket at least
 PODMAN_STATES_MAX = 16          # storages followed (rootful, and a rootless one a user)
 PODMAN_ENTRIES_MAX = 4096       # containers kept of each list: its last, the newest
@@ -227,19 +254,27 @@ class PodmanState:
 
     def __init__(self, path: str = PODMAN_STATE) -> None:
         self._files: dict[str, _StateFile] = {path: _StateFile(0)}
+        # the storage each monitor named for its id: a lookup of that id reads
+        # that one list, and a user's lists are read for the user's ids only
+        self._storage_of: dict[str, str] = _Recent()
 
-    def follow(self, path: str, owner: int) -> None:
-        """A storage's list, as a monitor run by owner (a uid) names it."""
+    def follow(self, path: str, owner: int, cid: str) -> None:
+        """A storage's list, as a monitor run by owner (a uid) names it for cid."""
         if path not in self._files and len(self._files) < PODMAN_STATES_MAX:
             self._files[path] = _StateFile(owner)
+        if path in self._files:
+            self._storage_of[cid] = path
 
     def lookup(self, cid: str) -> tuple[str | None, str | None] | None:
         """(name, image) of a container id, or None."""
-        for state in self._files.values():
-            if cid in state.entries:
-                return state.entries[cid]
-        for path, state in self._files.items():
-            self._read(path, state)
+        path = self._storage_of.get(cid)
+        # an id no monitor named (a libpod cgroup's): root's lists only
+        paths = [path] if path is not None else [
+            p for p, state in self._files.items() if state.owner == 0]
+        for p in paths:
+            state = self._files[p]
+            if cid not in state.entries:
+                self._read(p, state)
             if cid in state.entries:
                 return state.entries[cid]
         return None
@@ -255,7 +290,8 @@ class PodmanState:
             return
         if (st.st_mtime_ns, st.st_size) == state.seen:
             return
-        data = read_owned(path, {0, state.owner}, PODMAN_STATE_MAX)
+        limit = PODMAN_STATE_MAX if st.st_uid == 0 else PODMAN_USER_STATE_MAX
+        data = read_owned(path, {0, state.owner}, limit)
         if data is None:
             return
         state.seen = (st.st_mtime_ns, st.st_size)
@@ -273,32 +309,6 @@ def _info(cid: str, data: dict | None, runtime: str, source: str) -> Container:
     image = (text_field(config, "Image") if isinstance(config, dict) else None) or text_field(
         data, "Image")
     return Container(id=data["Id"], name=name, image=image, runtime=runtime, source=source)
-
-
-# What the resolver remembers of ids and cgroups, each: traced processes
-# choose them (a process named conmon or containerd-shim names an id; a
-# delegated cgroup tree is its user's to name), so they are bounded.
-REMEMBERED_MAX = 65_536
-
-
-class _Recent(dict):
-    """A dict that forgets its oldest entry when one more would pass its limit.
-
-    Assigning is the only way in that counts (setdefault and update are not
-    used on it).  The engine's watch thread assigns too: an eviction that
-    meets the other thread's forgets nothing this time."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.limit = REMEMBERED_MAX
-
-    def __setitem__(self, key, value) -> None:
-        if len(self) >= self.limit and key not in self:
-            try:
-                del self[next(iter(self))]
-            except (KeyError, RuntimeError, StopIteration):
-                pass
-        super().__setitem__(key, value)
 
 
 class ContainerResolver:
@@ -601,7 +611,7 @@ class ContainerResolver:
         cid, name, storage = monitor
         self._by_pid[pid] = (start, from_proc, ("podman", cid))
         if storage:
-            self.podman.follow(storage, uid)
+            self.podman.follow(storage, uid, cid)
         if name and cid not in self._details:
             self._details[cid] = Container(id=cid, name=name, runtime="podman")
 
