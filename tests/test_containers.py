@@ -678,3 +678,18 @@ def test_a_users_storage_answers_for_its_own_monitors_ids_only(tmp_path, monkeyp
         os.utime(big, ns=(owner + 1, owner + 1))  # read again
         state.follow(str(big), owner, f"{6002:064x}")  # the newest
         assert state.lookup(f"{6002:064x}") == found
+
+
+def test_the_event_path_asks_the_engine_so_often_at_most(engine, resolver_for):
+    """Each question waits for the engine's answer: past ASKS_PER_SECOND in a
+    second, ids are asked by the retry thread instead (cgroups named like
+    Docker's in a user's delegated tree make up as many ids as they like)."""
+    r = resolver_for(engine, retry_interval=0.1)
+    ids = [f"{i:064x}" for i in range(100, 160)]
+    for cid in ids:
+        engine.create(cid, f"c{cid[-2:]}", announce=False)  # known, not yet named
+    names = [_name(r, cid) for cid in ids]
+    now = containers.ASKS_PER_SECOND
+    assert names[:now] == [f"c{cid[-2:]}" for cid in ids[:now]]
+    assert names[now:] == [None] * (len(ids) - now)
+    assert _eventually(lambda: all(_name(r, cid) == f"c{cid[-2:]}" for cid in ids))

@@ -47,6 +47,10 @@ _MACHINE = re.compile(r"^machine-(.+)\.scope$")
 _LXC = re.compile(r"^lxc\.(payload|monitor)\.(.+)$")
 _SHIM = re.compile(r"containerd-shim(-runc-v\d)?$")
 RETRY_INTERVAL = 1.0  # seconds between two questions about one id to an engine that was away
+# Questions the event path asks the engine itself, a second at most (each
+# waits for its answer, a millisecond or two); more (ids made up by cgroup
+# names in a user's delegated tree, say) wait for the retry thread.
+ASKS_PER_SECOND = 20
 
 
 def _unescape_unit(name: str) -> str:
@@ -339,6 +343,7 @@ class ContainerResolver:
         self.retry_interval = RETRY_INTERVAL
         self._retry: dict[str, None] = _Recent()
         self._engine_down = False      # the last question went unanswered: ask later, not now
+        self._asks_since, self._asks = 0.0, 0  # the event path's questions this second
         self._lock = threading.Lock()  # _retry and _retrier
         self._wake = threading.Event()
         self._closed = threading.Event()
@@ -499,11 +504,16 @@ class ContainerResolver:
 
     def _ask(self, cid: str, runtime: str, source: str) -> Container | None:
         """The first question about an id: now, unless the engine is away (a
-        question to an engine that hangs costs the client's timeout); later
-        if it does not answer."""
+        question to an engine that hangs costs the client's timeout) or was
+        asked ASKS_PER_SECOND questions this second; later if it does not
+        answer, or was not asked."""
         assert self.client is not None
         self._missing[cid] = None
-        if not self._engine_down:
+        now = time.monotonic()
+        if now - self._asks_since >= 1.0:
+            self._asks_since, self._asks = now, 0
+        self._asks += 1
+        if not self._engine_down and self._asks <= ASKS_PER_SECOND:
             status, data = self.client.container(cid)
             if data:
                 known = self._details[cid] = _info(cid, data, runtime, source)
