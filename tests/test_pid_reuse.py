@@ -208,7 +208,7 @@ def test_selection_by_key_shows_one_of_the_two():
 def test_pid_filter_follows_the_process_not_the_pid():
     """--pid 600: the second 500 is in its family, the first is not."""
     t = _table()
-    flt = EventFilter(FilterSpec.of(pid=OTHER[0]), _header())
+    flt = EventFilter(FilterSpec.of(pid=OTHER[0]), _header(), views=True)
     kept = [ev for ev in events() if flt.wants(ev)]
     assert {(ev.pid, ev.start_ns) for ev in kept} == {OTHER, B, B_CHILD}
     a, b = t.with_pid(500)
@@ -226,7 +226,7 @@ def test_pid_filter_of_the_first_stops_at_its_exit():
                         "ns": HOST.to_dict()}]
     header = _header()
     header.processes = snap
-    flt = EventFilter(FilterSpec.of(pid=A[0]), header)
+    flt = EventFilter(FilterSpec.of(pid=A[0]), header, views=True)
     kept = [ev for ev in events()[3:] if flt.wants(ev)]  # from its child's fork on
     assert {(ev.pid, ev.start_ns) for ev in kept} == {A, A_CHILD}
     t = ProcessTable()
@@ -351,3 +351,19 @@ def test_pid_filter_follows_children_forked_before_since():
     kept = [ev for ev in events() if flt.wants(ev)]
     assert [(ev.type, ev.pid) for ev in kept] == [
         ("exec", B[0]), ("fork", B_CHILD[0]), ("exec", B_CHILD[0])]
+
+
+def test_pid_filter_without_views_keeps_only_the_live_family():
+    """--pid without a view: a long trace of children born and gone leaves
+    the filter holding the live members alone (with views it keeps every
+    member, as the process table does)."""
+    header = _header()
+    without, with_views = (EventFilter(FilterSpec.of(pid=SHELL[0]), header, views=v)
+                           for v in (False, True))
+    for i in range(10_000):
+        child = (10_000 + i, 6_000_000_000 + i)
+        for ev in (fork(child, SHELL_EV, "sh", 20_000 + 2 * i),
+                   exit_(child, SHELL_EV, "sh", 20_001 + 2 * i)):
+            assert without.wants(ev) and with_views.wants(ev)
+    assert len(without._tracked) == len(with_views._tracked) == 1  # the shell
+    assert without._family is None and len(with_views._family) == 10_001

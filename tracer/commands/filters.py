@@ -81,7 +81,10 @@ class EventFilter:
     for those alive at start-up), and an event's process is matched against
     them with the table's rule (proctable.same_start)."""
 
-    def __init__(self, spec: FilterSpec, header: Header) -> None:
+    def __init__(self, spec: FilterSpec, header: Header, views: bool = False) -> None:
+        """views: whether views will ask about processes (wants_process), for
+        which every member of the family is kept, alive or not; without
+        them only the live ones are, whatever the length of the trace."""
         self.spec = spec
         self.dropped = 0
         comm, pid = spec.kernel.comm, spec.kernel.pid
@@ -90,10 +93,11 @@ class EventFilter:
         self._until = _time_bound(spec.until, header) if spec.until else None
         # the live members of the family: pid -> (start_ns, from /proc)
         self._tracked: dict[int, tuple[int, bool]] | None = None
-        self._family: set[ProcKey] = set()  # every member, alive or not
+        self._family: set[ProcKey] | None = set() if views else None  # every member
         if pid is not None:
             self._tracked = _family(pid, header.processes)
-            self._family = {(pid, start) for pid, (start, _) in self._tracked.items()}
+            if self._family is not None:
+                self._family = {(pid, start) for pid, (start, _) in self._tracked.items()}
 
     def wants(self, ev: ProcessEvent) -> bool:
         ok = self._check(ev)
@@ -105,7 +109,7 @@ class EventFilter:
         """For the views: a process (seen at start-up or born during the trace)
         that the filters would keep, whether or not it had shown events."""
         s = self.spec
-        if self._tracked is not None and proc.key not in self._family:
+        if self._tracked is not None and proc.key not in (self._family or ()):
             return False
         if self._comm is not None and proc.comm != self._comm:
             return False
@@ -129,7 +133,8 @@ class EventFilter:
             return False
         if not member[0] and start:  # known from now on
             self._tracked[pid] = (start, False)
-            self._family.add((pid, start))
+            if self._family is not None:
+                self._family.add((pid, start))
         return True
 
     def _follow(self, pid: int, start: int) -> None:
@@ -140,7 +145,8 @@ class EventFilter:
         if member is not None and member[0] and same_start(member[0], member[1], start):
             return
         self._tracked[pid] = (start, False)
-        self._family.add((pid, start))
+        if self._family is not None:
+            self._family.add((pid, start))
 
     def _check(self, ev: ProcessEvent) -> bool:
         s = self.spec

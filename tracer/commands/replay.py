@@ -219,8 +219,8 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
     reader = TraceReader(path, skip_bad=skip_bad, stdin=app.stdin)
     header = reader.header
     out = app.out
-    event_filter = EventFilter(spec, header) if spec.active else None
     views = bool(tree or ns_table or dot)
+    event_filter = EventFilter(spec, header, views=views) if spec.active else None
     table: ProcessTable | None = None
     if views:
         table = ProcessTable()

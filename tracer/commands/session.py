@@ -409,7 +409,8 @@ def trace(
             giving_way(session.options.reader_slice_ns):
         header = session.header
         assert header is not None
-        event_filter = EventFilter(spec, header) if spec.active else None
+        event_filter = (EventFilter(spec, header, views=session.options.process_table)
+                        if spec.active else None)
         outputs = _Outputs(view, recorder, event_filter, session.options.process_table, out_fd)
         outputs.header(header)
         if on_ready is not None and not outputs.failed:
