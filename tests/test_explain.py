@@ -190,3 +190,36 @@ def test_a_crowd_entering_a_starts_namespaces_is_counted_not_listed():
     # the rest of the story is the one told without the crowd
     assert [x for x in told.splitlines() if "Also entered" not in x] == \
         [x for x in text.splitlines() if "Also entered" not in x]
+
+
+def test_what_is_kept_for_the_whole_trace_is_bounded_in_objects(monkeypatch):
+    """--explain and --html keep the trace's events, live and replayed, up to
+    KEPT_MAX objects (an exec counts its arguments: a process chooses up to
+    1,024 of them); the story says what was not kept."""
+    from tracer.output import collect
+
+    header, events = _events("docker-run")
+    monkeypatch.setattr(collect, "KEPT_MAX", 5 * 1025 + 30)
+    kept = collect.Collector()
+    kept.header(header)
+    exec_ = next(e for e in events if e.type == "exec")
+    wide = exec_.replace(argv=tuple("x" * 1024))
+    kept.events([wide] * 5 + events)
+    kept.events(events)
+    fit, room = 0, 30  # of the recording's events, after the five wide execs
+    for ev in events:
+        room -= 1 + len(ev.argv) if ev.type == "exec" else 1
+        if room < 0:
+            break
+        fit += 1
+    assert 0 < fit < len(events)
+    assert kept.kept == [wide] * 5 + events[:fit]
+    assert kept.left_out == 2 * len(events) - fit
+    assert kept.note() == (f"made from the first {5 + fit} events: {kept.left_out} later ones "
+                           "were not kept")
+    monkeypatch.setattr(collect, "KEPT_MAX", 20)
+    out = io.StringIO()
+    run_replay(str(DATA / "docker-run.jsonl"), FilterSpec(), App(out=out, err=io.StringIO()),
+               explain=True)
+    last = out.getvalue().splitlines()[-1]
+    assert re.fullmatch(r"\(made from the first \d+ events: \d+ later ones were not kept\)", last)

@@ -260,16 +260,11 @@ def run(app: App, options: LiveOptions) -> None:
             loader.close()  # a no-op once the session has the programs
         if collector is not None and failure is None:
             try:
-                assert collector.head is not None
-                if options.html:
-                    from ..output.html import write_html
+                from ..output.collect import whole_trace_views
 
-                    write_html(options.html, collector.head, collector.kept, collector.note())
-                if options.explain:
-                    from ..output.explain import explain
-
-                    told = explain(collector.head, collector.kept)
-                    app.lines(told + ([f"({collector.note()})"] if collector.note() else []))
+                told = whole_trace_views(collector, options.html, options.explain)
+                if told:
+                    app.lines(told)
             except BrokenPipeError:
                 raise
             except OSError as e:

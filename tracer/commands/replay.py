@@ -282,25 +282,28 @@ def run_replay(path: str, spec, app, as_json: bool = False, tree: bool = False,
 
 def _replay_whole(path: str, app, skip_bad: bool, explain: bool, html: str | None) -> Summary:
     """The views made from every event: --explain's stories, --html's page."""
+    from ..output.collect import Collector, whole_trace_views
+
     reader = TraceReader(path, skip_bad=skip_bad, stdin=app.stdin)
     counts = event_counts()
-    events = []
+    kept = Collector()
+    kept.header(reader.header)
+    batch: list[ProcessEvent] = []
     try:
         for _, _, ev in reader:
             counts[ev.type] += 1
-            events.append(ev)
+            batch.append(ev)
+            if len(batch) == 4096:
+                kept.events(batch)
+                batch = []
+        kept.events(batch)
     finally:
         reader.close()
     if reader.summary is None:
         app.message(f"{reader.name}: no summary line: the recording did not end cleanly")
-    if html:
-        from ..output.html import write_html
-
-        write_html(html, reader.header, events)
-    if explain:
-        from ..output.explain import explain as explain_lines
-
-        app.lines(explain_lines(reader.header, events))
+    told = whole_trace_views(kept, html, explain)
+    if told:
+        app.lines(told)
     app.out.flush()
     summary = shown_summary(reader, counts, 0)
     from ..output.text import TextRenderer
