@@ -632,9 +632,8 @@ def test_what_traced_processes_name_is_remembered_within_bounds(monkeypatch):
         r.attribute_process(f"/user.slice/docker-{cid}.scope", 0, 1)
         r.on_exit(pid, pid, 0, None, i)
         r.on_exit(pid + 5000, pid + 5000, 0, None, i)
-    sizes = {name: len(getattr(r, name)) for name in
-             ("_details", "_by_cgroup", "_shim_cgroups", "_missing", "_by_pid")}
-    assert max(sizes.values()) <= 100, sizes
+    sizes = r.remembered()
+    assert max(sizes.values()) <= 100 and sizes["ids"] == sizes["cgroups"] == 100, sizes
     newest = f"{999:064x}"
     r.on_exec(1, ("/usr/bin/conmon", "-c", newest, "-n", "n999"), start=1)
     c = r.attribute_process("/", 0, 1, start=1)

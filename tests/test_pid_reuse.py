@@ -365,5 +365,5 @@ def test_pid_filter_without_views_keeps_only_the_live_family():
         for ev in (fork(child, SHELL_EV, "sh", 20_000 + 2 * i),
                    exit_(child, SHELL_EV, "sh", 20_001 + 2 * i)):
             assert without.wants(ev) and with_views.wants(ev)
-    assert len(without._tracked) == len(with_views._tracked) == 1  # the shell
-    assert without._family is None and len(with_views._family) == 10_001
+    assert without.remembered() == 1  # the shell
+    assert with_views.remembered() == 1 + 10_001  # and every member, for the views

@@ -99,6 +99,11 @@ class EventFilter:
             if self._family is not None:
                 self._family = {(pid, start) for pid, (start, _) in self._tracked.items()}
 
+    def remembered(self) -> int:
+        """The processes --pid holds: its family's live members, and with
+        views every member (what a long trace must not grow without)."""
+        return len(self._tracked or ()) + len(self._family or ())
+
     def wants(self, ev: ProcessEvent) -> bool:
         ok = self._check(ev)
         if not ok:

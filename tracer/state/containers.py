@@ -453,6 +453,13 @@ class ContainerResolver:
         self._details[cid] = Container(id=cid, name=attrs.get("name"), image=attrs.get("image"),
                                        runtime="docker")
 
+    def remembered(self) -> dict[str, int]:
+        """How much it holds of what traced processes name, by kind: each
+        bounded (REMEMBERED_MAX), or by the processes alive."""
+        return {"ids": len(self._details), "cgroups": len(self._by_cgroup),
+                "shim cgroups": len(self._shim_cgroups), "asked": len(self._missing),
+                "lineage": len(self._by_pid), "mount namespaces": len(self._by_mnt)}
+
     def close(self) -> None:
         self._closed.set()
         self._wake.set()
