@@ -325,7 +325,7 @@ class ContainerResolver:
         # (id, source) -> (the details it was made from, the container)
         self._variants: dict[tuple[str, str], tuple[Container | None, Container]] = {}
         self._by_cgroup: dict[str, tuple[str, str] | None] = _Recent()
-        self._pods: dict[str, str] = {}                     # id -> its Kubernetes pod's uid
+        self._pods: dict[str, str] = _Recent()              # id -> its Kubernetes pod's uid
         # "<namespace>/<id>" of each containerd shim seen: the cgroup a plain
         # containerd client (ctr run) puts that container's processes in
         self._shim_cgroups: dict[str, tuple[str, str]] = _Recent()
@@ -420,7 +420,7 @@ class ContainerResolver:
                 found = self._shim_cgroups[cgroup]  # ctr run's <namespace>/<id>
             self._by_cgroup[cgroup] = found
             pod = pod_of_cgroup(cgroup) if found is not None else None
-            if pod is not None and found is not None and len(self._pods) < 4096:
+            if pod is not None and found is not None:
                 self._pods[found[1]] = pod
         if found is not None:
             if teaches and mnt and mnt != self.host_mnt:
@@ -458,7 +458,8 @@ class ContainerResolver:
         bounded (REMEMBERED_MAX), or by the processes alive."""
         return {"ids": len(self._details), "cgroups": len(self._by_cgroup),
                 "shim cgroups": len(self._shim_cgroups), "asked": len(self._missing),
-                "lineage": len(self._by_pid), "mount namespaces": len(self._by_mnt)}
+                "lineage": len(self._by_pid), "mount namespaces": len(self._by_mnt),
+                "pods": len(self._pods)}
 
     def close(self) -> None:
         self._closed.set()
