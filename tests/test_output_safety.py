@@ -185,8 +185,7 @@ def test_devices(tmp_path):
 
 @pytest.fixture
 def small_fs(tmp_path):
-    """A file system that fills up: a tmpfs of 256 KiB (the header, which
-    lists every process, is some tens of KiB)."""
+    """mount(size) -> a file system that fills up: a tmpfs of that size."""
     def mount(size: str):
         d = tmp_path / f"small-{size}"
         d.mkdir()
@@ -205,7 +204,9 @@ def small_fs(tmp_path):
 def test_a_recording_that_fills_the_disk(small_fs, suffix):
     """The trace stops, the command with it; the summary and one error line;
     the file replays up to its last whole batch."""
-    rec = small_fs("256k") / f"t{suffix}"
+    # 1 MiB: the header lists every process alive, from tens of KiB to some
+    # hundreds where many run with long command lines; the execs fill the rest
+    rec = small_fs("1m") / f"t{suffix}"
     marker = f"fill-{os.getpid()}"
     # execs with long, varied command lines: a few thousand fill it, compressed too
     loop = (f"i=0; while :; do i=$((i+1)); /bin/true {marker} $i $((i*7919)) $((i*104729)) "
