@@ -348,23 +348,22 @@ def _end_command(child: subprocess.Popen, signals: list[int]) -> bool:
         seen = len(signals)
         deadline = time.monotonic() + TERM_GRACE_S
         while True:
+            # Scanned afresh each turn, and once more after the command is gone:
+            # a child it forked just before it died comes to us after a scan.
             job, orphans = _job(child.pid, pgid, own)
+            if child.returncode is not None and (
+                    not orphans or time.monotonic() >= deadline + TERM_GRACE_S):
+                return True  # orphans may be stuck (in D state): not beyond the grace period
             for pid in job:
-                if pid not in signalled:
+                if pid not in signalled and (pid != child.pid or child.returncode is None):
                     with contextlib.suppress(OSError):
                         os.kill(pid, sig)
                     signalled.add(pid)
             for pid in orphans:
                 with contextlib.suppress(OSError):
                     os.waitpid(pid, os.WNOHANG)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=0.02)
-            except subprocess.TimeoutExpired:
-                pass
-            else:
-                # orphans may be stuck (in D state): not beyond the grace period
-                if not orphans or time.monotonic() >= deadline + TERM_GRACE_S:
-                    return True
             if sig == signal.SIGTERM and (time.monotonic() >= deadline or len(signals) > seen):
                 sig, signalled = signal.SIGKILL, set()
     finally:
