@@ -26,7 +26,7 @@ from tracer.model.events import (
     UnshareEvent,
 )
 from tracer.output import views
-from tracer.state.proctable import ProcessTable
+from tracer.state.proctable import PARENTS_KEPT, ProcessTable
 
 HOST = Namespaces(mnt=1, uts=2, ipc=3, pid=4, pid_for_children=4, net=6, cgroup=7, user=8,
                   time=9, time_for_children=9)
@@ -367,3 +367,23 @@ def test_pid_filter_without_views_keeps_only_the_live_family():
             assert without.wants(ev) and with_views.wants(ev)
     assert without.remembered() == 1  # the shell
     assert with_views.remembered() == 1 + 10_001  # and every member, for the views
+
+
+def test_a_process_handed_on_and_on_keeps_its_latest_parents():
+    """A child handed from reaper to reaper a thousand times: its parent is
+    the last, and it keeps the latest PARENTS_KEPT earlier ones, not a copy
+    of its whole history at each move."""
+    t = ProcessTable()
+    t.seed_from_snapshot(SNAPSHOT)
+    parent, child = (700, 7_000_000_000), (701, 7_000_000_001)
+    reapers = [(1000 + j, 7_100_000_000 + j) for j in range(1000)]
+    t.apply(fork(parent, SHELL_EV, "sh", 100))
+    t.apply(fork(child, parent, "p", 200))
+    for j, r in enumerate(reapers):
+        t.apply(fork(r, SHELL_EV, "sh", 300 + j))
+    t.apply(exit_(parent, SHELL_EV, "p", 2_000, reaper=reapers[0][0]))
+    for j, r in enumerate(reapers[:-1]):
+        t.apply(exit_(r, SHELL_EV, "sh", 3_000 + j, reaper=reapers[j + 1][0]))
+    (c,) = [p for p in t.with_pid(child[0])]
+    assert c.parent_key == reapers[-1] and c.ppid == reapers[-1][0]
+    assert c.parents == (*reapers[-1 - PARENTS_KEPT:-1],)

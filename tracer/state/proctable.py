@@ -27,6 +27,7 @@ from .system import read_ns
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 TICK_NS = 1_000_000_000 // _CLK_TCK  # /proc's precision for a start time
+PARENTS_KEPT = 8  # earlier parents a process keeps: the latest
 _NO_CHILDREN: frozenset[tuple[int, int]] = frozenset()
 
 # A process is a pid and a start time: pids are reused (pid_max is 32768 by
@@ -80,7 +81,8 @@ class Process:
     exit_status: int | None = None  # the wait(2) status word, once exited (None: not seen)
     # its children now (keys); most processes have none: one shared empty set
     children: set[ProcKey] | frozenset[ProcKey] = _NO_CHILDREN
-    # earlier parents, oldest first (reparenting; most processes have none)
+    # earlier parents, oldest first, the latest PARENTS_KEPT (reparenting;
+    # most processes have none)
     parents: tuple[ProcKey, ...] = ()
     birth_ppid: int = 0        # the parent it was born to (or had at start-up)
     parent_key: ProcKey = (0, 0)  # its parent now: ppid and that process's start (0: unknown)
@@ -549,7 +551,9 @@ class ProcessTable:
 
     def _reparent(self, proc: Process, new_parent: ProcKey) -> None:
         self._unlink(proc)
-        proc.parents = (*proc.parents, proc.parent_key)
+        # the latest few: handed on and on, a process must not cost a copy of
+        # its whole history at each move (a recording can hand thousands)
+        proc.parents = (*proc.parents[1 - PARENTS_KEPT:], proc.parent_key)
         proc.parent_key = new_parent
         proc.ppid = new_parent[0]
         self._link(proc)
