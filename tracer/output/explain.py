@@ -85,6 +85,7 @@ class Story:
         self.handovers: dict[int, list[ExitEvent]] = {}
         self.entered: dict[tuple[str, int], list[SetnsEvent]] = {}  # (kind, inode) -> setns
         self._inits: dict[tuple[str, int], _Proc] | None = None
+        self._at_start: dict[tuple[str, int], dict] | None = None  # header processes by namespace
         for ev in events:
             self.order.append(ev)
             if isinstance(ev, ExitEvent) and ev.reaper is not None:
@@ -203,13 +204,20 @@ class Story:
         init = self._inits.get((kind, inode))
         if init is not None:
             return f"PID 1's ({init.comm}, {init.pid})"
-        known = [d for d in self.header.processes if d["ns"].get(kind) == inode]
-        known.sort(key=lambda d: d.get("vpid") != 1)  # a namespace's PID 1 names it best
-        if known:
-            d = known[0]
-            who = f"{d['comm']}, {d['pid']}"
-            return f"PID 1's ({who})" if d.get("vpid") == 1 else f"those of {who}"
-        return ""
+        if self._at_start is None:
+            # the processes alive at the start, one for each namespace they
+            # were in: its PID 1, which names it best, else the first listed
+            self._at_start = {}
+            for d in self.header.processes:
+                for k, i in d["ns"].items():
+                    best = self._at_start.get((k, i))
+                    if best is None or (d.get("vpid") == 1 and best.get("vpid") != 1):
+                        self._at_start[(k, i)] = d
+        listed = self._at_start.get((kind, inode))
+        if listed is None:
+            return ""
+        who = f"{listed['comm']}, {listed['pid']}"
+        return f"PID 1's ({who})" if listed.get("vpid") == 1 else f"those of {who}"
 
     def _program_at(self, proc: _Proc | None, t: int) -> str:
         """The program (exec'd path's last part) a process ran at a time."""
