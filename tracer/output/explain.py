@@ -86,6 +86,7 @@ class Story:
         self.entered: dict[tuple[str, int], list[SetnsEvent]] = {}  # (kind, inode) -> setns
         self._inits: dict[tuple[str, int], _Proc] | None = None
         self._at_start: dict[tuple[str, int], dict] | None = None  # header processes by namespace
+        self._said: dict[int, str] = {}  # _who's answers: the events are all read by then
         for ev in events:
             self.order.append(ev)
             if isinstance(ev, ExitEvent) and ev.reaper is not None:
@@ -176,12 +177,16 @@ class Story:
     # -- telling ---------------------------------------------------------------
 
     def _who(self, pid: int) -> str:
-        procs = self.by_pid.get(pid)
-        if procs:
-            latest = max(procs, key=lambda p: p.key[1])
-            return f"{latest.comm} ({pid})"
-        known = self.known.get(pid)
-        return f"{known['comm']} ({pid})" if known else f"{pid}"
+        said = self._said.get(pid)
+        if said is None:  # once a pid: a reused one may have had thousands of processes
+            procs = self.by_pid.get(pid)
+            known = self.known.get(pid)
+            if procs:
+                said = f"{max(procs, key=lambda p: p.key[1]).comm} ({pid})"
+            else:
+                said = f"{known['comm']} ({pid})" if known else f"{pid}"
+            self._said[pid] = said
+        return said
 
     def _reaper(self, pid: int) -> str:
         if pid == 0:
