@@ -22,7 +22,7 @@ from conftest import docker
 from tracer.commands.filters import FilterSpec
 from tracer.commands.live import App
 from tracer.commands.replay import TraceReader, run_replay
-from tracer.output.explain import VISITORS_SHOWN, explain
+from tracer.output.explain import STEPS_SHOWN, VISITORS_SHOWN, explain
 
 DATA = Path(__file__).parent / "data"
 NAMES = ("docker-run", "docker-exec", "session")
@@ -223,3 +223,19 @@ def test_what_is_kept_for_the_whole_trace_is_bounded_in_objects(monkeypatch):
                explain=True)
     last = out.getvalue().splitlines()[-1]
     assert re.fullmatch(r"\(made from the first \d+ events: \d+ later ones were not kept\)", last)
+
+
+def test_a_creator_with_many_steps_tells_the_first_and_counts_the_rest():
+    """A process of the story with more than STEPS_SHOWN steps: the first are
+    told, the rest counted (a creator of many starts would tell them all
+    again in each start's story)."""
+    header, events = _events("docker-run")
+    init_fork = next(e for e in events if e.type == "fork" and e.vpid == 1)
+    init_exec = next(e for e in events if e.type == "exec" and e.pid == init_fork.pid
+                     and not e.ret)
+    extra = [init_exec.replace(ktime_ns=init_exec.ktime_ns + 1 + i, argv=("x", str(i)))
+             for i in range(200)]
+    told = "\n".join(explain(header, sorted(events + extra, key=lambda e: e.ktime_ns)))
+    assert "exec'd x 61\n" in told and "exec'd x 62\n" not in told  # the 64th step, the 65th
+    more = re.findall(r"\.\.\. and (\d+) more steps of \S+ \((\d+)\)", told)
+    assert [int(n) for n in more[0]] == [1 + 200 + 1 - STEPS_SHOWN, init_fork.pid], more

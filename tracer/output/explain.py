@@ -22,8 +22,9 @@ and runc are named by their own events.
 from __future__ import annotations
 
 import bisect
+import functools
 import shlex
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..model.events import (
@@ -47,6 +48,9 @@ ARGV_SHOWN = 120  # characters of a command line in a story
 # process may enter them as often as it likes, so a story (and the work of
 # writing it) does not grow with each entry; the rest are counted.
 VISITORS_SHOWN = 16
+# Steps of one process in a story: a creator of many starts, with many steps
+# of its own, would tell them all again in each start's story.
+STEPS_SHOWN = 64
 
 
 @dataclass
@@ -111,7 +115,10 @@ class Story:
         return proc
 
     def _t(self, ev: ProcessEvent) -> str:
-        return f"{(ev.ktime_ns - self.header.start_ktime_ns) / 1e9:10.6f}"
+        return self._t_ns(ev.ktime_ns)
+
+    def _t_ns(self, ktime_ns: int) -> str:
+        return f"{(ktime_ns - self.header.start_ktime_ns) / 1e9:10.6f}"
 
     # -- the starts ------------------------------------------------------------
 
@@ -238,30 +245,38 @@ class Story:
         """(time, line) of every step of the chain's processes and of start."""
         steps = []
         for proc in [*chain, start]:
+            mine: list[tuple[int, Callable[[], str]]] = []  # told once they are counted
             if proc.fork is not None:
-                steps.append((proc.fork.ktime_ns, self._fork_line(proc)))
+                mine.append((proc.fork.ktime_ns, functools.partial(self._fork_line, proc)))
             failed = 0
             creator = self._program_at(self._caller(proc), proc.fork.ktime_ns
                                        if proc.fork else 0)
             setns: list[SetnsEvent] = []
             for ev in proc.events:
                 if not isinstance(ev, SetnsEvent) and setns:
-                    steps.append((setns[0].ktime_ns, self._setns_line(setns)))
+                    mine.append((setns[0].ktime_ns, functools.partial(self._setns_line, setns)))
                     setns = []
                 if isinstance(ev, ExecEvent):
                     if ev.ret:
                         failed += 1
                         continue
-                    steps.append((ev.ktime_ns, self._exec_line(ev, failed, creator)))
+                    mine.append((ev.ktime_ns,
+                                 functools.partial(self._exec_line, ev, failed, creator)))
                     failed, creator = 0, ""
                 elif isinstance(ev, UnshareEvent) and ev.ret == 0 and ev.ns_before != ev.ns:
-                    steps.append((ev.ktime_ns, self._unshare_line(ev)))
+                    mine.append((ev.ktime_ns, functools.partial(self._unshare_line, ev)))
                 elif isinstance(ev, SetnsEvent) and ev.ret == 0 and ev.ns_before != ev.ns:
                     setns.append(ev)  # a run of them is one step: entering a set
                 elif isinstance(ev, ExitEvent):
-                    steps.append((ev.ktime_ns, self._exit_line(ev, [*chain, start])))
+                    mine.append((ev.ktime_ns,
+                                 functools.partial(self._exit_line, ev, [*chain, start])))
             if setns:
-                steps.append((setns[0].ktime_ns, self._setns_line(setns)))
+                mine.append((setns[0].ktime_ns, functools.partial(self._setns_line, setns)))
+            steps += [(t, tell()) for t, tell in mine[:STEPS_SHOWN]]
+            if len(mine) > STEPS_SHOWN:
+                steps.append((mine[STEPS_SHOWN][0], f"{self._t_ns(mine[STEPS_SHOWN][0])}  "
+                              f"... and {len(mine) - STEPS_SHOWN} more steps of {proc.comm} "
+                              f"({proc.pid})"))
         steps.sort(key=lambda s: s[0])
         return steps
 
