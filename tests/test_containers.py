@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import UnixServer
+from conftest import NOBODY, UnixServer
 
 from tracer.model.codec import event_of
 from tracer.model.events import Container, Header, Namespaces
@@ -656,8 +656,6 @@ def test_a_process_named_conmon_does_not_rename_a_docker_container(engine, resol
 def test_a_users_storage_answers_for_its_own_monitors_ids_only(tmp_path, monkeypatch):
     """A user's list is read for the ids its monitors named (a list full of
     other ids names nothing else), at most 2 MiB of it; root's up to 16."""
-    from conftest import NOBODY
-
     monkeypatch.setattr(containers, "RETRY_INTERVAL", 0)
     mine, other = f"{1:064x}", f"{2:064x}"
     users = tmp_path / "containers.json"

@@ -391,7 +391,7 @@ def choose_offsets(headers: kheaders.Headers, btf_path: str | None = None) -> Of
     only if they are this kernel's (another's would be read at the wrong
     offsets, silently).  $CTRTRACE_BCC_OFFSETS=headers takes the headers
     even with BTF there."""
-    has_btf = os.path.exists(btf_path or host.BTF_PATH)  # read now: tests point it elsewhere
+    has_btf = os.path.exists(btf_path or host.BTF_PATH)  # the path check_btf reads
     wanted = os.environ.get(OFFSETS_ENV, "")
     if wanted not in ("", "btf", "headers"):
         raise CtrtraceError(f"{OFFSETS_ENV} is btf or headers, not {wanted!r}", ExitStatus.USAGE)
